@@ -19,8 +19,20 @@ from typing import Any
 
 import yaml
 
+from msl.losses import TARGET_LOSS_NAMES
+
 DATASETS = ("gta5", "synthia", "cityscapes", "crosscity")
-TARGET_LOSS_NAMES = ("none", "entropy", "iw_entropy", "maxsquare", "iw_maxsquare", "hard")
+# Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
+# target val labels (the test set): selecting on them is an oracle that must be asked for by name.
+METRIC_MODES = {
+    "source_val_miou": "max",
+    "oracle_miou": "max",
+    "oracle_miou16": "max",
+    "oracle_miou13": "max",
+    "target_entropy": "min",
+    "target_im": "min",
+    "target_max_square": "max",
+}
 
 
 class ConfigError(ValueError):
@@ -105,8 +117,12 @@ class SelectionConfig:
     """Which reported metric picks the best checkpoint. Label-free by default: the target val labels are the
     test set, so selecting on them (`oracle_miou`) is an oracle the user must name explicitly."""
 
-    metric: str = "source_val_miou"
-    mode: str = _spec("max", choices=("max", "min"))
+    metric: str = _spec("source_val_miou", choices=tuple(METRIC_MODES))
+    mode: str | None = _spec(None, choices=("max", "min"))  # None: the metric's own direction
+
+    @property
+    def direction(self) -> str:
+        return self.mode or METRIC_MODES[self.metric]
 
 
 @dataclass
