@@ -18,6 +18,47 @@ def _data_verify(args: argparse.Namespace) -> int:
     return main_verify(args)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from msl.config import load_config, read_yaml
+    from msl.trainer import train
+
+    out = Path(args.out or f"runs/{Path(args.config).stem}")
+    if args.resume:
+        last = out / "checkpoints" / "last.pt"
+        if not last.is_file():
+            print(f"msl train: nothing to resume: {last} does not exist", file=sys.stderr)
+            return 2
+        _check_same_config(read_yaml(out / "config.yaml"), load_config(args.config, args.set))
+    cfg = load_config(args.config, args.set)
+    record = train(cfg, out, resume_from=out / "checkpoints" / "last.pt" if args.resume else None)
+    shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
+    print(f"finished {cfg.optim.iterations} iterations in {out}: {shown}")
+    return 0
+
+
+def _check_same_config(saved: dict, cfg) -> None:
+    """A resumed run must continue the same experiment: only runtime settings (device, threads) may change."""
+    from msl.config import config_to_dict
+
+    wanted = config_to_dict(cfg)
+    for section, values in wanted.items():
+        if section == "runtime" or not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if (section, key) != ("data", "normalization") and saved.get(section, {}).get(key) != value:
+                raise SystemExit(f"msl train --resume: {section}.{key} is {value!r} but the run was started with "
+                                 f"{saved.get(section, {}).get(key)!r}; resume with the run's own config.yaml")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from msl.evaluate_checkpoint import evaluate_checkpoint
+
+    return evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.set, domain=args.domain,
+                               flip=args.flip, save_predictions=args.save_predictions)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--num-classes", dest="num_classes", type=int, choices=(19, 16, 13), default=19)
     verify.add_argument("--city", default=None, help="NTHU CrossCity city")
     verify.set_defaults(handler=_data_verify)
+
+    train = commands.add_parser("train", help="train one model (stage source or uda) from a config file")
+    train.add_argument("config", help="YAML run configuration (see msl/config.py for every key)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. --set loss.lambda_target=0.09 (repeatable)")
+    train.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a labelled split")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--config", default=None, help="config file (default: the checkpoint's own config)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.add_argument("--domain", choices=("target", "source"), default="target",
+                          help="evaluate on data.target_val_split (default) or data.source_val_split")
+    evaluate.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    evaluate.add_argument("--save-predictions", dest="save_predictions", default=None, metavar="DIR",
+                          help="write predictions as Cityscapes labelIds PNGs and colour PNGs")
+    evaluate.set_defaults(handler=_eval)
     return parser
 
 

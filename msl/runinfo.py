@@ -1,0 +1,62 @@
+"""What a run directory records about where its numbers came from: code revision, package versions, seed."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+PACKAGES = ("msl", "torch", "torchvision", "numpy", "ray", "optuna", "pandas")
+
+
+def expand_path(path: str | None) -> str:
+    """A config path with `~` and `$VARIABLES` expanded; an unset variable is an error naming it."""
+    if not path:
+        return ""
+    expanded = os.path.expanduser(os.path.expandvars(path))
+    if "$" in expanded:
+        raise ValueError(f"path {path!r} uses an environment variable that is not set")
+    return expanded
+
+
+def git_revision() -> str:
+    """The commit of the msl checkout (with `+dirty` for uncommitted changes), or 'unknown' outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)  # noqa: E731
+        revision = run("rev-parse", "HEAD")
+        if revision.returncode != 0:
+            return "unknown"
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return revision.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_run_info(path: Path, seed: int, device: torch.device) -> None:
+    info = {
+        "git_revision": git_revision(),
+        "versions": package_versions(),
+        "seed": seed,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "command": sys.argv,
+        "hostname": platform.node(),
+    }
+    path.write_text(json.dumps(info, indent=2) + "\n")

@@ -1,0 +1,347 @@
+"""The training loop: source-only pretraining and UDA, with evaluation, model selection and exact resume.
+
+One UDA iteration follows the reference (reference.md §1.7): poly learning rate, then a source batch
+(CE on the main head, plus lambda_seg * CE on the aux head when multi-level), then a target batch
+(lambda_target * L_T on the main head, plus lambda_seg * lambda_target * guidance on the aux head when
+multi-level), gradients of both accumulated into one optimiser step. Losses stay on the device and are read back
+every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
+
+A run directory holds: config.yaml (resolved), run_info.json (git revision, versions, seed), metrics.jsonl (one
+line per evaluation), tensorboard/ and checkpoints/{last,best}.pt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from msl.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from msl.config import TrainConfig, config_to_dict, save_config
+from msl.data import batch_stream, build_dataset, denormalize
+from msl.evaluate import autocast, evaluate, label_free_validators
+from msl.labels import IGNORE_INDEX
+from msl.losses import build_target_loss, multi_level_guidance_loss
+from msl.models import build_model, load_weights, param_groups
+from msl.runinfo import expand_path, write_run_info
+from msl.visualize import colourise
+
+EvalCallback = Callable[[dict, Path], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the message names the iteration and the term."""
+
+
+@dataclass
+class RunData:
+    source_train: Dataset
+    target_train: Dataset | None  # images only: UDA never reads target-train labels
+    source_val: Dataset
+    target_val: Dataset | None
+    validator_images: Dataset | None  # fixed subset of target_train
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def poly_lr(base_lr: float, iteration: int, horizon: int, power: float) -> float:
+    """The reference's poly schedule, lr * (1 - it / iter_max) ** power, clamped at 0 past the horizon."""
+    return base_lr * max(0.0, 1.0 - iteration / horizon) ** power
+
+
+def resolve_normalization(cfg: TrainConfig, weights_format: str | None, checkpoint_config: dict | None) -> str:
+    """`data.normalization`, with `auto` following the weights: BGR mean for the DeepLab init checkpoint, the
+    ImageNet mean/std for torchvision weights (and for random init), whatever an msl checkpoint trained with."""
+    if cfg.data.normalization != "auto":
+        return cfg.data.normalization
+    if checkpoint_config is not None:
+        return checkpoint_config["data"]["normalization"]
+    return "bgr_mean" if weights_format == "deeplab_init" else "imagenet"
+
+
+def build_run_data(cfg: TrainConfig, normalization: str) -> RunData:
+    d = cfg.data
+    common = {"num_classes": d.num_classes, "normalization": normalization}
+    augment = {"flip": d.flip, "blur": d.blur, "random_scale": d.random_scale, "random_crop": d.random_crop}
+    source_root, target_root = expand_path(d.source_root), expand_path(d.target_root)
+    source_train = build_dataset(d.source, source_root, d.source_train_split, size=d.source_size, train=True,
+                                 **common, **augment)
+    source_val = build_dataset(d.source, source_root, d.source_val_split, size=d.source_size,
+                               full_res_label=d.full_res_eval_labels, **common)
+    target_train = target_val = validator_images = None
+    if target_root:
+        target = {"city": d.target_city, **common}
+        target_train = build_dataset(d.target, target_root, d.target_train_split, size=d.target_size, train=True,
+                                     labels=False, **target, **augment)
+        target_val = build_dataset(d.target, target_root, d.target_val_split, size=d.target_size,
+                                   full_res_label=d.full_res_eval_labels, **target)
+        unaugmented = build_dataset(d.target, target_root, d.target_train_split, size=d.target_size,
+                                    labels=False, **target)
+        step = max(1, len(unaugmented) // cfg.eval.validator_images)
+        validator_images = Subset(unaugmented, list(range(0, len(unaugmented), step))[: cfg.eval.validator_images])
+    elif cfg.stage == "uda":
+        raise ValueError("stage 'uda' needs data.target_root")
+    return RunData(source_train, target_train, source_val, target_val, validator_images)
+
+
+def _eval_loader(dataset: Dataset, cfg: TrainConfig, max_images: int | None) -> DataLoader:
+    if max_images is not None and max_images < len(dataset):
+        dataset = Subset(dataset, list(range(max_images)))
+    return DataLoader(dataset, batch_size=1 if cfg.data.full_res_eval_labels else cfg.data.batch_size,
+                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+
+
+def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: torch.device) -> dict:
+    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs."""
+    options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": _channels_last(cfg, device)}
+    record: dict = {}
+    source = evaluate(model, _eval_loader(data.source_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
+                      device, **options)
+    record.update(source_val_miou=source["miou"], source_val_iou=source["iou"])
+    if data.target_val is not None:
+        target = evaluate(model, _eval_loader(data.target_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
+                          device, **options)
+        record.update({f"oracle_{k}": v for k, v in target.items() if k.startswith("miou") or k == "iou"})
+        record["oracle_pixel_acc"] = target["pixel_acc"]
+        images = (batch[0] for batch in _eval_loader(data.validator_images, cfg, None))
+        record.update(label_free_validators(model, images, device, **options))
+    model.train()
+    return record
+
+
+def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    return device.type == "cuda" and cfg.runtime.channels_last
+
+
+class _LossMeter:
+    """Sums of the loss terms on the device, plus the first iteration where each went non-finite: all updated
+    without a host synchronisation and read back only by `read`."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.first_bad: dict[str, Tensor] = {}
+        self.count = 0
+
+    def add(self, iteration: int, terms: dict[str, Tensor]) -> None:
+        for name, value in terms.items():
+            value = value.detach().float()
+            if name not in self.sums:
+                self.sums[name] = torch.zeros((), device=self.device)
+                self.first_bad[name] = torch.full((), -1, dtype=torch.long, device=self.device)
+            bad = ~torch.isfinite(value) & (self.first_bad[name] < 0)
+            self.first_bad[name] = torch.where(bad, iteration, self.first_bad[name])
+            self.sums[name] += value
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        """Mean of each term since the last read; raises NonFiniteLossError naming the iteration and term."""
+        for name, first_bad in self.first_bad.items():
+            if (iteration := int(first_bad)) >= 0:
+                raise NonFiniteLossError(f"non-finite loss term '{name}' at iteration {iteration}")
+        means = {f"loss_{name}": (total / self.count).item() for name, total in self.sums.items()}
+        for total in self.sums.values():
+            total.zero_()
+        self.count = 0
+        return means
+
+
+def _supervised_loss(model_out: tuple[Tensor, Tensor], labels: Tensor, cfg: TrainConfig) -> dict[str, Tensor]:
+    main, aux = (z.float() for z in model_out)  # (B, C, H, W) each
+    terms = {"source_ce": F.cross_entropy(main, labels, ignore_index=IGNORE_INDEX)}
+    if cfg.model.multi_level:
+        terms["source_aux_ce"] = F.cross_entropy(aux, labels, ignore_index=IGNORE_INDEX)
+    return terms
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Never overwrite a previous run: a non-empty directory needs `resume`."""
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
+
+
+def _to_device(batch: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return batch.to(device, non_blocking=True, memory_format=fmt)
+
+
+def _log_images(writer, model: nn.Module, data: RunData, cfg: TrainConfig, device, normalization: str,
+                iteration: int) -> None:
+    if data.target_val is None or cfg.eval.logged_images == 0:
+        return
+    model.eval()
+    for index in range(min(cfg.eval.logged_images, len(data.target_val))):
+        image, label, _ = data.target_val[index]
+        with torch.no_grad(), autocast(device, cfg.runtime.bf16):
+            pred = model(image[None].to(device))[0].argmax(1)[0].cpu()
+        writer.add_image(f"target_val/{index}/image", denormalize(image, normalization), iteration)
+        writer.add_image(f"target_val/{index}/label", colourise(label, cfg.data.num_classes), iteration)
+        writer.add_image(f"target_val/{index}/prediction", colourise(pred, cfg.data.num_classes), iteration)
+    model.train()
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | None = None,
+          on_eval: EvalCallback | None = None) -> dict:
+    """Run the configured stage in `run_dir` and return the last evaluation record.
+
+    `resume_from` continues from a checkpoint (model, optimiser, iteration, RNG, history, best record) under
+    this `cfg`; `on_eval(record, checkpoint_path)` is called after each evaluation (the Ray Tune hook).
+    """
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, resume=resume_from is not None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.runtime.device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
+    torch.manual_seed(cfg.runtime.seed)
+
+    checkpoint = load_checkpoint(resume_from) if resume_from is not None else None
+    model = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.aspp_branches, cfg.model.freeze_bn)
+    weights_format = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+    elif cfg.model.weights:
+        weights_format = load_weights(model, expand_path(cfg.model.weights))
+    init_config = None
+    if weights_format == "msl":
+        init_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
+    normalization = resolve_normalization(cfg, weights_format, checkpoint["config"] if checkpoint else init_config)
+    channels_last = _channels_last(cfg, device)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    forward = torch.compile(model) if cfg.runtime.compile else model
+
+    groups = param_groups(model, cfg.optim.head_lr_mult)
+    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                weight_decay=cfg.optim.weight_decay)
+    start, history, best = 0, [], None
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start, history, best = checkpoint["iteration"], checkpoint["history"], checkpoint["best"]
+        set_rng_state(checkpoint["rng"])
+
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, normalization=normalization))
+    resolved = config_to_dict(cfg)
+    save_config(cfg, run_dir / "config.yaml")
+    write_run_info(run_dir / "run_info.json", cfg.runtime.seed, device)
+    _write_history(run_dir / "metrics.jsonl", history)
+
+    data = build_run_data(cfg, normalization)
+    uda = cfg.stage == "uda"
+    target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
+    uses_target = uda and (cfg.loss.target != "none" or cfg.model.multi_level)
+    pin = device.type == "cuda"
+    source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
+                                  num_workers=cfg.data.num_workers, pin_memory=pin)
+    target_batches: Iterator | None = None
+    if uses_target:
+        target_batches = batch_stream(data.target_train, cfg.data.batch_size, seed=cfg.runtime.seed + 1,
+                                      start_batch=start, num_workers=cfg.data.num_workers, pin_memory=pin)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start)
+    meter = _LossMeter(device)
+    window_losses: dict[str, float] = {}
+    lambda_t, lambda_seg = cfg.loss.lambda_target, cfg.loss.lambda_seg
+    total = cfg.optim.iterations
+    started = time.perf_counter()
+    bar = tqdm(range(start, total), initial=start, total=total, disable=not cfg.runtime.progress,
+               desc=f"{cfg.stage} {run_dir.name}", dynamic_ncols=True)
+    record = history[-1] if history else {}
+    for iteration in bar:
+        lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * group["lr_mult"]
+
+        images, labels, _ = next(source_batches)
+        images, labels = _to_device(images, device, channels_last), labels.to(device, non_blocking=True)
+        with autocast(device, cfg.runtime.bf16):
+            terms = _supervised_loss(forward(images), labels, cfg)
+        (terms["source_ce"] + lambda_seg * terms.get("source_aux_ce", 0.0)).backward()
+
+        if target_batches is not None:
+            target_images = _to_device(next(target_batches)[0], device, channels_last)
+            with autocast(device, cfg.runtime.bf16):
+                main, aux = forward(target_images)
+            target_terms = {"target_loss": target_loss(main)}
+            if cfg.model.multi_level:
+                target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
+            (lambda_t * target_terms["target_loss"]
+             + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
+            terms.update(target_terms)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        meter.add(iteration, terms)
+
+        done = iteration + 1
+        evaluating = done % cfg.eval.every == 0 or done == total
+        if done % cfg.runtime.log_every == 0 or evaluating:
+            window_losses = meter.read()
+            for name, value in window_losses.items():
+                writer.add_scalar(f"loss/{name.removeprefix('loss_')}", value, done)
+            writer.add_scalar("learning_rate", lr, done)
+            bar.set_postfix({k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False)
+        if evaluating:
+            record = {"iteration": done, "lr": lr, **window_losses, **run_evaluation(model, data, cfg, device),
+                      "elapsed_s": time.perf_counter() - started}
+            best = _update_best(best, record, cfg)
+            record["is_best"] = best["iteration"] == done
+            history.append(record)
+            for name, value in record.items():
+                if isinstance(value, float) and name not in window_losses and name != "lr":
+                    writer.add_scalar(f"metrics/{name}", value, done)
+            _log_images(writer, model, data, cfg, device, normalization, done)
+            payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": done,
+                       "rng": rng_state(), "config": resolved, "history": history, "best": best}
+            last = save_atomic(payload, run_dir / "checkpoints" / "last.pt")
+            if record["is_best"]:
+                save_atomic(payload, run_dir / "checkpoints" / "best.pt")
+            _write_history(run_dir / "metrics.jsonl", history)
+            writer.flush()
+            if on_eval is not None:
+                on_eval(record, last)
+    bar.close()
+    writer.close()
+    return record
+
+
+def _update_best(best: dict | None, record: dict, cfg: TrainConfig) -> dict:
+    """The best-so-far record under `selection` (NaN never wins; ties keep the earlier checkpoint)."""
+    value = record.get(cfg.selection.metric, math.nan)
+    if value is None or math.isnan(value):
+        return best or {"iteration": -1, "metric": cfg.selection.metric, "value": math.nan}
+    better = (best is None or math.isnan(best["value"])
+              or (value > best["value"] if cfg.selection.direction == "max" else value < best["value"]))
+    return {"iteration": record["iteration"], "metric": cfg.selection.metric, "value": value} if better else best
+
+
+def _json_ready(value):
+    """NaN (an IoU of a class absent from labels and predictions) becomes null: strict JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return [_json_ready(v) for v in value] if isinstance(value, list) else value
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.jsonl from the checkpointed history, so a resumed run never duplicates or loses a line."""
+    lines = (json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n" for record in history)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(lines))
+    temporary.replace(path)

@@ -1,0 +1,133 @@
+"""Short real trainings on the small synthetic benchmark: both stages, every target loss, resume, logging."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import msl.trainer
+from msl.config import load_config
+from msl.data.synth import generate
+from msl.trainer import NonFiniteLossError, poly_lr, train
+
+METRICS = {"source_val_miou", "oracle_miou", "target_entropy", "target_im", "target_max_square"}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, seed=0, scale="small", progress=False)
+    return out
+
+
+def tiny_config(synth, **overrides):
+    base = {
+        "stage": "source",
+        "data": {"source_root": str(synth / "source"), "target_root": str(synth / "target"),
+                 "source_size": [64, 32], "target_size": [64, 32], "batch_size": 2, "num_workers": 0},
+        "model": {"arch": "deeplab_resnet18_small"},
+        "optim": {"lr": 0.01, "iterations": 4, "poly_horizon": None},
+        "eval": {"every": 2, "validator_images": 4, "max_images": 4, "logged_images": 1},
+        "runtime": {"threads": 1, "progress": False, "log_every": 1},
+    }
+    return load_config(base, overrides)
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def source_run(synth, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "source"
+    train(tiny_config(synth, **{"model.multi_level": True}), run_dir)
+    return run_dir
+
+
+def test_source_stage_writes_a_complete_run_directory(source_run):
+    records = read_metrics(source_run)
+    assert [r["iteration"] for r in records] == [2, 4]
+    assert METRICS <= set(records[-1]) and {"loss_source_ce", "loss_source_aux_ce"} <= set(records[-1])
+    assert len(records[-1]["oracle_iou"]) == 19
+    assert (source_run / "checkpoints" / "last.pt").is_file() and (source_run / "checkpoints" / "best.pt").is_file()
+    info = json.loads((source_run / "run_info.json").read_text())
+    assert info["seed"] == 0 and "torch" in info["versions"] and info["git_revision"]
+    assert load_config(source_run / "config.yaml").data.normalization == "imagenet"  # auto, resolved
+    best = torch.load(source_run / "checkpoints" / "best.pt", weights_only=False)["best"]
+    chosen = max(records, key=lambda r: r["source_val_miou"])  # first of equals wins
+    assert best["iteration"] == chosen["iteration"] and best["metric"] == "source_val_miou"
+    # is_best marks a strict improvement over every earlier evaluation (it is the best-so-far when written).
+    values = [r["source_val_miou"] for r in records]
+    assert [r["is_best"] for r in records] == [all(v > w for w in values[:i]) for i, v in enumerate(values)]
+
+
+def test_tensorboard_scalars_read_back_with_tensorboards_reader(source_run):
+    events = EventAccumulator(str(source_run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"loss/source_ce", "learning_rate", "metrics/oracle_miou", "metrics/target_im"} <= set(tags["scalars"])
+    lrs = [(e.step, e.value) for e in events.Scalars("learning_rate")]
+    assert lrs == [(i + 1, pytest.approx(poly_lr(0.01, i, 4, 0.9))) for i in range(4)]
+    miou = [e.value for e in events.Scalars("metrics/oracle_miou")]
+    assert miou == pytest.approx([r["oracle_miou"] for r in read_metrics(source_run)])
+    assert any(tag.endswith("/prediction") for tag in tags["images"])
+
+
+@pytest.mark.parametrize("multi_level", [False, True])
+@pytest.mark.parametrize("loss", ["none", "entropy", "iw_entropy", "maxsquare", "iw_maxsquare", "hard"])
+def test_uda_runs_every_target_loss_without_reading_target_train_labels(synth, source_run, tmp_path, loss,
+                                                                         multi_level):
+    blind = tmp_path / "target"
+    shutil.copytree(synth / "target", blind)
+    shutil.rmtree(blind / "gtFine" / "train")  # any read of a target-train label would now fail
+    cfg = tiny_config(synth, **{"stage": "uda", "data.target_root": str(blind), "loss.target": loss,
+                                "loss.threshold": 0.5, "model.multi_level": multi_level,
+                                "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    record = train(cfg, tmp_path / "run")
+    terms = {k for k in record if k.startswith("loss_")}
+    expected = {"loss_source_ce"} | ({"loss_source_aux_ce", "loss_target_guidance"} if multi_level else set())
+    if loss != "none" or multi_level:
+        expected |= {"loss_target_loss"}
+    assert terms == expected
+    assert METRICS <= set(record) and 0 <= record["oracle_miou"] <= 1
+
+
+def test_same_config_gives_the_same_metrics(synth, tmp_path):
+    cfg = tiny_config(synth, **{"optim.iterations": 2})
+    train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
+    first, second = ([{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(tmp_path / run)]
+                     for run in "ab")
+    assert first == second
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run, tmp_path):
+    overrides = {"stage": "uda", "loss.target": "iw_maxsquare", "model.multi_level": True, "eval.every": 3,
+                 "model.weights": str(source_run / "checkpoints" / "last.pt"), "optim.poly_horizon": 6}
+    train(tiny_config(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "straight")
+    train(tiny_config(synth, **overrides, **{"optim.iterations": 3}), tmp_path / "split")
+    train(tiny_config(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "split",
+          resume_from=tmp_path / "split" / "checkpoints" / "last.pt")
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+    assert [r["iteration"] for r in read_metrics(tmp_path / "split")] == [3, 6]
+    assert read_metrics(tmp_path / "split")[-1]["oracle_miou"] == read_metrics(tmp_path / "straight")[-1]["oracle_miou"]
+
+
+def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run, tmp_path, monkeypatch):
+    def nan_on_second_call():
+        calls = iter(range(100))
+        return lambda logits: logits.float().mean() * (float("nan") if next(calls) == 1 else 1.0)
+
+    monkeypatch.setattr(msl.trainer, "build_target_loss", lambda *a, **k: nan_on_second_call())
+    cfg = tiny_config(synth, **{"stage": "uda", "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    with pytest.raises(NonFiniteLossError, match="'target_loss' at iteration 1"):
+        train(cfg, tmp_path / "run")
+
+
+def test_an_existing_run_is_never_overwritten(source_run, synth):
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(synth), source_run)
