@@ -1,0 +1,68 @@
+"""Where a study keeps what: the contract between the runner (which writes) and the report (which reads).
+
+    STUDY/
+      space.yaml                      the space file as given
+      study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
+      sources/<key>/                  one msl run directory per source model (stage source), reused by key
+      <experiment>/
+        plan.json                     the resolved experiment (see below)
+        ray/                          Ray Tune's own experiment state (restore, resume)
+        trials/<trial_name>/
+          trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
+                                       "source_run"}
+          status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
+          run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/
+
+plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
+"variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec}), "scheduler", "search",
+"num_samples", "num_trials", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
+"num_classes", "class_names".
+
+A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
+why), "error" (`error` holds the message) or, while no status.json exists yet, "running". metrics.jsonl has one
+JSON object per evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou`
+lists, `loss_*`, `lr`, `iteration`, `elapsed_s`, `is_best`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SPACE_FILE = "space.yaml"
+STUDY_FILE = "study.json"
+PLAN_FILE = "plan.json"
+TRIAL_FILE = "trial.json"
+STATUS_FILE = "status.json"
+RUN_DIR = "run"
+METRICS_FILE = "metrics.jsonl"
+TRIAL_STATUSES = ("finished", "stopped", "error", "running")
+
+
+def sources_dir(study: Path) -> Path:
+    return study / "sources"
+
+
+def experiment_dir(study: Path, experiment: str) -> Path:
+    return study / experiment
+
+
+def trials_dir(study: Path, experiment: str) -> Path:
+    return experiment_dir(study, experiment) / "trials"
+
+
+def ray_dir(study: Path, experiment: str) -> Path:
+    return experiment_dir(study, experiment) / "ray"
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n")
+    temporary.replace(path)
