@@ -220,14 +220,19 @@ def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
                 raise ConfigError(f"{path}: {value!r} is out of range; it must be {symbol} {meta[key]}")
 
 
-def _build(cls: type, raw: dict, prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
+def check_known_keys(raw: typing.Mapping, known: typing.Sequence[str], prefix: str = "",
+                     error: type[ValueError] = ConfigError) -> None:
+    """Raise `error` for the first key of `raw` not in `known`, naming its dotted path and the closest name."""
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean '{prefix}{close[0]}'? " if close else ""
-            raise ConfigError(f"{prefix}{key}: unknown key; {hint}valid keys here: {', '.join(known)}")
+            raise error(f"{prefix}{key}: unknown key; {hint}valid keys here: {', '.join(known)}")
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    check_known_keys(raw, [f.name for f in dataclasses.fields(cls)], prefix)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in raw:

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import sys
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def package_versions() -> dict[str, str]:
 
 def write_run_info(path: Path, seed: int, device: torch.device) -> None:
     info = {
+        "started": datetime.now(timezone.utc).isoformat(),
         "git_revision": git_revision(),
         "versions": package_versions(),
         "seed": seed,
@@ -58,5 +60,6 @@ def write_run_info(path: Path, seed: int, device: torch.device) -> None:
         "torch_threads": torch.get_num_threads(),
         "command": sys.argv,
         "hostname": platform.node(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
     path.write_text(json.dumps(info, indent=2) + "\n")

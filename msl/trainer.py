@@ -300,7 +300,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
             bar.set_postfix({k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False)
         if evaluating:
             record = {"iteration": done, "lr": lr, **window_losses, **run_evaluation(model, data, cfg, device),
-                      "elapsed_s": time.perf_counter() - started}
+                      "elapsed_s": time.perf_counter() - started, "time": time.time()}
             best = _update_best(best, record, cfg)
             record["is_best"] = best["iteration"] == done
             history.append(record)

@@ -1,0 +1,70 @@
+"""The `msl-study` command: run, resume and report studies described by search space files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from study.report_cli import add_report_parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from study.space import describe_plan, load_space
+
+    space = load_space(args.space)  # validates everything before Ray starts
+    print(describe_plan(space))
+    if args.dry_run:
+        return 0
+    from study.runner import create_study, run_study_dir
+
+    study_dir = create_study(args.space, name=args.name, storage=args.storage)
+    run_study_dir(study_dir, address=args.address)
+    if args.report:
+        from study.report import build_report
+
+        print(f"report: {build_report(study_dir)}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from study import layout
+    from study.runner import run_study_dir
+
+    study_dir = Path(args.study).resolve()
+    if not (study_dir / layout.STUDY_FILE).is_file():
+        print(f"msl-study resume: {study_dir} is not a study directory (no {layout.STUDY_FILE})", file=sys.stderr)
+        return 2
+    run_study_dir(study_dir, address=args.address)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msl-study", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="validate a search space file and run it as a Ray Tune study")
+    run.add_argument("space", help="search space YAML (see search_spaces/)")
+    run.add_argument("--name", default=None, help="study name (default: the space's name)")
+    run.add_argument("--storage", default="studies", help="folder that holds studies; shared storage on a cluster")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the trial plan, run nothing")
+    run.add_argument("--report", action="store_true", help="build the report when the study ends")
+    run.set_defaults(handler=_run)
+
+    resume = commands.add_parser("resume", help="continue a study whose driver stopped; nothing done is redone")
+    resume.add_argument("study", help="the study directory")
+    resume.add_argument("--address", default=None)
+    resume.set_defaults(handler=_resume)
+
+    add_report_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,662 @@
+"""`msl-study report`: comparison tables and plots of a study, honest about how every number was chosen.
+
+`build_report(study_dir)` reads only the study directory (`study.results.load_study`) and writes
+
+    <out>/report.md        sections 1-7 of issue 6, GitHub markdown, numbers in percent with one decimal
+    <out>/tables/*.csv     the numbers behind each table (percent, full precision)
+    <out>/tables/*.tex     the tables as shown, for a paper (booktabs)
+    <out>/plots/*.png
+
+Honest selection is the rule of every headline number: a trial's value is the target mIoU (`oracle_miou`, read
+from the target val labels, i.e. the test set) of the checkpoint that the experiment's *own objective* (plan
+"metric"/"mode", label-free unless the plan says oracle) picks among that trial's evaluations, and when a
+variant was run in several configurations, the configuration is the one whose objective is best on average over
+seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would choose.
+It works on running and partly failed studies: errored, stopped and running trials are counted and listed,
+never dropped silently nor counted as zeros.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats
+
+from msl.config import METRIC_MODES
+from study import plots
+from study.results import ExperimentResults, StudyResults, format_value, load_study, param_column
+
+BASELINE = "source_only"
+TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
+PRUNING_SCHEDULERS = ("asha", "pbt")
+LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
+MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
+BINS = 4
+MISSING = "–"
+
+
+# --- selection ---------------------------------------------------------------------------------------------
+
+
+def best_label(values: pd.Series, mode: str):
+    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or None."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if values.empty:
+        return None
+    return values.idxmax() if mode == "max" else values.idxmin()
+
+
+@dataclass
+class Selection:
+    """What an experiment's own objective selects.
+
+    `picks` has one row per trial that did not error and has evaluations: trial_name, variant, seed, config,
+    status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of the checkpoint
+    the objective picks, NaN when the objective was never reported) and `final_row` (the last evaluation).
+    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial of
+    the variant reported the objective)."""
+
+    metric: str
+    mode: str
+    oracle: bool
+    evals: pd.DataFrame
+    picks: pd.DataFrame
+    configs: dict[str, str | None]
+
+    def chosen_picks(self, variant: str) -> pd.DataFrame:
+        config = self.configs.get(variant)
+        return self.picks[(self.picks["variant"] == variant) & (self.picks["config"] == config)]
+
+    def rows(self, variant: str, which: str = "selected") -> pd.DataFrame:
+        """The evaluations ("selected" or "final" checkpoints) of the variant's chosen configuration."""
+        labels = self.chosen_picks(variant)[f"{which}_row"].dropna().astype(int)
+        return self.evals.loc[labels]
+
+    def values(self, variant: str, column: str = TARGET, which: str = "selected") -> pd.Series:
+        """`column` at those checkpoints, one value per seed (several trials of one seed are averaged)."""
+        return self.rows(variant, which).groupby("seed")[column].mean().dropna()
+
+
+def select(exp: ExperimentResults) -> Selection:
+    """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
+    metric = exp.plan["metric"]
+    mode = exp.plan.get("mode") or METRIC_MODES[metric]
+    picks = []
+    usable = exp.trials[exp.trials["status"] != "error"]
+    for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
+        evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values("iteration", kind="stable")
+        if evals.empty:
+            continue
+        selected = best_label(evals[metric], mode)
+        objective = math.nan if selected is None else evals.at[selected, metric]
+        picks.append({**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]})
+    picks = pd.DataFrame(picks, columns=["trial_name", "variant", "seed", "config", "status", "objective",
+                                         "selected_row", "final_row"])
+    configs = {}
+    for variant in variants_of(exp):
+        scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
+        configs[variant] = best_label(scores, mode)
+    return Selection(metric, mode, bool(exp.plan.get("oracle")), exp.evals, picks, configs)
+
+
+def variants_of(exp: ExperimentResults) -> list[str]:
+    """The plan's variants in plan order, then any other variant a trial names."""
+    names = list(exp.plan.get("variants") or {})
+    return names + [name for name in exp.trials["variant"].unique() if name not in names]
+
+
+# --- statistics ---------------------------------------------------------------------------------------------
+
+
+def seed_statistics(values: pd.Series) -> dict[str, float]:
+    """Mean, sample standard deviation and 95% Student-t confidence interval over seeds."""
+    n = len(values)
+    mean = values.mean() if n else math.nan
+    std = values.std(ddof=1) if n > 1 else math.nan
+    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"n_seeds": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_change(values: pd.Series, baseline: pd.Series) -> dict[str, float]:
+    """Mean paired difference over the seeds both series have, with the p-value of a paired t-test."""
+    seeds = values.index.intersection(baseline.index)
+    difference = values[seeds] - baseline[seeds]
+    p_value = math.nan
+    if len(seeds) > 1 and difference.std() > 0:
+        p_value = stats.ttest_rel(values[seeds], baseline[seeds]).pvalue
+    return {"change": difference.mean() if len(seeds) else math.nan, "p_value": p_value, "n_pairs": len(seeds)}
+
+
+def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[str, float]:
+    """Spearman and Kendall correlation of a validator with the target mIoU, signed so that positive means the
+    validator orders checkpoints as the target does (a "min" validator is negated first)."""
+    pairs = pd.concat([validator, target], axis=1).dropna()
+    sign = 1 if mode == "max" else -1
+    if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
+        return {"spearman": math.nan, "kendall": math.nan, "n": len(pairs)}
+    first, second = sign * pairs.iloc[:, 0], pairs.iloc[:, 1]
+    return {"spearman": stats.spearmanr(first, second).statistic,
+            "kendall": stats.kendalltau(first, second).statistic, "n": len(pairs)}
+
+
+# --- the paper's numbers ------------------------------------------------------------------------------------
+
+
+def paper_results() -> dict:
+    """study/paper_results.yaml, the numbers published for the paper (package data)."""
+    return yaml.safe_load(resources.files("study").joinpath("paper_results.yaml").read_text())
+
+
+def paper_benchmark(plan: dict) -> dict | None:
+    """The plan's benchmark entry: {"miou": {variant: %}, maybe "miou13", "per_class", "source"}.
+
+    A benchmark with one table per target city names the city after a slash or dot, e.g.
+    "cityscapes_to_crosscity/rome"."""
+    if not plan.get("benchmark"):
+        return None
+    name, *city = re.split(r"[/.]", plan["benchmark"])
+    entry = paper_results().get(name)
+    if entry is None:
+        return None
+    entry = dict(entry)
+    for key in ("miou", "miou13"):
+        if city and key in entry:
+            entry[key] = entry[key].get(city[0].lower(), {})
+        if any(isinstance(value, dict) for value in entry.get(key, {}).values()):
+            entry[key] = {}  # per city, but the plan names no city
+    return entry
+
+
+def _class_key(name: str) -> str:
+    return name.lower().replace(" ", "_")
+
+
+# --- formatting ---------------------------------------------------------------------------------------------
+
+
+def percent(value: float) -> str:
+    return MISSING if _missing(value) else f"{100 * value:.1f}"
+
+
+def percent_spread(mean: float, std: float) -> str:
+    return percent(mean) if _missing(std) else f"{percent(mean)} ± {100 * std:.1f}"
+
+
+def signed_percent(value: float) -> str:
+    return MISSING if _missing(value) else f"{100 * value:+.1f}"
+
+
+def paper_number(value: float | None) -> str:
+    return MISSING if _missing(value) else f"{value:.1f}"
+
+
+def p_value_text(value: float) -> str:
+    return MISSING if _missing(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def plain(value: float, digits: int = 2) -> str:
+    return MISSING if _missing(value) else f"{value:.{digits}f}"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _right_aligned(frame: pd.DataFrame) -> list[bool]:
+    """Per column: right-align a column of numbers (possibly with ±, brackets, signs or the missing mark)."""
+    def numeric(cells: pd.Series) -> bool:
+        return len(cells) > 0 and all(re.match(r"^[\[(<+\-]?\s*\d", cell) or cell == MISSING for cell in cells)
+
+    return [numeric(frame[column].astype(str)) for column in frame.columns]
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """An aligned GitHub markdown table of string cells: numbers right-aligned, text left-aligned."""
+    header = [str(column) for column in frame.columns]
+    body = [[str(cell).replace("|", "\\|").replace("\n", " ") for cell in row] for row in frame.to_numpy()]
+    right = _right_aligned(frame)
+    widths = [max([len(name), 3, *(len(row[i]) for row in body)]) for i, name in enumerate(header)]
+
+    def line(cells: list[str]) -> str:
+        padded = (cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(cells, widths, right, strict=True))
+        return "| " + " | ".join(padded) + " |"
+
+    rules = ("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right, strict=True))
+    return "\n".join([line(header), "|" + "|".join(rules) + "|", *(line(row) for row in body)])
+
+
+def latex_table(frame: pd.DataFrame) -> str:
+    """The same table for LaTeX (booktabs), special characters escaped."""
+    alignment = "".join("r" if right else "l" for right in _right_aligned(frame))
+    return frame.to_latex(index=False, escape=True, column_format=alignment)
+
+
+def slug(name: str) -> str:
+    """A file-name-safe version of an experiment or parameter name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+
+class _ReportWriter:
+    """Collects the markdown and writes each table (csv + tex) and figure (png) as it is added."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.lines: list[str] = []
+        for folder in ("tables", "plots"):
+            (out_dir / folder).mkdir(parents=True, exist_ok=True)
+
+    def add(self, *paragraphs: str) -> None:
+        for paragraph in paragraphs:
+            self.lines.extend([paragraph, ""])
+
+    def table(self, name: str, numbers: pd.DataFrame, shown: pd.DataFrame) -> None:
+        """`numbers` go to the csv, `shown` (formatted strings) to the tex file and the markdown."""
+        numbers.to_csv(self.out_dir / "tables" / f"{name}.csv", index=False)
+        (self.out_dir / "tables" / f"{name}.tex").write_text(latex_table(shown))
+        self.add(markdown_table(shown), f"<sub>[{name}.csv](tables/{name}.csv) · [{name}.tex](tables/{name}.tex)</sub>")
+
+    def figure(self, name: str, figure, caption: str) -> None:
+        figure.savefig(self.out_dir / "plots" / f"{name}.png", dpi=100)
+        self.add(f"![{caption}](plots/{name}.png)")
+
+    def write(self) -> Path:
+        path = self.out_dir / "report.md"
+        path.write_text("\n".join(self.lines).rstrip() + "\n")
+        return path
+
+
+def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the report of the study in `study_dir` (default output: `<study_dir>/report`); returns report.md."""
+    results = load_study(study_dir)
+    report = _ReportWriter(Path(out_dir) if out_dir is not None else Path(study_dir) / "report")
+    experiments = results.experiments()
+    selections = {exp.name: select(exp) for exp in experiments}
+    _overview(report, results)
+    for title, section in [("1. Variant comparison", _variant_comparison), ("2. Per-class IoU", _per_class_iou),
+                           ("3. Hyperparameter sensitivity", _sensitivity),
+                           ("4. Label-free model selection", _label_free_selection),
+                           ("5. Pruning budget", _pruning_budget), ("6. Learning curves", _learning_curves)]:
+        report.add(f"## {title}")
+        for exp in experiments:
+            section(report, exp, selections[exp.name])
+    report.add("## 7. Trials that errored, were stopped or are still running")
+    _unfinished_trials(report, results)
+    return report.write()
+
+
+def _experiment_heading(report: _ReportWriter, exp: ExperimentResults) -> None:
+    report.add(f"### Experiment `{exp.name}`")
+
+
+def _kind(value, default: str) -> str:
+    """A scheduler ({"name": "asha", ...}) or search ({"algorithm": "optuna", ...}) as its name."""
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("algorithm") or default)
+    return str(value or default)
+
+
+def _overview(report: _ReportWriter, results: StudyResults) -> None:
+    study = results.study
+    report.add(f"# Study `{study.get('name', results.path.name)}`",
+               f"Created {study.get('created', MISSING)} · git revision `{study.get('git_revision', MISSING)}` · "
+               f"target mIoU (`{TARGET}`) is measured on the target val labels, in percent.")
+    rows = []
+    for name, plan in results.plans.items():
+        trials = results.trials[results.trials["experiment"] == name]
+        counts = trials["status"].value_counts()
+        rows.append({"experiment": name, "scheduler": _kind(plan.get("scheduler"), "fifo"),
+                     "search": _kind(plan.get("search"), MISSING), "objective": _objective_words(plan),
+                     "variants": len(plan.get("variants") or {}), "seeds": len(plan.get("seeds") or []),
+                     "trials planned": plan.get("num_trials", MISSING), "trials started": len(trials),
+                     **{status: int(counts.get(status, 0)) for status in ("finished", "stopped", "error", "running")},
+                     "max iterations": plan.get("max_iterations", MISSING)})
+    numbers = pd.DataFrame(rows)
+    report.table("overview", numbers, numbers.astype(str))
+
+
+def _objective_words(plan: dict) -> str:
+    metric = plan["metric"]
+    kind = "oracle" if plan.get("oracle") else "label-free"
+    return f"{metric} ({plan.get('mode') or METRIC_MODES[metric]}, {kind})"
+
+
+# --- 1. variant comparison ----------------------------------------------------------------------------------
+
+
+def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    _experiment_heading(report, exp)
+    paper = paper_benchmark(exp.plan) or {}
+    extra_metrics = [key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()]
+    baseline = selection.values(BASELINE) if BASELINE in selection.configs else None
+    numbers, shown = [], []
+    for variant in selection.configs:
+        chosen = selection.values(variant)
+        final = selection.values(variant, which="final")
+        row = {"variant": variant, "config": selection.configs[variant], **seed_statistics(chosen),
+               **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")}}
+        if baseline is not None and variant != BASELINE:
+            row.update(paired_change(chosen, baseline))
+        for key in extra_metrics:
+            extra = seed_statistics(selection.values(variant, f"oracle_{key}"))
+            row.update({f"{key}_mean": extra["mean"], f"{key}_std": extra["std"], f"paper_{key}": paper[key].get(variant)})
+        row["paper"] = paper.get("miou", {}).get(variant)
+        numbers.append(row)
+        shown.append(_variant_row_shown(row, exp, paper, baseline is not None, extra_metrics))
+    numbers = pd.DataFrame(numbers)
+    for column in numbers.columns:
+        if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
+            numbers[column] = 100 * numbers[column]
+    report.add(_selection_words(exp, selection, paper))
+    report.table(f"variants_{slug(exp.name)}", numbers, pd.DataFrame(shown))
+
+
+def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: bool,
+                       extra_metrics: list[str]) -> dict:
+    shown = {"variant": row["variant"]}
+    if exp.searched:
+        shown["configuration"] = row["config"] or MISSING
+    shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
+    if paper.get("miou"):
+        shown["paper"] = paper_number(row["paper"])
+    ci = MISSING if _missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
+    shown.update({"95% CI": ci, "mIoU final": percent_spread(row["final_mean"], row["final_std"])})
+    if paired:
+        shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
+        shown["p (paired t)"] = p_value_text(row.get("p_value", math.nan))
+    for key in extra_metrics:
+        name = key.replace("miou", "mIoU")
+        shown[f"{name} selected"] = percent_spread(row[f"{key}_mean"], row[f"{key}_std"])
+        shown[f"paper {name}"] = paper_number(row[f"paper_{key}"])
+    return shown
+
+
+def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) -> str:
+    """The sentence every comparison table needs: how its rows were selected and over what."""
+    kind = ("an **oracle** selection: the objective reads the target test labels, so these numbers are optimistic"
+            if selection.oracle else "a **label-free** selection: no target labels are read to choose")
+    seeds = exp.plan.get("seeds") or sorted(exp.trials["seed"].dropna().unique().tolist())
+    words = [f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
+             f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
+             f"Rows are over the seeds {seeds} (column *seeds*: how many had a value); 95% CI: Student t over seeds. "
+             "*final*: the last checkpoint of the same trials, no checkpoint selection."]
+    if exp.searched:
+        words.append("A variant's *configuration* is the one whose objective, averaged over seeds, is best "
+                     f"among those tried ({', '.join(exp.searched)}).")
+    if BASELINE in selection.configs:
+        words.append(f"*change*: mean paired difference to `{BASELINE}` over the seeds both have, p-value of a "
+                     "paired t-test over those seeds.")
+    if paper.get("miou"):
+        words.append(f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
+                     f"(source: {paper.get('source', MISSING)}).")
+    counts = exp.trials["status"].value_counts()
+    if counts.get("error", 0):
+        words.append(f"Left out: {counts['error']} errored trial(s), listed in section 7.")
+    if counts.get("running", 0):
+        words.append(f"Provisional: {counts['running']} trial(s) still running.")
+    return " ".join(words)
+
+
+# --- 2. per-class IoU ---------------------------------------------------------------------------------------
+
+
+def _per_class_iou(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    _experiment_heading(report, exp)
+    names = exp.plan.get("class_names") or [f"class_{i}" for i in range(exp.plan.get("num_classes", 0))]
+    columns = {}
+    for variant in selection.configs:
+        rows = selection.rows(variant)
+        if "oracle_iou" in rows and len(rows):
+            columns[variant] = _nanmean(np.array(rows["oracle_iou"].tolist(), dtype=float))  # (C,)
+    if not columns:
+        report.add("No per-class IoU reported yet.")
+        return
+    ours = pd.DataFrame(columns, index=names)
+    present = ours.notna().any(axis=1)
+    table = 100 * ours[present]
+    for variant, per_class in ((paper_benchmark(exp.plan) or {}).get("per_class") or {}).items():
+        if isinstance(per_class, dict):
+            table[f"paper {variant}"] = [per_class.get(_class_key(name)) for name in table.index]
+    numbers = table.rename_axis("class").reset_index()
+    shown = numbers.copy()
+    for column in table.columns:
+        shown[column] = numbers[column].map(paper_number)
+    words = ["Target IoU per class (%) at the selected checkpoints of section 1, mean over seeds."]
+    if not present.all():
+        words.append(f"Classes never present in the target labels nor predicted are left out: "
+                     f"{', '.join(ours.index[~present])}.")
+    report.add(" ".join(words))
+    report.table(f"per_class_{slug(exp.name)}", numbers, shown)
+
+
+def _nanmean(matrix: np.ndarray) -> np.ndarray:
+    """Column means ignoring NaN; NaN for a column with no value (no warning)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(matrix, axis=0)
+
+
+# --- 3. hyperparameter sensitivity --------------------------------------------------------------------------
+
+
+def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    _experiment_heading(report, exp)
+    if not exp.searched:
+        report.add("No searched parameters.")
+        return
+    points = selection.picks.dropna(subset=["selected_row"])
+    points = points.assign(value=selection.evals.loc[points["selected_row"].astype(int), TARGET].to_numpy(),
+                           stopped=points["status"] == "stopped")
+    points = points.merge(exp.trials[["trial_name", *map(param_column, exp.searched)]], on="trial_name")
+    report.add("Target mIoU (%) of each trial at the checkpoint its objective selects, mean (and count) per "
+               "value of one parameter, all other parameters and seeds pooled. Stopped trials are included at "
+               "the checkpoint they reached (hollow markers in the plots).")
+    colors = plots.variant_colors(variants_of(exp))
+    for key in exp.searched:
+        column = param_column(key)
+        log = "log" in json.dumps(exp.plan["searched"][key])
+        levels = _levels(points[column], log)
+        summary = (points.assign(level=levels).groupby(["level", "variant"], observed=True, sort=True)["value"]
+                   .agg(["mean", "count"]).reset_index())
+        pivot = summary.pivot(index="level", columns="variant", values="mean")
+        counts = summary.pivot(index="level", columns="variant", values="count")
+        shown = pivot.copy().astype(object)
+        for variant in pivot.columns:
+            shown[variant] = [MISSING if _missing(mean) else f"{percent(mean)} ({count:.0f})"
+                              for mean, count in zip(pivot[variant], counts[variant], strict=True)]
+        name = f"sensitivity_{slug(exp.name)}_{slug(key)}"
+        report.add(f"**{key}**")
+        numbers = summary.assign(mean=100 * summary["mean"]).rename(columns={"level": key})
+        report.table(name, numbers, shown.rename_axis(key).reset_index().astype(str))
+        figure = plots.sensitivity(points, column, colors, log=log, xlabel=key, title=f"{exp.name}: {key}")
+        report.figure(name, figure,
+                      f"target mIoU against {key}")
+
+
+def _levels(values: pd.Series, log: bool) -> pd.Series:
+    """Parameter values as ordered categories: the values themselves when few, else BINS equal-width bins
+    (equal in log scale for log-distributed parameters)."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all() and numeric.nunique() > MAX_LEVELS:
+        low, high = numeric.min(), numeric.max()
+        edges = np.geomspace(low, high, BINS + 1) if log and low > 0 else np.linspace(low, high, BINS + 1)
+        labels = [f"{a:.3g} – {b:.3g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        return pd.cut(numeric, edges, labels=labels, include_lowest=True)
+    labels = values.map(format_value)
+    order = sorted(labels.unique(), key=lambda label: (_as_number(label), label))
+    return pd.Series(pd.Categorical(labels, categories=order, ordered=True), index=values.index)
+
+
+def _as_number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.inf
+
+
+# --- 4. label-free model selection --------------------------------------------------------------------------
+
+
+def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    _experiment_heading(report, exp)
+    usable = exp.trials.loc[exp.trials["status"] != "error", "trial_name"]
+    evals = exp.evals[exp.evals["trial_name"].isin(usable) & exp.evals[TARGET].notna()]
+    validators = [metric for metric in LABEL_FREE if evals[metric].notna().any()]
+    if evals.empty or not validators:
+        report.add("No evaluation with both a validator and the target mIoU yet.")
+        return
+    oracle_best = evals.at[best_label(evals[TARGET], "max"), TARGET]
+    seed_best = evals.groupby("seed")[TARGET].max().mean()
+    numbers, shown = [], []
+    for validator in validators:
+        mode = METRIC_MODES[validator]
+        pick = evals.loc[best_label(evals[validator], mode)]
+        seed_picks = [group.at[best_label(group[validator], mode), TARGET]
+                      for _, group in evals.groupby("seed") if group[validator].notna().any()]
+        row = {"validator": validator, "mode": mode, "objective": validator == selection.metric,
+               "variant": pick["variant"], "config": pick["config"], "seed": pick["seed"],
+               "iteration": pick["iteration"], "pick_target": pick[TARGET], "oracle_best": oracle_best,
+               "gap": oracle_best - pick[TARGET], "seed_pick_target": np.mean(seed_picks), "seed_oracle_best": seed_best,
+               **rank_agreement(evals[validator], evals[TARGET], mode)}
+        numbers.append(row)
+        shown.append({"validator": f"{validator}{' (objective)' if row['objective'] else ''}", "mode": mode,
+                      "picks": _pick_words(row, exp), "its mIoU": percent(row["pick_target"]),
+                      "oracle best": percent(oracle_best), "gap": percent(row["gap"]),
+                      "per seed: pick / best": f"{percent(row['seed_pick_target'])} / {percent(seed_best)}",
+                      "Spearman": plain(row["spearman"]), "Kendall": plain(row["kendall"]), "n": str(row["n"])})
+    numbers = pd.DataFrame(numbers)
+    for column in ("pick_target", "oracle_best", "gap", "seed_pick_target", "seed_oracle_best"):
+        numbers[column] = 100 * numbers[column]
+    report.add("For each label-free validator: the checkpoint (trial and iteration) with its best value over all "
+               f"{len(evals)} evaluations of the experiment, that checkpoint's target mIoU (%) against the best "
+               "target mIoU of any checkpoint (*gap*), the same choice made within each seed (mean over seeds), "
+               "and the rank correlation with the target mIoU over all evaluations, signed so that positive "
+               "means the validator (in its own direction) agrees with the target.")
+    report.table(f"selection_{slug(exp.name)}", numbers, pd.DataFrame(shown))
+    figure = plots.validator_scatter(evals, validators, TARGET, plots.variant_colors(variants_of(exp)))
+    report.figure(f"selection_{slug(exp.name)}", figure, "validators against target mIoU")
+
+
+def _pick_words(row: dict, exp: ExperimentResults) -> str:
+    config = f", {row['config']}" if exp.searched else ""
+    return f"{row['variant']}{config}, seed {row['seed']}, iteration {row['iteration']:.0f}"
+
+
+# --- 5. pruning budget --------------------------------------------------------------------------------------
+
+
+def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    scheduler = _kind(exp.plan.get("scheduler"), "fifo").lower()
+    if scheduler not in PRUNING_SCHEDULERS:
+        report.add(f"Experiment `{exp.name}` uses the `{scheduler}` scheduler: every trial runs to the end.")
+        return
+    _experiment_heading(report, exp)
+    trials = exp.trials
+    planned = exp.plan.get("num_trials") or len(trials)
+    full = planned * exp.plan["max_iterations"]
+    used = int(trials["iterations"].sum())
+    budget = pd.DataFrame([{"scheduler": scheduler, "trials planned": planned, "trials started": len(trials),
+                            "trial-iterations used": used, "every trial to the end": full,
+                            "used (%)": 100 * used / full if full else math.nan}])
+    report.add(f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
+               f"{exp.plan['max_iterations']} iterations (errored trials count the iterations they ran).")
+    report.table(f"budget_{slug(exp.name)}", budget, budget.map(lambda v: f"{v:.1f}" if isinstance(v, float)
+                                                                  else str(v)))
+    rungs = pd.crosstab(trials["iterations"], trials["status"]).reindex(
+        columns=[s for s in ("finished", "stopped", "error", "running") if s in set(trials["status"])])
+    rungs = rungs.rename_axis("last iteration reached").reset_index()
+    rungs.columns.name = None
+    report.add("Trials by the last iteration they reached (a stopped trial's rung).")
+    report.table(f"rungs_{slug(exp.name)}", rungs, rungs.astype(str))
+    curve = budget_curve(exp.evals, selection.metric, selection.mode)
+    if curve.empty:
+        return
+    name = f"budget_curve_{slug(exp.name)}"
+    curve.to_csv(report.out_dir / "tables" / f"{name}.csv", index=False)
+    report.add("Best result found against compute spent: evaluations in wall-clock order, each adding the "
+               f"iterations its trial ran since its previous evaluation ([{name}.csv](tables/{name}.csv), "
+               "metrics as stored: fractions, not percent).")
+    report.figure(f"budget_{slug(exp.name)}", plots.budget_curve(curve, selection.metric),
+                  "best result against cumulative trial-iterations")
+
+
+def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """After each evaluation (in wall-clock order): cumulative trial-iterations, the best objective so far, the
+    target mIoU of that best-so-far checkpoint, and the best target mIoU seen so far."""
+    events = evals.sort_values(["wall_time", "iteration"], kind="stable")
+    spent = events.groupby("trial_name")["iteration"].diff().fillna(events["iteration"]).clip(lower=0)
+    rows, best_objective, pick_target, best_target = [], math.nan, math.nan, math.nan
+    for (_, event), cumulative in zip(events.iterrows(), spent.cumsum(), strict=True):
+        value = event[metric]
+        if not _missing(value) and (_missing(best_objective)
+                                    or (value > best_objective if mode == "max" else value < best_objective)):
+            best_objective, pick_target = value, event[TARGET]
+        best_target = np.nanmax([best_target, event[TARGET]])
+        rows.append({"trial_iterations": cumulative, "trial_name": event["trial_name"],
+                     "iteration": event["iteration"], "best_objective": best_objective,
+                     "pick_target": pick_target, "best_target": best_target})
+    return pd.DataFrame(rows)
+
+
+# --- 6. learning curves -------------------------------------------------------------------------------------
+
+
+def _learning_curves(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    _experiment_heading(report, exp)
+    metrics = [m for m in [TARGET, *LABEL_FREE] if exp.evals[m].notna().any()]
+    frames = []
+    for variant in selection.configs:
+        trial_names = selection.chosen_picks(variant)["trial_name"]
+        evals = exp.evals[exp.evals["trial_name"].isin(trial_names)]
+        for metric in metrics:
+            curve = evals.groupby("iteration")[metric].agg(["mean", "std", "count"]).reset_index()
+            frames.append(curve.assign(variant=variant, metric=metric))
+    curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if curves.empty or not metrics:
+        report.add("No evaluations yet.")
+        return
+    curves = curves[["variant", "metric", "iteration", "mean", "std", "count"]]
+    name = f"curves_{slug(exp.name)}"
+    curves.to_csv(report.out_dir / "tables" / f"{name}.csv", index=False)
+    report.add(f"Mean over seeds with a band of ±1 standard deviation, per variant (its selected configuration), "
+               f"every evaluation ([{name}.csv](tables/{name}.csv), metrics as stored: fractions, not percent).")
+    report.figure(name, plots.learning_curves(curves, metrics, plots.variant_colors(variants_of(exp))),
+                  f"learning curves of {exp.name}")
+
+
+# --- 7. unfinished trials -----------------------------------------------------------------------------------
+
+
+def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
+    trials = results.trials[results.trials["status"] != "finished"]
+    if results.trials.empty or trials.empty:
+        report.add("No trial has started yet." if results.trials.empty else "Every trial finished.")
+        return
+    numbers = trials[["experiment", "trial_name", "variant", "seed", "config", "status", "iterations",
+                      "evaluations", "error", "reason"]]
+    shown = numbers[["experiment", "trial_name", "variant", "seed", "config", "status", "iterations",
+                     "evaluations"]].astype(str)
+    shown["reason or error"] = [_message_line(error if isinstance(error, str) else reason)
+                                for error, reason in zip(numbers["error"], numbers["reason"], strict=True)]
+    report.add("Errored trials are left out of every table above (their compute still counts in section 5); "
+               "stopped trials count at the checkpoint they reached; running trials with what they have so far.")
+    report.table("unfinished_trials", numbers, shown)
+
+
+def _message_line(text, limit: int = 160) -> str:
+    """The last non-empty line of a message (a traceback's exception line), shortened."""
+    if not isinstance(text, str) or not text.strip():
+        return MISSING
+    line = [part for part in text.strip().splitlines() if part.strip()][-1].strip()
+    return line if len(line) <= limit else line[: limit - 1] + "…"

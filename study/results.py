@@ -1,0 +1,203 @@
+"""A study directory (see `study.layout`) read into pandas, for the report and for notebooks.
+
+    results = load_study("studies/quickstart")
+    results.trials   # one row per trial: ids, `param:<dotted key>` columns, status, error, reason, iterations
+    results.evals    # one row per trial x evaluation: every key of metrics.jsonl (per-class IoUs as lists),
+                     # plus `wall_time` (when the evaluation happened, see `_wall_time`)
+    exp = results.experiment("variants")   # the same, restricted to one experiment, with its plan
+
+Works on a finished, running or partly failed study: a trial without status.json is "running", a truncated last
+line of metrics.jsonl (a file being written) is ignored, and a trial that failed before its first evaluation
+keeps its row in `trials` (with its error) and simply has no rows in `evals`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from msl.config import METRIC_MODES
+from study import layout
+
+PARAM_PREFIX = "param:"
+ID_COLUMNS = ["experiment", "trial_name", "variant", "seed", "config"]
+STATUS_COLUMNS = ["status", "iterations", "evaluations", "error", "reason", "source_run"]
+
+
+def param_column(dotted_key: str) -> str:
+    """The column holding a searched parameter, e.g. `param:loss.lambda_target`."""
+    return f"{PARAM_PREFIX}{dotted_key}"
+
+
+@dataclass
+class ExperimentResults:
+    """One experiment of a study: its plan (plan.json) and the rows of its trials and evaluations."""
+
+    name: str
+    plan: dict
+    trials: pd.DataFrame
+    evals: pd.DataFrame
+
+    @property
+    def searched(self) -> list[str]:
+        """Dotted keys of the searched parameters."""
+        return list(self.plan.get("searched") or {})
+
+
+@dataclass
+class StudyResults:
+    """Everything a study directory holds, as pandas frames over all experiments."""
+
+    path: Path
+    study: dict
+    plans: dict[str, dict]
+    trials: pd.DataFrame
+    evals: pd.DataFrame
+
+    def experiment(self, name: str) -> ExperimentResults:
+        trials = self.trials[self.trials["experiment"] == name].reset_index(drop=True)
+        evals = self.evals[self.evals["experiment"] == name].reset_index(drop=True)
+        return ExperimentResults(name, self.plans[name], trials, evals)
+
+    def experiments(self) -> list[ExperimentResults]:
+        """The experiments in the order study.json lists them."""
+        return [self.experiment(name) for name in self.plans]
+
+
+def load_study(path: str | Path) -> StudyResults:
+    """Read a study directory; experiments whose plan.json is not written yet are left out."""
+    path = Path(path)
+    study_file = path / layout.STUDY_FILE
+    if not study_file.is_file():
+        raise FileNotFoundError(f"{path} is not a study directory: {layout.STUDY_FILE} is missing")
+    study = layout.read_json(study_file)
+    plans, trial_rows, eval_rows = {}, [], []
+    for experiment in study.get("experiments", []):
+        plan_file = layout.experiment_dir(path, experiment) / layout.PLAN_FILE
+        if not plan_file.is_file():
+            continue
+        plans[experiment] = layout.read_json(plan_file)
+        searched = list(plans[experiment].get("searched") or {})
+        trials_root = layout.trials_dir(path, experiment)
+        trial_dirs = sorted(p for p in trials_root.iterdir() if p.is_dir()) if trials_root.is_dir() else []
+        for trial_dir in trial_dirs:
+            trial, records = _load_trial(trial_dir, experiment, searched)
+            trial_rows.append(trial)
+            ids = {key: value for key, value in trial.items() if key in ID_COLUMNS or key.startswith(PARAM_PREFIX)}
+            eval_rows.extend({**ids, **record} for record in records)
+    trials = pd.DataFrame(trial_rows, columns=_trial_columns(plans))
+    evals = pd.DataFrame(eval_rows)
+    for column in [*ID_COLUMNS, "iteration", "wall_time", *METRIC_MODES]:  # present even when nothing was evaluated yet
+        if column not in evals:
+            evals[column] = pd.Series(dtype=object if column in ID_COLUMNS else float)
+    return StudyResults(path, study, plans, trials, evals)
+
+
+def _trial_columns(plans: dict[str, dict]) -> list[str]:
+    params = {param_column(key): None for plan in plans.values() for key in plan.get("searched") or {}}
+    return [*ID_COLUMNS[:4], *params, ID_COLUMNS[4], *STATUS_COLUMNS]
+
+
+def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> tuple[dict, list[dict]]:
+    """A trial's row (trial.json + status.json) and its evaluation records (metrics.jsonl)."""
+    info = _read_optional(trial_dir / layout.TRIAL_FILE)
+    status = _read_optional(trial_dir / layout.STATUS_FILE) or {"status": "running"}
+    records = [_clean_record(record) for record in read_metrics(trial_dir / layout.RUN_DIR / layout.METRICS_FILE)]
+    for record in records:
+        record["wall_time"] = _wall_time(trial_dir, record)
+    params = _flatten(info.get("params") or {})
+    chosen = {key: params.get(key) for key in searched}
+    iterations = status.get("iterations")
+    if iterations is None:
+        iterations = records[-1].get("iteration", 0) if records else 0
+    row = {
+        "experiment": experiment,
+        "trial_name": info.get("trial_name", trial_dir.name),
+        "variant": info.get("variant") or "default",
+        "seed": info.get("seed"),
+        **{param_column(key): value for key, value in chosen.items()},
+        "config": config_label(chosen),
+        "status": status.get("status", "running"),
+        "iterations": iterations,
+        "evaluations": len(records),
+        "error": status.get("error"),
+        "reason": status.get("reason"),
+        "source_run": info.get("source_run"),
+    }
+    return row, records
+
+
+def _wall_time(trial_dir: Path, record: dict) -> float:
+    """Unix time of an evaluation: the record's own `time` when it has one, else the trial's start (the mtime of
+    trial.json) plus `elapsed_s`. Only orders evaluations across trials (the pruning budget's compute axis)."""
+    if record.get("time") is not None:
+        return float(record["time"])
+    trial_file = trial_dir / layout.TRIAL_FILE
+    started = trial_file.stat().st_mtime if trial_file.is_file() else math.nan
+    return started + float(record.get("elapsed_s", math.nan))
+
+
+def _read_optional(path: Path) -> dict:
+    return layout.read_json(path) if path.is_file() else {}
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A missing file has none; a truncated last line (the file is being written)
+    is ignored, while a broken line before the last one is an error naming the file and line."""
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}:{number} is not valid JSON: {error}") from None
+    return records
+
+
+def _clean_record(record: dict) -> dict:
+    """JSON null (an undefined IoU or metric) becomes NaN, in scalars and inside per-class lists."""
+    def clean(value: Any) -> Any:
+        if value is None:
+            return math.nan
+        return [clean(v) for v in value] if isinstance(value, list) else value
+
+    return {key: clean(value) for key, value in record.items()}
+
+
+def _flatten(params: dict, prefix: str = "") -> dict:
+    """Nested parameter dicts as dotted keys: {"loss": {"lambda_target": 0.1}} -> {"loss.lambda_target": 0.1}."""
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_label(params: dict) -> str:
+    """A short, stable name of a configuration (its searched values), e.g. "lambda_target=0.1, lr=0.00025".
+
+    Values keep 4 significant digits: configurations equal to that precision count as one. "default" when
+    nothing is searched."""
+    if not params:
+        return "default"
+    short = [key.rsplit(".", 1)[-1] for key in params]
+    names = short if len(set(short)) == len(short) else list(params)
+    return ", ".join(f"{name}={format_value(value)}" for name, value in zip(names, params.values(), strict=True))
+
+
+def format_value(value: Any) -> str:
+    """A parameter value as shown: floats with 4 significant digits, anything else (ints, strings, lists) as is."""
+    return format(value, ".4g") if isinstance(value, float) else str(value)

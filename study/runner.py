@@ -1,0 +1,341 @@
+"""Running a study on Ray Tune: source models first, then each experiment's trials, resumable after a crash.
+
+The study directory layout is `study.layout`'s. Trials are function trainables that run `msl.trainer.train`
+with our iteration count as Tune's time attribute and a Tune checkpoint at every evaluation, so ASHA, PBT,
+retries and `Tuner.restore` all work. Everything a trial needs travels as small plain data (the resolved space
+and paths); datasets and models are built inside the trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import ray
+import yaml
+from ray import tune
+
+from msl.config import save_config
+from msl.runinfo import expand_path, git_revision, package_versions
+from msl.trainer import train
+from study import layout
+from study.space import Experiment, Space, check_distribution, load_space, max_iterations, source_key
+
+# Config keys holding paths whose `$VARIABLES` are expanded once, on the driver, before trials start.
+PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
+
+
+def _log(message: str) -> None:
+    print(f"[msl-study {datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def _expand_paths(space: Space) -> Space:
+    base = yaml.safe_load(yaml.safe_dump(space.base))
+    for section, key in PATH_KEYS:
+        if base.get(section, {}).get(key):
+            base[section][key] = expand_path(base[section][key])
+    checkpoint = expand_path(space.source_checkpoint) if space.source_checkpoint else None
+    return dataclasses.replace(space, base=base, source_checkpoint=checkpoint)
+
+
+def _resolved_space_yaml(space: Space, original: dict) -> str:
+    """The space with its base config inlined and paths expanded: loadable from the study directory alone."""
+    resolved = {k: v for k, v in original.items() if k not in ("base", "config")}
+    resolved["config"] = space.base
+    if space.source_checkpoint:
+        resolved.setdefault("source", {})["checkpoint"] = space.source_checkpoint
+    return yaml.safe_dump(resolved, sort_keys=False)
+
+
+def _to_tune(spec: dict[str, Any]):
+    (kind, args), = spec.items()
+    return {"choice": tune.choice, "grid": tune.grid_search}[kind](args) if kind in ("choice", "grid") else \
+        getattr(tune, kind)(*args)
+
+
+def connect(address: str | None) -> None:
+    """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this machine."""
+    # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as error:
+            raise ConnectionError(f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
+                                  "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
+                                  "RAY_AUTH_TOKEN or ~/.ray/auth_token") from error
+        _log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        _log(f"started a local Ray instance: {ray.cluster_resources()}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Source models
+
+
+def _source_is_complete(run_dir: Path, iterations: int) -> bool:
+    metrics = run_dir / layout.METRICS_FILE
+    if not (run_dir / "checkpoints" / "best.pt").is_file() or not metrics.is_file():
+        return False
+    lines = metrics.read_text().splitlines()
+    return bool(lines) and json.loads(lines[-1]).get("iteration") == iterations
+
+
+def _train_source(cfg, run_dir: str) -> str:
+    run = Path(run_dir)
+    last = run / "checkpoints" / "last.pt"
+    train(cfg, run, resume_from=last if last.is_file() else None)
+    return str(run / "checkpoints" / "best.pt")
+
+
+def ensure_sources(space: Space, experiment: Experiment, study_dir: Path) -> dict[int, str]:
+    """The source checkpoint of each seed: an existing one with the same key, or trained now (in parallel)."""
+    if space.source_checkpoint:
+        return dict.fromkeys(experiment.seeds, space.source_checkpoint)
+    checkpoints, pending = {}, {}
+    task = ray.remote(_train_source).options(num_cpus=experiment.resources["cpu"],
+                                             num_gpus=experiment.resources["gpu"], max_retries=experiment.retries)
+    for seed in experiment.seeds:
+        cfg = space.source_config(experiment, seed)
+        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(
+            cfg.runtime, progress=False, threads=cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))))
+        run_dir = layout.sources_dir(study_dir) / source_key(cfg)
+        if _source_is_complete(run_dir, cfg.optim.iterations):
+            _log(f"source model for seed {seed}: reusing {run_dir}")
+            checkpoints[seed] = str(run_dir / "checkpoints" / "best.pt")
+        else:
+            _log(f"source model for seed {seed}: training {cfg.optim.iterations} iterations in {run_dir}")
+            pending[seed] = task.remote(cfg, str(run_dir))
+    started = time.perf_counter()
+    for seed, ref in pending.items():
+        checkpoints[seed] = ray.get(ref)
+        _log(f"source model for seed {seed} done ({time.perf_counter() - started:.0f} s since the start)")
+    return checkpoints
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Trials
+
+
+def _scalars(record: dict) -> dict[str, float]:
+    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: str, sources: dict) -> None:
+    """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints."""
+    experiment = next(e for e in space.experiments if e.name == experiment_name)
+    variant, seed = config["variant"], config["seed"]
+    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
+    trial_name = tune.get_context().get_trial_name()
+    trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
+    run_dir = trial_dir / layout.RUN_DIR
+    cfg = space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed])
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(
+        cfg.runtime, progress=False, threads=cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))))
+    layout.write_json(trial_dir / layout.TRIAL_FILE, {
+        "trial_name": trial_name, "experiment": experiment_name, "variant": variant, "seed": seed,
+        "params": params, "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
+        "source_run": str(Path(sources[seed]).parent.parent)})
+
+    resume_from = None
+    restored = tune.get_checkpoint()
+    if restored is not None:  # a retry, a resumed study or a PBT exploit: continue from the reported state
+        with restored.as_directory() as directory:
+            resume_from = run_dir / "checkpoints" / "restored.pt"
+            resume_from.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(directory) / "last.pt", resume_from)
+    elif run_dir.exists():  # an attempt that failed before its first checkpoint: keep it, start afresh
+        run_dir.rename(trial_dir / f"run.failed-{datetime.now():%Y%m%d-%H%M%S}")
+
+    def report(record: dict, last: Path) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            shutil.copyfile(last, Path(directory) / "last.pt")
+            tune.report(_scalars(record), checkpoint=tune.Checkpoint.from_directory(directory))
+
+    train(cfg, run_dir, resume_from=resume_from, on_eval=report)
+
+
+class StudyCallback(tune.Callback):
+    """On the driver: writes each ended trial's status.json and prints progress with an ETA."""
+
+    def __init__(self, study_dir: Path, experiment: Experiment, total_trials: int, iterations: int):
+        self.study_dir, self.experiment = str(study_dir), experiment.name
+        self.metric, self.mode, self.scheduler = experiment.metric, experiment.mode, experiment.scheduler["name"]
+        self.total, self.iterations = total_trials, iterations
+        self.ended: dict[str, str] = {}
+        self.started = time.time()
+        self.last_print = 0.0
+        self.best = math.nan
+
+    def _status(self, trial, status: str, error: str | None = None) -> None:
+        done = int((trial.last_result or {}).get("iteration", 0))
+        if status == "finished" and done < self.iterations:
+            status = "stopped"
+        reason = {"stopped": f"stopped by the {self.scheduler} scheduler at iteration {done} of {self.iterations}",
+                  "error": "raised an error (after its retries)"}.get(status, "ran every iteration")
+        directory = layout.trials_dir(Path(self.study_dir), self.experiment) / str(trial)
+        layout.write_json(directory / layout.STATUS_FILE,
+                          {"status": status, "iterations": done, "error": error, "reason": reason})
+        self.ended[str(trial)] = status
+        self._print(force=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            self.best = value if math.isnan(self.best) else (max if self.mode == "max" else min)(self.best, value)
+        self._print(force=False)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._status(trial, "finished")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        message = None
+        if trial.error_file and os.path.exists(trial.error_file):
+            message = Path(trial.error_file).read_text().strip().splitlines()[-1][:500]
+        self._status(trial, "error", message or "unknown error")
+
+    def _print(self, force: bool) -> None:
+        now = time.time()
+        if not force and now - self.last_print < 30:
+            return
+        self.last_print = now
+        done = len(self.ended)
+        counts = {s: list(self.ended.values()).count(s) for s in ("finished", "stopped", "error")}
+        elapsed = now - self.started
+        eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
+        _log(f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
+             f"{counts['stopped']} stopped early, {counts['error']} errors), best {self.metric} so far "
+             f"{self.best:.4f}, {elapsed / 60:.1f} min{eta}")
+
+
+def _trial_name(trial) -> str:
+    return f"{trial.config['variant']}_s{trial.config['seed']}_{trial.trial_id}"
+
+
+def _scheduler(experiment: Experiment, iterations: int):
+    spec = experiment.scheduler
+    if spec["name"] == "asha":
+        return tune.schedulers.ASHAScheduler(time_attr="iteration", max_t=iterations,
+                                             grace_period=spec.get("grace_period", 1),
+                                             reduction_factor=spec.get("reduction_factor", 4))
+    if spec["name"] == "pbt":
+        return tune.schedulers.PopulationBasedTraining(
+            time_attr="iteration", perturbation_interval=spec["perturbation_interval"],
+            hyperparam_mutations={k: _to_tune(v) for k, v in spec["mutations"].items()},
+            quantile_fraction=spec.get("quantile_fraction", 0.25), seed=experiment.search["seed"])
+    return None
+
+
+def _searcher(experiment: Experiment):
+    if experiment.search["algorithm"] != "optuna":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=experiment.search["seed"])
+
+
+def _param_space(experiment: Experiment) -> dict[str, Any]:
+    space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
+    if experiment.search["algorithm"] == "optuna":  # one variant, one seed (checked by the space)
+        return {"variant": next(iter(experiment.variants)), "seed": experiment.seeds[0], **space}
+    return {"variant": tune.grid_search(list(experiment.variants)), "seed": tune.grid_search(experiment.seeds),
+            **space}
+
+
+def _trainable(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]):
+    trainable = tune.with_parameters(run_trial, space=space, experiment_name=experiment.name,
+                                     study_dir=str(study_dir), sources=sources)
+    return tune.with_resources(trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]})
+
+
+def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iterations: int) -> None:
+    from msl.metrics import metric_class_names
+
+    cfg = space.source_config(experiment, experiment.seeds[0])
+    layout.write_json(layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE, {
+        "experiment": experiment.name, "metric": experiment.metric, "mode": experiment.mode,
+        "oracle": experiment.oracle, "variants": experiment.variants, "seeds": experiment.seeds,
+        "searched": experiment.params, "scheduler": experiment.scheduler, "search": experiment.search,
+        "num_samples": experiment.search["num_samples"], "num_trials": experiment.num_trials(),
+        "max_iterations": iterations, "eval_every": space.trial_config(
+            experiment, next(iter(experiment.variants)), experiment.seeds[0],
+            {k: check_distribution(v, k)[0] for k, v in experiment.params.items()}).eval.every,
+        "benchmark": experiment.benchmark, "num_classes": cfg.data.num_classes,
+        "class_names": metric_class_names(cfg.data.num_classes)})
+
+
+def run_experiment(space: Space, experiment: Experiment, study_dir: Path) -> None:
+    iterations = max_iterations(space, experiment)
+    ray_path = layout.ray_dir(study_dir, experiment.name)
+    sources = ensure_sources(space, experiment, study_dir)
+    trainable = _trainable(space, experiment, study_dir, sources)
+    if tune.Tuner.can_restore(str(ray_path)):
+        _log(f"experiment {experiment.name!r}: resuming from {ray_path}")
+        tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        _write_plan(space, experiment, study_dir, iterations)
+        _log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(experiment),
+            tune_config=tune.TuneConfig(
+                metric=experiment.metric, mode=experiment.mode, scheduler=_scheduler(experiment, iterations),
+                search_alg=_searcher(experiment), num_samples=experiment.search["num_samples"],
+                max_concurrent_trials=experiment.max_concurrent, trial_name_creator=_trial_name,
+                reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
+                trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(
+                name=ray_path.name, storage_path=str(ray_path.parent), verbose=0,
+                callbacks=[StudyCallback(study_dir, experiment, experiment.num_trials(), iterations)],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.checkpoints_to_keep),
+                failure_config=tune.FailureConfig(max_failures=experiment.retries)),
+        )
+    results = tuner.fit()
+    errors = sum(result.error is not None for result in results)
+    _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
+
+
+def create_study(space_path: str | Path, *, name: str | None = None, storage: str | Path = "studies") -> Path:
+    """Validate the space and create the study directory (refusing to overwrite an existing study)."""
+    space = _expand_paths(load_space(space_path))
+    study_dir = Path(storage).resolve() / (name or space.name)
+    if (study_dir / layout.STUDY_FILE).exists():
+        raise FileExistsError(f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
+                              "or choose another --name")
+    study_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(space_path, study_dir / "space.given.yaml")
+    original = yaml.safe_load(Path(space_path).read_text())
+    (study_dir / layout.SPACE_FILE).write_text(_resolved_space_yaml(space, original))
+    layout.write_json(study_dir / layout.STUDY_FILE, {
+        "name": space.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": git_revision(), "versions": package_versions(),
+        "experiments": [e.name for e in space.experiments]})
+    for experiment in space.experiments:
+        for seed in experiment.seeds:
+            save_config(space.source_config(experiment, seed),
+                        layout.experiment_dir(study_dir, experiment.name) / "configs" / f"source_seed{seed}.yaml")
+    return study_dir
+
+
+def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
+    """Run (or continue) every experiment of a study directory in order."""
+    space = load_space(study_dir / layout.SPACE_FILE)
+    connect(address)
+    started = time.perf_counter()
+    for experiment in space.experiments:
+        run_experiment(space, experiment, study_dir)
+    _log(f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
+         f"report with: msl-study report {study_dir}")
+    return study_dir
