@@ -23,6 +23,7 @@ import ray
 import yaml
 from ray import tune
 
+from msl.checkpoint import load_checkpoint
 from msl.config import save_config
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import train
@@ -149,22 +150,37 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
         "params": params, "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
         "source_run": str(Path(sources[seed]).parent.parent)})
 
-    resume_from = None
-    restored = tune.get_checkpoint()
-    if restored is not None:  # a retry, a resumed study or a PBT exploit: continue from the reported state
-        with restored.as_directory() as directory:
-            resume_from = run_dir / "checkpoints" / "restored.pt"
-            resume_from.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(directory) / "last.pt", resume_from)
-    elif run_dir.exists():  # an attempt that failed before its first checkpoint: keep it, start afresh
+    resume_from = _resume_point(run_dir, tune.get_checkpoint(), own_checkpoint_ok=experiment.scheduler["name"] != "pbt")
+    if resume_from is None and run_dir.exists():  # an attempt that failed before its first checkpoint
         run_dir.rename(trial_dir / f"run.failed-{datetime.now():%Y%m%d-%H%M%S}")
+    reported = []
 
     def report(record: dict, last: Path) -> None:
         with tempfile.TemporaryDirectory() as directory:
             shutil.copyfile(last, Path(directory) / "last.pt")
             tune.report(_scalars(record), checkpoint=tune.Checkpoint.from_directory(directory))
+        reported.append(record["iteration"])
 
-    train(cfg, run_dir, resume_from=resume_from, on_eval=report)
+    record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
+    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again
+        report(record, run_dir / "checkpoints" / "last.pt")
+
+
+def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool) -> Path | None:
+    """Where a (re)started trial continues: the checkpoint Tune hands over (a retry, a resumed study, a PBT
+    exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
+    Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's)."""
+    candidates = []
+    if restored is not None:
+        with restored.as_directory() as directory:
+            copy = run_dir / "checkpoints" / "restored.pt"
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(directory) / "last.pt", copy)
+            candidates.append(copy)
+    own = run_dir / "checkpoints" / "last.pt"
+    if own_checkpoint_ok and own.is_file():
+        candidates.append(own)
+    return max(candidates, key=lambda path: load_checkpoint(path)["iteration"], default=None)
 
 
 class StudyCallback(tune.Callback):
