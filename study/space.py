@@ -114,16 +114,21 @@ class Space:
 
     def source_config(self, experiment: Experiment, seed: int) -> TrainConfig:
         """The checked config of the source model of a seed (the experiment's fixed overrides, then the source
-        stage's own, with the aux head trained so that multi-level variants share the model)."""
+        stage's own, with the aux head trained so that multi-level variants share the model). Its best
+        checkpoint is chosen on source val, as the reference does: no target label, no target validator."""
         overrides = {"model.multi_level": True, **experiment.overrides, **self.source_overrides,
-                     "stage": "source", "runtime.seed": seed}
+                     "stage": "source", "runtime.seed": seed, "selection.metric": "source_val_miou",
+                     "selection.mode": None}
         return load_config(self.base, overrides)
 
 
 def source_key(cfg: TrainConfig) -> str:
-    """Identifies a source model by everything that shapes it (not how it is run), e.g. `seed0-3fa2c1d9`."""
+    """Identifies a source model by everything that shapes its weights and its best checkpoint, e.g.
+    `seed0-3fa2c1d9`: not how it is run, and not the target data, which a source run only evaluates on (so
+    experiments on different target cities share their source models)."""
     resolved = config_to_dict(cfg)
     resolved.pop("runtime")
+    resolved["data"] = {k: v for k, v in resolved["data"].items() if not k.startswith("target")}
     resolved["seed"] = cfg.runtime.seed
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
     return f"seed{cfg.runtime.seed}-{digest}"
