@@ -6,21 +6,15 @@ import yaml
 
 from msl.cli import main
 from msl.labels import label_id_to_class_lut
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     assert main(["data", "synth", "--out", str(root / "synth"), "--scale", "small"]) == 0
-    config = {
-        "stage": "source",
-        "data": {"source_root": str(root / "synth/source"), "target_root": str(root / "synth/target"),
-                 "source_size": [64, 32], "target_size": [64, 32], "batch_size": 2, "num_workers": 0},
-        "model": {"arch": "deeplab_resnet18_small"},
-        "optim": {"lr": 0.01, "iterations": 2, "poly_horizon": None},
-        "eval": {"every": 2, "validator_images": 2, "max_images": 2},
-        "runtime": {"threads": 1, "progress": False},
-    }
+    config = tiny_config(root / "synth")
+    config["optim"]["iterations"] = 2
     (root / "run.yaml").write_text(yaml.safe_dump(config))
     return root
 

@@ -14,30 +14,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msl.data.synth import generate
 from study import layout
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, seed=0, scale="small", progress=False)
-    return out
-
-
 def space_file(path: Path, synth: Path, **extra) -> Path:
     space = {
         "name": "tiny",
-        "config": {
-            "data": {"source_root": str(synth / "source"), "target_root": str(synth / "target"),
-                     "source_size": [64, 32], "target_size": [64, 32], "batch_size": 2, "num_workers": 0},
-            "model": {"arch": "deeplab_resnet18_small"},
-            "optim": {"lr": 0.01, "iterations": 12, "poly_horizon": None},
-            "eval": {"every": 4, "validator_images": 2, "max_images": 2, "logged_images": 0},
-        },
+        "config": tiny_config(synth) | {"optim": {"lr": 0.01, "iterations": 12, "poly_horizon": None},
+                                        "eval": {"every": 4, "validator_images": 2, "max_images": 2}},
         "source": {"set": {"optim.iterations": 4}},
         "metric": "target_im",
         "retries": 0,

@@ -9,30 +9,14 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import msl.trainer
 from msl.config import load_config
-from msl.data.synth import generate
 from msl.trainer import NonFiniteLossError, poly_lr, train
+from tests.conftest import tiny_config
 
 METRICS = {"source_val_miou", "oracle_miou", "target_entropy", "target_im", "target_max_square"}
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth")
-    generate(out, seed=0, scale="small", progress=False)
-    return out
-
-
-def tiny_config(synth, **overrides):
-    base = {
-        "stage": "source",
-        "data": {"source_root": str(synth / "source"), "target_root": str(synth / "target"),
-                 "source_size": [64, 32], "target_size": [64, 32], "batch_size": 2, "num_workers": 0},
-        "model": {"arch": "deeplab_resnet18_small"},
-        "optim": {"lr": 0.01, "iterations": 4, "poly_horizon": None},
-        "eval": {"every": 2, "validator_images": 4, "max_images": 4, "logged_images": 1},
-        "runtime": {"threads": 1, "progress": False, "log_every": 1},
-    }
-    return load_config(base, overrides)
+def tiny(synth, **overrides):
+    return load_config(tiny_config(synth), overrides)
 
 
 def read_metrics(run_dir):
@@ -42,7 +26,7 @@ def read_metrics(run_dir):
 @pytest.fixture(scope="module")
 def source_run(synth, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "source"
-    train(tiny_config(synth, **{"model.multi_level": True}), run_dir)
+    train(tiny(synth, **{"model.multi_level": True}), run_dir)
     return run_dir
 
 
@@ -82,7 +66,7 @@ def test_uda_runs_every_target_loss_without_reading_target_train_labels(synth, s
     blind = tmp_path / "target"
     shutil.copytree(synth / "target", blind)
     shutil.rmtree(blind / "gtFine" / "train")  # any read of a target-train label would now fail
-    cfg = tiny_config(synth, **{"stage": "uda", "data.target_root": str(blind), "loss.target": loss,
+    cfg = tiny(synth, **{"stage": "uda", "data.target_root": str(blind), "loss.target": loss,
                                 "loss.threshold": 0.5, "model.multi_level": multi_level,
                                 "model.weights": str(source_run / "checkpoints" / "last.pt")})
     record = train(cfg, tmp_path / "run")
@@ -95,7 +79,7 @@ def test_uda_runs_every_target_loss_without_reading_target_train_labels(synth, s
 
 
 def test_same_config_gives_the_same_metrics(synth, tmp_path):
-    cfg = tiny_config(synth, **{"optim.iterations": 2})
+    cfg = tiny(synth, **{"optim.iterations": 2})
     train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
     timing = ("elapsed_s", "time")
     first, second = ([{k: v for k, v in r.items() if k not in timing} for r in read_metrics(tmp_path / run)]
@@ -106,9 +90,9 @@ def test_same_config_gives_the_same_metrics(synth, tmp_path):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run, tmp_path):
     overrides = {"stage": "uda", "loss.target": "iw_maxsquare", "model.multi_level": True, "eval.every": 3,
                  "model.weights": str(source_run / "checkpoints" / "last.pt"), "optim.poly_horizon": 6}
-    train(tiny_config(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "straight")
-    train(tiny_config(synth, **overrides, **{"optim.iterations": 3}), tmp_path / "split")
-    train(tiny_config(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "split",
+    train(tiny(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "straight")
+    train(tiny(synth, **overrides, **{"optim.iterations": 3}), tmp_path / "split")
+    train(tiny(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "split",
           resume_from=tmp_path / "split" / "checkpoints" / "last.pt")
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
     split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
@@ -124,11 +108,11 @@ def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run
         return lambda logits: logits.float().mean() * (float("nan") if next(calls) == 1 else 1.0)
 
     monkeypatch.setattr(msl.trainer, "build_target_loss", lambda *a, **k: nan_on_second_call())
-    cfg = tiny_config(synth, **{"stage": "uda", "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    cfg = tiny(synth, **{"stage": "uda", "model.weights": str(source_run / "checkpoints" / "last.pt")})
     with pytest.raises(NonFiniteLossError, match="'target_loss' at iteration 1"):
         train(cfg, tmp_path / "run")
 
 
 def test_an_existing_run_is_never_overwritten(source_run, synth):
     with pytest.raises(FileExistsError, match="--resume"):
-        train(tiny_config(synth), source_run)
+        train(tiny(synth), source_run)
