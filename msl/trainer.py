@@ -3,7 +3,9 @@
 One UDA iteration follows the reference (reference.md §1.7): poly learning rate, then a source batch
 (CE on the main head, plus lambda_seg * CE on the aux head when multi-level), then a target batch
 (lambda_target * L_T on the main head, plus lambda_seg * lambda_target * guidance on the aux head when
-multi-level), gradients of both accumulated into one optimiser step. Losses stay on the device and are read back
+multi-level), gradients of both accumulated into one optimiser step. With target loss `none` the target batch
+still goes through the model (batch-norm statistics see both domains, as in every other variant), so the
+`none` baseline differs from the adapting variants by the loss alone. Losses stay on the device and are read back
 every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
 
 A run directory holds: config.yaml (resolved), run_info.json (git revision, versions, seed), metrics.jsonl (one
@@ -245,12 +247,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     data = build_run_data(cfg, normalization)
     uda = cfg.stage == "uda"
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
-    uses_target = uda and (cfg.loss.target != "none" or cfg.model.multi_level)
+    trains_on_target = cfg.loss.target != "none" or cfg.model.multi_level
     pin = device.type == "cuda"
     source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
                                   num_workers=cfg.data.num_workers, pin_memory=pin)
     target_batches: Iterator | None = None
-    if uses_target:
+    if uda:
         target_batches = batch_stream(data.target_train, cfg.data.batch_size, seed=cfg.runtime.seed + 1,
                                       start_batch=start, num_workers=cfg.data.num_workers, pin_memory=pin)
 
@@ -278,14 +280,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
 
         if target_batches is not None:
             target_images = _to_device(next(target_batches)[0], device, channels_last)
-            with autocast(device, cfg.runtime.bf16):
-                main, aux = forward(target_images)
-            target_terms = {"target_loss": target_loss(main)}
-            if cfg.model.multi_level:
-                target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
-            (lambda_t * target_terms["target_loss"]
-             + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
-            terms.update(target_terms)
+            if trains_on_target:
+                with autocast(device, cfg.runtime.bf16):
+                    main, aux = forward(target_images)
+                target_terms = {"target_loss": target_loss(main)}
+                if cfg.model.multi_level:
+                    target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
+                (lambda_t * target_terms["target_loss"]
+                 + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
+                terms.update(target_terms)
+            else:  # `none`: batch norm still sees the target batch, as in every variant; only the loss differs
+                with torch.no_grad(), autocast(device, cfg.runtime.bf16):
+                    forward(target_images)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         meter.add(iteration, terms)

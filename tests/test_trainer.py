@@ -116,3 +116,31 @@ def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run
 def test_an_existing_run_is_never_overwritten(source_run, synth):
     with pytest.raises(FileExistsError, match="--resume"):
         train(tiny(synth), source_run)
+
+
+def test_the_none_baseline_still_passes_target_batches_through_batch_norm(synth, source_run, tmp_path, monkeypatch):
+    """So that `none` differs from the adapting variants by the loss alone, not by batch-norm statistics."""
+    seen = []
+    build = msl.trainer.build_run_data
+
+    class Counting(torch.utils.data.Dataset):
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getitem__(self, key):
+            seen.append(key)
+            return self.dataset[key]
+
+    def counting(cfg, normalization):
+        data = build(cfg, normalization)
+        data.target_train = Counting(data.target_train)
+        return data
+
+    monkeypatch.setattr(msl.trainer, "build_run_data", counting)
+    cfg = tiny(synth, **{"stage": "uda", "loss.target": "none",
+                         "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    train(cfg, tmp_path / "run")
+    assert sum(isinstance(key, tuple) for key in seen) == 4 * 2  # 4 iterations x batch 2, with augmentation seeds
