@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+SYNTH := data/synth
+STUDIES := studies
+
 .PHONY: setup test test-fast quickstart lint clean
 
 setup: $(STAMP)
@@ -19,6 +22,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The main job: generate the synthetic benchmark (once), run the quickstart study, write its report.
+quickstart: setup
+	@test -f $(SYNTH)/synth.json || $(BIN)/msl data synth --out $(SYNTH)
+	MSL_SYNTH=$(abspath $(SYNTH)) $(BIN)/msl-study run search_spaces/quickstart.yaml --storage $(STUDIES) \
+		--name quickstart-$$(date +%Y%m%d-%H%M%S) --report
 
 lint: setup
 	$(BIN)/ruff check .

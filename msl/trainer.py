@@ -172,6 +172,39 @@ def _supervised_loss(model_out: tuple[Tensor, Tensor], labels: Tensor, cfg: Trai
     return terms
 
 
+def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainConfig, lr: float,
+               source: tuple[Tensor, Tensor], target_images: Tensor | None,
+               target_loss: Callable[[Tensor], Tensor], device: torch.device) -> dict[str, Tensor]:
+    """One optimiser step in the reference's order: learning rate, source batch forward+backward, target batch
+    forward+backward (gradients accumulate), step. Returns the loss terms, still on the device.
+
+    `source` is (images (B, 3, Hs, Ws), labels (B, Hs, Ws)); `target_images` (B, 3, Ht, Wt) or None (stage
+    source). With target loss `none` (and no multi-level) the target batch still goes through the model, so
+    batch norm sees both domains as in every other variant.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    lambda_t, lambda_seg = cfg.loss.lambda_target, cfg.loss.lambda_seg
+    with autocast(device, cfg.runtime.bf16):
+        terms = _supervised_loss(forward(source[0]), source[1], cfg)
+    (terms["source_ce"] + lambda_seg * terms.get("source_aux_ce", 0.0)).backward()
+    if target_images is not None and (cfg.loss.target != "none" or cfg.model.multi_level):
+        with autocast(device, cfg.runtime.bf16):
+            main, aux = forward(target_images)  # (B, C, Ht, Wt) each
+        target_terms = {"target_loss": target_loss(main)}
+        if cfg.model.multi_level:
+            target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
+        (lambda_t * target_terms["target_loss"]
+         + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
+        terms.update(target_terms)
+    elif target_images is not None:
+        with torch.no_grad(), autocast(device, cfg.runtime.bf16):
+            forward(target_images)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return terms
+
+
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
     """Never overwrite a previous run: a non-empty directory needs `resume`."""
     if not resume and run_dir.exists() and any(run_dir.iterdir()):
@@ -247,7 +280,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     data = build_run_data(cfg, normalization)
     uda = cfg.stage == "uda"
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
-    trains_on_target = cfg.loss.target != "none" or cfg.model.multi_level
     pin = device.type == "cuda"
     source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
                                   num_workers=cfg.data.num_workers, pin_memory=pin)
@@ -261,7 +293,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start)
     meter = _LossMeter(device)
     window_losses: dict[str, float] = {}
-    lambda_t, lambda_seg = cfg.loss.lambda_target, cfg.loss.lambda_seg
     total = cfg.optim.iterations
     started = time.perf_counter()
     bar = tqdm(range(start, total), initial=start, total=total, disable=not cfg.runtime.progress,
@@ -269,31 +300,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     record = history[-1] if history else {}
     for iteration in bar:
         lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-
         images, labels, _ = next(source_batches)
-        images, labels = _to_device(images, device, channels_last), labels.to(device, non_blocking=True)
-        with autocast(device, cfg.runtime.bf16):
-            terms = _supervised_loss(forward(images), labels, cfg)
-        (terms["source_ce"] + lambda_seg * terms.get("source_aux_ce", 0.0)).backward()
-
+        source = _to_device(images, device, channels_last), labels.to(device, non_blocking=True)
+        target_images = None
         if target_batches is not None:
             target_images = _to_device(next(target_batches)[0], device, channels_last)
-            if trains_on_target:
-                with autocast(device, cfg.runtime.bf16):
-                    main, aux = forward(target_images)
-                target_terms = {"target_loss": target_loss(main)}
-                if cfg.model.multi_level:
-                    target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
-                (lambda_t * target_terms["target_loss"]
-                 + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
-                terms.update(target_terms)
-            else:  # `none`: batch norm still sees the target batch, as in every variant; only the loss differs
-                with torch.no_grad(), autocast(device, cfg.runtime.bf16):
-                    forward(target_images)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        terms = train_step(forward, optimizer, cfg, lr, source, target_images, target_loss, device)
         meter.add(iteration, terms)
 
         done = iteration + 1

@@ -1,0 +1,38 @@
+"""The newcomer's path at a reduced size: `msl data synth`, then `msl-study run search_spaces/quickstart.yaml
+--report`, as `make quickstart` runs them, with fewer seeds, samples and iterations."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).parent.parent
+BIN = Path(sys.executable).parent
+
+
+def test_quickstart_pipeline_ends_in_a_report(tmp_path):
+    synth = tmp_path / "synth"
+    subprocess.run([str(BIN / "msl"), "data", "synth", "--out", str(synth), "--scale", "small"], check=True,
+                   capture_output=True, timeout=120)
+    space = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
+    space["source"]["set"]["optim.iterations"] = 6
+    space["set"].update({"optim.iterations": 6, "eval.every": 3})
+    space["experiments"]["comparison"]["seeds"] = [0]
+    space["experiments"]["sweep"]["search"]["num_samples"] = 3
+    space["experiments"]["sweep"]["scheduler"]["grace_period"] = 3
+    reduced = tmp_path / "quickstart.yaml"
+    reduced.write_text(yaml.safe_dump(space))
+
+    env = {**os.environ, "MSL_SYNTH": str(synth), "RAY_USAGE_STATS_ENABLED": "0"}
+    result = subprocess.run([str(BIN / "msl-study"), "run", str(reduced), "--storage", str(tmp_path / "studies"),
+                             "--report"], capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "comparison: 6/6 trials ended" in result.stdout and "sweep: 3/3 trials ended" in result.stdout
+    report = (tmp_path / "studies" / "quickstart" / "report" / "report.md").read_text()
+    for variant in space["experiments"]["comparison"]["variants"]:
+        assert f"| {variant} " in report
+    assert "label-free" in report and "Pruning budget" in report
