@@ -24,11 +24,11 @@ import yaml
 from ray import tune
 
 from msl.checkpoint import load_checkpoint
-from msl.config import save_config
+from msl.config import TrainConfig, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import train
 from study import layout
-from study.space import Experiment, Space, check_distribution, load_space, max_iterations, source_key
+from study.space import Experiment, Space, load_space, max_iterations, representative_config, source_key
 
 # Config keys holding paths whose `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
@@ -86,6 +86,12 @@ def connect(address: str | None) -> None:
 # Source models
 
 
+def _in_worker(cfg: TrainConfig, experiment: Experiment) -> TrainConfig:
+    """A config as a Ray worker runs it: no progress bar, and as many threads as the CPUs it holds."""
+    threads = cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))
+    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, progress=False, threads=threads))
+
+
 def _source_is_complete(run_dir: Path, iterations: int) -> bool:
     metrics = run_dir / layout.METRICS_FILE
     if not (run_dir / "checkpoints" / "best.pt").is_file() or not metrics.is_file():
@@ -109,9 +115,7 @@ def ensure_sources(space: Space, experiment: Experiment, study_dir: Path) -> dic
     task = ray.remote(_train_source).options(num_cpus=experiment.resources["cpu"],
                                              num_gpus=experiment.resources["gpu"], max_retries=experiment.retries)
     for seed in experiment.seeds:
-        cfg = space.source_config(experiment, seed)
-        cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(
-            cfg.runtime, progress=False, threads=cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))))
+        cfg = _in_worker(space.source_config(experiment, seed), experiment)
         run_dir = layout.sources_dir(study_dir) / source_key(cfg)
         if _source_is_complete(run_dir, cfg.optim.iterations):
             _log(f"source model for seed {seed}: reusing {run_dir}")
@@ -142,9 +146,8 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
     trial_name = tune.get_context().get_trial_name()
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
     run_dir = trial_dir / layout.RUN_DIR
-    cfg = space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed])
-    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(
-        cfg.runtime, progress=False, threads=cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))))
+    cfg = _in_worker(space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
+                     experiment)
     layout.write_json(trial_dir / layout.TRIAL_FILE, {
         "trial_name": trial_name, "experiment": experiment_name, "variant": variant, "seed": seed,
         "params": params, "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
@@ -285,9 +288,7 @@ def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iteration
         "oracle": experiment.oracle, "variants": experiment.variants, "seeds": experiment.seeds,
         "searched": experiment.params, "scheduler": experiment.scheduler, "search": experiment.search,
         "num_samples": experiment.search["num_samples"], "num_trials": experiment.num_trials(),
-        "max_iterations": iterations, "eval_every": space.trial_config(
-            experiment, next(iter(experiment.variants)), experiment.seeds[0],
-            {k: check_distribution(v, k)[0] for k, v in experiment.params.items()}).eval.every,
+        "max_iterations": iterations, "eval_every": representative_config(space, experiment).eval.every,
         "benchmark": experiment.benchmark, "num_classes": cfg.data.num_classes,
         "class_names": metric_class_names(cfg.data.num_classes)})
 

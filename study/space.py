@@ -330,11 +330,16 @@ def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:
     return {key: check_distribution(spec, f"{prefix}scheduler.mutations.{key}") for key, spec in mutations.items()}
 
 
+def representative_config(space: Space, experiment: Experiment) -> TrainConfig:
+    """A trial config of the experiment (first variant and seed, each searched key at its lower bound), for the
+    settings that do not vary between trials, such as iterations and the evaluation interval."""
+    params = {key: check_distribution(spec, key)[0] for key, spec in experiment.params.items()}
+    return space.trial_config(experiment, next(iter(experiment.variants)), experiment.seeds[0], params)
+
+
 def max_iterations(space: Space, experiment: Experiment) -> int:
     """Iterations of a full trial (the ASHA horizon unless the scheduler names one)."""
-    return experiment.scheduler.get("max_iterations") or space.trial_config(
-        experiment, next(iter(experiment.variants)), experiment.seeds[0],
-        {k: check_distribution(v, k)[0] for k, v in experiment.params.items()}).optim.iterations
+    return experiment.scheduler.get("max_iterations") or representative_config(space, experiment).optim.iterations
 
 
 def describe_plan(space: Space) -> str:
