@@ -1,5 +1,5 @@
 """Real Ray studies on the small synthetic benchmark: a head node started with `ray start`, logical GPUs packed
-two trials per GPU, a failing trial, ASHA + Optuna, and a driver killed with SIGKILL then resumed."""
+two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed with SIGKILL then resumed."""
 
 import json
 import os
@@ -70,6 +70,9 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
         "comparison": {"variants": ["source_only", "maxsquare", "iw_maxsquare", "hard"],
                        "resources": {"cpu": 1, "gpu": 0.5}},
         "failing": {"variants": {"maxsquare": {}, "broken": {"optim.lr": 1.0e+30}}},
+        "pbt": {"variants": ["maxsquare"], "search": {"algorithm": "random", "num_samples": 2},
+                "scheduler": {"name": "pbt", "perturbation_interval": 4, "quantile_fraction": 0.5,
+                              "mutations": {"loss.lambda_target": {"choice": [0.05, 0.5, 5.0]}}}},
         "sweep": {"variants": ["iw_maxsquare"], "params": {"loss.lambda_target": {"loguniform": [0.01, 1.0]}},
                   "search": {"algorithm": "optuna", "num_samples": 4, "seed": 0},
                   "scheduler": {"name": "asha", "grace_period": 4, "reduction_factor": 2},
@@ -100,6 +103,10 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
     sweep = read(study, "sweep", layout.STATUS_FILE)
     assert len(sweep) == 4 and {s["status"] for s in sweep.values()} <= {"finished", "stopped"}
     assert {s["iterations"] for s in sweep.values()} <= {4, 8, 12}
+    # PBT: the weaker trial took over the stronger one's checkpoint and went on to the end.
+    pbt = read(study, "pbt", layout.STATUS_FILE)
+    assert len(pbt) == 2 and all(s["status"] == "finished" and s["iterations"] == 12 for s in pbt.values())
+    assert any((d / "run/checkpoints/restored.pt").exists() for d in layout.trials_dir(study, "pbt").iterdir())
     plan = json.loads((study / "sweep" / layout.PLAN_FILE).read_text())
     assert plan["max_iterations"] == 12 and plan["metric"] == "target_im" and not plan["oracle"]
 
