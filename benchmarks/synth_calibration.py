@@ -107,7 +107,7 @@ def present_classes(target: Path) -> int:
 def calibration_jobs(work: Path, data: Path, shift: float, seed: int, iterations: int) -> tuple[Job, Job]:
     """The source-only and the oracle run of one (shift, seed); each evaluates once, at its end."""
     common = {"data.target_root": str(data / "target"), "runtime.seed": seed, "runtime.progress": False,
-              "eval.every": iterations, "eval.max_images": None}
+              "optim.iterations": iterations, "eval.every": iterations, "eval.max_images": None}
     source_only = Job(f"source {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_source",
                       {**common, "data.source_root": str(data / "source")})
     oracle = Job(f"oracle {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_oracle",
@@ -135,6 +135,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--uda-seeds", type=int, nargs="*", default=[0, 1], help="none: skip the UDA check")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="source and oracle iterations (default: synth.yaml's)")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()
 
@@ -144,7 +146,7 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    base = load_config(CONFIG)
+    base = load_config(CONFIG, {"optim.iterations": args.iterations} if args.iterations else {})
     say("# Synthetic benchmark calibration")
     say()
     say(f"- machine: {machine()}, shared with other users (load average at start: "

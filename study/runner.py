@@ -253,7 +253,7 @@ def _scheduler(experiment: Experiment, iterations: int):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration", perturbation_interval=spec["perturbation_interval"],
             hyperparam_mutations={k: _to_tune(v) for k, v in spec["mutations"].items()},
-            quantile_fraction=spec.get("quantile_fraction", 0.25), seed=experiment.search["seed"])
+            quantile_fraction=spec.get("quantile_fraction", 0.25))
     return None
 
 
@@ -316,7 +316,9 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path) -> Non
             run_config=tune.RunConfig(
                 name=ray_path.name, storage_path=str(ray_path.parent), verbose=0,
                 callbacks=[StudyCallback(study_dir, experiment, experiment.num_trials(), iterations)],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=experiment.checkpoints_to_keep),
+                # PBT exploits a donor's checkpoint that may be older than the donor's last few: keep them all.
+                checkpoint_config=tune.CheckpointConfig(
+                    num_to_keep=None if experiment.scheduler["name"] == "pbt" else experiment.checkpoints_to_keep),
                 failure_config=tune.FailureConfig(max_failures=experiment.retries)),
         )
     results = tuner.fit()
