@@ -13,26 +13,26 @@ from msl.checkpoint import load_checkpoint
 from msl.config import load_config
 from msl.data import build_dataset
 from msl.evaluate import evaluate
-from msl.labels import class_to_label_id, palette
+from msl.labels import NUM_CLASSES_CHOICES, class_to_label_id
 from msl.metrics import format_table
 from msl.models import build_model, load_weights
 from msl.runinfo import expand_path
 from msl.trainer import pick_device, resolve_normalization
+from msl.visualize import colourise
 
 
 def _prediction_writer(out: Path, num_classes: int):
     """Writes each prediction twice: Cityscapes label ids (the official submission format that cityscapesscripts'
     evaluator scores) under `labelIds/`, and Cityscapes colours under `colour/`."""
-    label_ids = class_to_label_id(num_classes) if num_classes in (19, 16, 13) else np.arange(num_classes, dtype=np.uint8)
-    colours = palette(num_classes)[:, ::-1] if num_classes in (19, 16, 13) else None  # BGR for OpenCV
+    label_ids = class_to_label_id(num_classes) if num_classes in NUM_CLASSES_CHOICES else np.arange(num_classes, dtype=np.uint8)
     (out / "labelIds").mkdir(parents=True, exist_ok=True)
     (out / "colour").mkdir(parents=True, exist_ok=True)
 
     def write(predictions: torch.Tensor, names: list[str]) -> None:
-        for prediction, name in zip(predictions.cpu().numpy(), names, strict=True):
-            cv2.imwrite(str(out / "labelIds" / f"{name}_pred_labelIds.png"), label_ids[prediction])
-            if colours is not None:
-                cv2.imwrite(str(out / "colour" / f"{name}_pred_color.png"), colours[prediction])
+        for prediction, name in zip(predictions.cpu(), names, strict=True):  # (H, W) each
+            cv2.imwrite(str(out / "labelIds" / f"{name}_pred_labelIds.png"), label_ids[prediction.numpy()])
+            rgb = colourise(prediction, num_classes).permute(1, 2, 0).numpy()  # (H, W, 3)
+            cv2.imwrite(str(out / "colour" / f"{name}_pred_color.png"), rgb[..., ::-1])  # OpenCV writes BGR
 
     return write
 

@@ -254,10 +254,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
         model.load_state_dict(checkpoint["model"])
     elif cfg.model.weights:
         weights_format = load_weights(model, expand_path(cfg.model.weights))
-    init_config = None
-    if weights_format == "msl":
-        init_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
-    normalization = resolve_normalization(cfg, weights_format, checkpoint["config"] if checkpoint else init_config)
+    trained_config = checkpoint["config"] if checkpoint is not None else None
+    if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights were trained with
+        trained_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
+    normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = _channels_last(cfg, device)
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
     forward = torch.compile(model) if cfg.runtime.compile else model

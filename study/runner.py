@@ -57,9 +57,13 @@ def _resolved_space_yaml(space: Space, original: dict) -> str:
 
 
 def _to_tune(spec: dict[str, Any]):
+    """A checked distribution spec (study.space) as a Tune search-space object."""
     (kind, args), = spec.items()
-    return {"choice": tune.choice, "grid": tune.grid_search}[kind](args) if kind in ("choice", "grid") else \
-        getattr(tune, kind)(*args)
+    if kind == "choice":
+        return tune.choice(args)
+    if kind == "grid":
+        return tune.grid_search(args)
+    return getattr(tune, kind)(*args)  # uniform, loguniform, randint, quniform take their bounds in order
 
 
 def connect(address: str | None) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -84,11 +85,7 @@ class Experiment:
         return self.metric.startswith("oracle_")
 
     def grid_size(self) -> int:
-        grids = [len(spec["grid"]) for spec in self.params.values() if "grid" in spec]
-        size = 1
-        for count in grids:
-            size *= count
-        return size
+        return math.prod(len(spec["grid"]) for spec in self.params.values() if "grid" in spec)
 
     def num_trials(self) -> int:
         return len(self.variants) * len(self.seeds) * self.grid_size() * self.search["num_samples"]
