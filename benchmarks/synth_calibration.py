@@ -12,7 +12,7 @@ labels). Then one UDA sanity check: from the seed-0 source-only checkpoint at th
 (`UDA_STAGE` overrides) with `none`, `maxsquare` and `iw_maxsquare`. It says whether adaptation helps at the
 quickstart budget; the losses are not tuned against these target labels. Every score uses the whole val split.
 
-Usage: python benchmarks/synth_calibration.py [--work DIR] [--shifts 0.25 0.5 0.75] [--seeds 0 1]
+Usage: python benchmarks/synth_calibration.py [--work DIR] [--shifts 0.25 0.5 0.75] [--seeds 0 1] [--set KEY=VALUE]
                                               [--report results/benchmarks/synth_calibration.md]
 Runs already finished under --work (and generated sets with the same settings) are reused.
 """
@@ -33,12 +33,13 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import msl
-from msl.config import load_config
+from msl.config import load_config, parse_override
 from msl.data.synth import SYNTH_VERSION, generate
 
 CONFIG = Path(msl.__file__).parent / "configs" / "synth.yaml"
 # The UDA stage of the quickstart, on top of synth.yaml (which is the source stage); see the header of synth.yaml.
-UDA_STAGE = {"stage": "uda", "optim.lr": 0.01, "optim.iterations": 60, "eval.every": 30}
+UDA_STAGE = {"stage": "uda", "optim.optimizer": "sgd", "optim.lr": 0.01, "optim.iterations": 60,
+             "eval.every": 30, "loss.lambda_target": 1.0}
 # Variants of the UDA check: name -> overrides. With `model.multi_level` (synth.yaml) even `none` forwards the
 # target batches (for the guidance term), which updates the batch-norm statistics; `source_batches_only` does not.
 UDA_VARIANTS = {
@@ -104,10 +105,13 @@ def present_classes(target: Path) -> int:
     return int(present[:19].sum())
 
 
-def calibration_jobs(work: Path, data: Path, shift: float, seed: int, iterations: int) -> tuple[Job, Job]:
-    """The source-only and the oracle run of one (shift, seed); each evaluates once, at its end."""
-    common = {"data.target_root": str(data / "target"), "runtime.seed": seed, "runtime.progress": False,
-              "optim.iterations": iterations, "eval.every": iterations, "eval.max_images": None}
+def calibration_jobs(work: Path, data: Path, shift: float, seed: int, overrides: dict) -> tuple[Job, Job]:
+    """The source-only and the oracle run of one (shift, seed) with `overrides` of synth.yaml; each evaluates
+    once, at its end."""
+    iterations = load_config(CONFIG, overrides).optim.iterations
+    common = {**overrides, "data.target_root": str(data / "target"), "runtime.seed": seed,
+              "runtime.progress": False, "optim.iterations": iterations, "eval.every": iterations,
+              "eval.max_images": None}
     source_only = Job(f"source {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_source",
                       {**common, "data.source_root": str(data / "source")})
     oracle = Job(f"oracle {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_oracle",
@@ -135,8 +139,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--uda-seeds", type=int, nargs="*", default=[0, 1], help="none: skip the UDA check")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="source and oracle iterations (default: synth.yaml's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override synth.yaml for the source-only and oracle runs, e.g. optim.iterations=300")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()
 
@@ -146,14 +150,15 @@ def main() -> None:
         print(text, flush=True)
         lines.append(text)
 
-    base = load_config(CONFIG, {"optim.iterations": args.iterations} if args.iterations else {})
+    overrides = dict(map(parse_override, args.overrides))
+    base = load_config(CONFIG, overrides)
     say("# Synthetic benchmark calibration")
     say()
     say(f"- machine: {machine()}, shared with other users (load average at start: "
         f"{os.getloadavg()[0]:.1f}); times are longer than on an idle machine")
     say(f"- date: {datetime.date.today().isoformat()}")
     say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    say(f"- config: msl/configs/synth.yaml ({base.model.arch}, batch {base.data.batch_size}, lr {base.optim.lr}, "
+    say(f"- config: msl/configs/synth.yaml ({base.model.arch}, batch {base.data.batch_size}, {base.optim.optimizer} lr {base.optim.lr}, "
         f"{base.optim.iterations} iterations, {base.runtime.threads} thread per run, {args.parallel} runs at a time)")
     say()
 
@@ -168,7 +173,7 @@ def main() -> None:
     say()
 
     jobs = [job for shift in args.shifts for seed in args.seeds
-            for job in calibration_jobs(args.work, sets[shift], shift, seed, base.optim.iterations)]
+            for job in calibration_jobs(args.work, sets[shift], shift, seed, overrides)]
     records = run_jobs(jobs, args.parallel)
     say("## Source-only versus oracle, target val mIoU (%)")
     say()
@@ -195,7 +200,8 @@ def say_uda_check(args: argparse.Namespace, sets: dict[float, Path], records: di
     """UDA from the seed-0 source-only checkpoint at the default shift, each variant and seed; prints a table."""
     if DEFAULT_SHIFT not in sets or 0 not in args.seeds:
         raise SystemExit(f"the UDA check needs shift {DEFAULT_SHIFT} and seed 0 among --shifts and --seeds")
-    source_job, _ = calibration_jobs(args.work, sets[DEFAULT_SHIFT], DEFAULT_SHIFT, 0, 1)
+    source_job, _ = calibration_jobs(args.work, sets[DEFAULT_SHIFT], DEFAULT_SHIFT, 0,
+                                     dict(map(parse_override, args.overrides)))
     checkpoint = source_job.run_dir / "checkpoints" / "last.pt"
     jobs = [Job(f"{variant} {seed}", args.work / "runs" / f"uda_shift{DEFAULT_SHIFT:g}_{variant}_seed{seed}",
                 {**source_job.overrides, **UDA_STAGE, "eval.every": UDA_STAGE["optim.iterations"],
@@ -204,11 +210,10 @@ def say_uda_check(args: argparse.Namespace, sets: dict[float, Path], records: di
     uda = run_jobs(jobs, args.parallel)
     start = records[f"source {DEFAULT_SHIFT:g} 0"]
     settings = ", ".join(f"{key}={value}" for key, value in UDA_STAGE.items())
-    lambda_target = load_config(CONFIG).loss.lambda_target
     say(f"## UDA check at shift {DEFAULT_SHIFT:g}, target val mIoU (%)")
     say()
     say(f"From the seed-0 source-only checkpoint (target mIoU {percent(start['oracle_miou']).strip()}, label-free "
-        f"target_max_square {start['target_max_square']:.3f}); {settings}, lambda_target={lambda_target}. "
+        f"target_max_square {start['target_max_square']:.3f}); {settings}. "
         "Same seed = same batches, so a difference to `none` is the loss's. `target_max_square` is the "
         "label-free validator (mean sum of p^2 on target-train images); `run s` includes one full evaluation.")
     say()

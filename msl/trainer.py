@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from msl.config import TrainConfig, config_to_dict, save_config
+from msl.config import OptimConfig, TrainConfig, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
@@ -60,6 +60,14 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
+
+
+def build_optimizer(optim: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW (beta1 = `optim.momentum`) over the model's parameter groups."""
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.momentum, 0.999),
+                                 weight_decay=optim.weight_decay)
+    return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
 def poly_lr(base_lr: float, iteration: int, horizon: int, power: float) -> float:
@@ -262,9 +270,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
     forward = torch.compile(model) if cfg.runtime.compile else model
 
-    groups = param_groups(model, cfg.optim.head_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = build_optimizer(cfg.optim, param_groups(model, cfg.optim.head_lr_mult))
     start, history, best = 0, [], None
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])

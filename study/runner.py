@@ -257,7 +257,7 @@ def _scheduler(experiment: Experiment, iterations: int):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration", perturbation_interval=spec["perturbation_interval"],
             hyperparam_mutations={k: _to_tune(v) for k, v in spec["mutations"].items()},
-            quantile_fraction=spec.get("quantile_fraction", 0.25))
+            quantile_fraction=spec.get("quantile_fraction", 0.25), synch=spec.get("synch", False))
     return None
 
 

@@ -2,17 +2,22 @@
 
     name: quickstart
     base: ../msl/configs/synth.yaml       # a training config file (relative to this file), or `msl:synth`
-    set: {optim.iterations: 300}          # fixed dotted overrides of the base config
+    set: {optim.iterations: 300}          # fixed dotted overrides of the base config for the UDA trials
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
     variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
-    scheduler: {name: fifo}               # fifo | asha (grace_period, reduction_factor) | pbt
+    scheduler: {name: fifo}               # fifo | asha (grace_period, reduction_factor) | pbt (perturbation_interval,
+                                          #   mutations, quantile_fraction, synch: all trials wait at each perturbation)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
     experiments: {comparison: {}, sweep: {variants: [iw_maxsquare], ...}}  # optional: run in order
+
+The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` keys of an experiment's `set`
+(what its trials must share with it), then `source.set`: a trial's learning rate or loss weight never changes
+the source model it starts from.
 
 Every experiment's every trial configuration (and every source configuration) goes through
 `msl.config.load_config`, with each distribution's extreme values, so that a typo or an out-of-range value
@@ -55,6 +60,7 @@ SEARCH_ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha", "pbt")
 EXPERIMENT_KEYS = ("set", "seeds", "variants", "params", "search", "scheduler", "metric", "mode", "allow_oracle",
                    "benchmark", "resources", "max_concurrent", "checkpoints_to_keep", "retries")
+SHARED_WITH_SOURCE = ("data.", "model.", "runtime.")  # prefixes of `set` keys that the source stage also takes
 TOP_KEYS = ("name", "base", "config", "source", "experiments", *EXPERIMENT_KEYS)
 
 
@@ -110,10 +116,13 @@ class Space:
         return load_config(self.base, overrides)
 
     def source_config(self, experiment: Experiment, seed: int) -> TrainConfig:
-        """The checked config of the source model of a seed (the experiment's fixed overrides, then the source
-        stage's own, with the aux head trained so that multi-level variants share the model). Its best
-        checkpoint is chosen on source val, as the reference does: no target label, no target validator."""
-        overrides = {"model.multi_level": True, **experiment.overrides, **self.source_overrides,
+        """The checked config of the source model of a seed: the base config, the experiment's fixed overrides
+        of what the trials must share with it (`SHARED_WITH_SOURCE`: the data, the network, how it runs; not the
+        trials' optimiser, loss or evaluation settings), then the source stage's own `source.set`. The aux head
+        is trained so that multi-level variants share the model, and the best checkpoint is chosen on source
+        val, as the reference does: no target label, no target validator."""
+        shared = {key: value for key, value in experiment.overrides.items() if key.startswith(SHARED_WITH_SOURCE)}
+        overrides = {"model.multi_level": True, **shared, **self.source_overrides,
                      "stage": "source", "runtime.seed": seed, "selection.metric": "source_val_miou",
                      "selection.mode": None}
         return load_config(self.base, overrides)
@@ -235,7 +244,7 @@ def _scheduler(raw: Any, path: str) -> dict[str, Any]:
     _require(isinstance(raw, dict) and raw.get("name") in SCHEDULERS,
              f"{path}.name: expected one of {', '.join(SCHEDULERS)}, got {raw!r}")
     allowed = {"fifo": ("name",), "asha": ("name", "grace_period", "reduction_factor", "max_iterations"),
-               "pbt": ("name", "perturbation_interval", "mutations", "quantile_fraction")}[raw["name"]]
+               "pbt": ("name", "perturbation_interval", "mutations", "quantile_fraction", "synch")}[raw["name"]]
     check_known_keys(raw, allowed, f"{path}.", SpaceError)
     for key in ("grace_period", "max_iterations", "perturbation_interval"):
         if key in raw:
@@ -243,6 +252,7 @@ def _scheduler(raw: Any, path: str) -> dict[str, Any]:
     if "reduction_factor" in raw:
         _require(isinstance(raw["reduction_factor"], (int, float)) and raw["reduction_factor"] > 1,
                  f"{path}.reduction_factor: expected a number > 1")
+    _require(isinstance(raw.get("synch", False), bool), f"{path}.synch: expected true or false")
     if raw["name"] == "pbt":
         _require("perturbation_interval" in raw and isinstance(raw.get("mutations"), dict) and raw["mutations"],
                  f"{path}: pbt needs perturbation_interval and mutations (dotted key -> distribution)")

@@ -19,7 +19,7 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     subprocess.run([str(BIN / "msl"), "data", "synth", "--out", str(synth), "--scale", "small"], check=True,
                    capture_output=True, timeout=120)
     space = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
-    space["source"]["set"]["optim.iterations"] = 6
+    space["source"] = {"set": {"optim.iterations": 6}}
     space["set"].update({"optim.iterations": 6, "eval.every": 3})
     space["experiments"]["comparison"]["seeds"] = [0]
     space["experiments"]["sweep"]["search"]["num_samples"] = 3

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from msl.config import load_config
 from study.cli import main
 from study.space import SpaceError, describe_plan, load_space, source_key
 
@@ -47,6 +48,19 @@ def test_source_models_are_shared_across_targets_but_not_seeds(tmp_path):
     assert space.source_config(a, 0).model.multi_level  # multi-level variants share the source model
 
 
+def test_source_stage_takes_the_data_and_model_but_not_the_optimisation_of_the_trials(tmp_path):
+    space = load_space(write(tmp_path, set={"optim.lr": 0.01, "loss.lambda_target": 2.0, "eval.every": 7,
+                                            "data.batch_size": 3, "model.aspp_branches": 4},
+                             source={"set": {"optim.iterations": 50}}))
+    (experiment,) = space.experiments
+    trial, source = space.trial_config(experiment, "maxsquare", 0, {}), space.source_config(experiment, 0)
+    base = load_config(space.base)
+    assert (trial.optim.lr, trial.loss.lambda_target, trial.eval.every) == (0.01, 2.0, 7)
+    assert (source.optim.lr, source.loss.lambda_target, source.eval.every) == (
+        base.optim.lr, base.loss.lambda_target, base.eval.every)
+    assert (source.data.batch_size, source.model.aspp_branches, source.optim.iterations) == (3, 4, 50)
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [
@@ -67,6 +81,8 @@ def test_source_models_are_shared_across_targets_but_not_seeds(tmp_path):
         ({"scheduler": {"name": "asha", "grace_periods": 3}},
          "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?"),
         ({"scheduler": {"name": "pbt", "perturbation_interval": 10}}, "pbt needs perturbation_interval and mutations"),
+        ({"scheduler": {"name": "pbt", "perturbation_interval": 10, "synch": "yes",
+                        "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}}}}, "synch: expected true or false"),
         ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
         ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
     ],

@@ -71,7 +71,7 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
                        "resources": {"cpu": 1, "gpu": 0.5}},
         "failing": {"variants": {"maxsquare": {}, "broken": {"optim.lr": 1.0e+30}}},
         "pbt": {"variants": ["maxsquare"], "search": {"algorithm": "random", "num_samples": 2},
-                "scheduler": {"name": "pbt", "perturbation_interval": 4, "quantile_fraction": 0.5,
+                "scheduler": {"name": "pbt", "perturbation_interval": 4, "quantile_fraction": 0.5, "synch": True,
                               "mutations": {"loss.lambda_target": {"choice": [0.05, 0.5, 5.0]}}}},
         "sweep": {"variants": ["iw_maxsquare"], "params": {"loss.lambda_target": {"loguniform": [0.01, 1.0]}},
                   "search": {"algorithm": "optuna", "num_samples": 4, "seed": 0},

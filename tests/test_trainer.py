@@ -87,8 +87,10 @@ def test_same_config_gives_the_same_metrics(synth, tmp_path):
     assert first == second
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])  # AdamW's moments must come back too
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run, tmp_path, optimizer):
     overrides = {"stage": "uda", "loss.target": "iw_maxsquare", "model.multi_level": True, "eval.every": 3,
+                 "optim.optimizer": optimizer,
                  "model.weights": str(source_run / "checkpoints" / "last.pt"), "optim.poly_horizon": 6}
     train(tiny(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "straight")
     train(tiny(synth, **overrides, **{"optim.iterations": 3}), tmp_path / "split")
@@ -98,6 +100,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run
     split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
     for key, value in straight["model"].items():
         assert torch.equal(value, split["model"][key]), key
+    assert ("exp_avg" in next(iter(split["optimizer"]["state"].values()))) == (optimizer == "adamw")
     assert [r["iteration"] for r in read_metrics(tmp_path / "split")] == [3, 6]
     assert read_metrics(tmp_path / "split")[-1]["oracle_miou"] == read_metrics(tmp_path / "straight")[-1]["oracle_miou"]
 

@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from msl.labels import label_id_to_class_lut, palette
 
-SYNTH_VERSION = 1
+SYNTH_VERSION = 2
 
 # Classes drawn, in the order of the class index used while rendering; written as Cityscapes label ids.
 CLASS_NAMES = (
@@ -263,10 +263,10 @@ def _draw_person(
 def _draw_pole(canvas: _Canvas, rng: np.random.Generator, style: Style, x: float, y: float, u: float) -> None:
     """A pole standing at (x, y) at depth u, mostly with a round, square or triangular sign on top."""
     h, w = canvas.classes.shape
-    pole_w, pole_h = max(2.0, 0.012 * w * u), 0.85 * h * u * rng.uniform(0.85, 1.15)
+    pole_w, pole_h = max(2.0, 0.02 * w * u), 0.85 * h * u * rng.uniform(0.85, 1.15)
     canvas.rect(x - pole_w / 2, y - pole_h, x + pole_w / 2, y, POLE, _pick(rng, style.colours["pole"]))
     if rng.random() < 0.75:
-        r = max(2.0, 0.035 * w * u * rng.uniform(0.8, 1.25))  # half the sign's size
+        r = max(3.0, 0.05 * w * u * rng.uniform(0.8, 1.25))  # half the sign's size
         cy, colour, shape = y - pole_h + r, _pick(rng, style.colours["sign"], 10.0), rng.integers(3)
         if shape == 0:
             canvas.ellipse(x, cy, r, r, SIGN, colour)
