@@ -133,7 +133,7 @@ class RuntimeConfig:
     device: str = _spec("auto", choices=("auto", "cpu", "cuda"))
     seed: int = _spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
-    channels_last: bool = True  # on CUDA
+    channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/model_speed.py)
     compile: bool = False
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
     threads: int | None = _spec(None, ge=1)  # CPU intra-op threads; None: torch's default

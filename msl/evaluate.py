@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from msl.metrics import ConfusionMatrix
+from msl.metrics import ConfusionMatrix, predicted_classes
 
 VALIDATORS = ("target_entropy", "target_im", "target_max_square")  # directions: msl.config.METRIC_MODES
 
@@ -54,7 +54,7 @@ def evaluate(model: nn.Module, batches: Iterable, num_classes: int, device: torc
         labels = labels.to(device, non_blocking=True)  # (B, H_label, W_label)
         with autocast(device, bf16):
             probs = predict_probs(model, images, size=tuple(labels.shape[-2:]), flip=flip)
-        predictions = probs.argmax(dim=1)  # (B, H_label, W_label)
+        predictions = predicted_classes(probs)  # (B, H_label, W_label)
         matrix.update(predictions, labels)
         if on_prediction is not None:
             on_prediction(predictions, list(names))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from msl.labels import IGNORE_INDEX
+from msl.metrics import predicted_classes
 
 
 def image_wise_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
@@ -40,7 +41,7 @@ def image_wise_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
     scatter_add over the index b·C + ŷ, so there is no Python loop, host copy or device sync.
     """
     batch_size, num_classes, height, width = logits.shape
-    predicted = logits.detach().argmax(dim=1)  # (B, H, W)
+    predicted = predicted_classes(logits.detach())  # (B, H, W)
     image_offsets = torch.arange(batch_size, device=logits.device).view(batch_size, 1, 1) * num_classes
     class_index = (predicted + image_offsets).flatten()  # (B·H·W,) index into the flat (B·C) histogram
     counts = torch.zeros(batch_size * num_classes, device=logits.device, dtype=torch.float32)
@@ -122,7 +123,7 @@ def multi_level_guidance_loss(main_logits: Tensor, aux_logits: Tensor, threshold
     main_probs = main_logits.detach().softmax(dim=1)  # (B, C, H, W)
     aux_probs = aux_logits.detach().softmax(dim=1)  # (B, C, H, W)
     confident = (main_probs.amax(dim=1) > threshold) | (aux_probs.amax(dim=1) > threshold)  # (B, H, W)
-    combined_labels = ((main_probs + aux_probs) / 2).argmax(dim=1)  # (B, H, W)
+    combined_labels = predicted_classes((main_probs + aux_probs) / 2)  # (B, H, W)
     labels = torch.where(confident, combined_labels, IGNORE_INDEX)
     return _confident_cross_entropy(aux_logits, labels)
 

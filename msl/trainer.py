@@ -34,6 +34,7 @@ from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
+from msl.metrics import predicted_classes
 from msl.models import build_model, load_weights, param_groups
 from msl.runinfo import expand_path, write_run_info
 from msl.visualize import colourise
@@ -119,7 +120,7 @@ def _eval_loader(dataset: Dataset, cfg: TrainConfig, max_images: int | None) -> 
 
 def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: torch.device) -> dict:
     """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs."""
-    options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": _channels_last(cfg, device)}
+    options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": cfg.runtime.channels_last}
     record: dict = {}
     source = evaluate(model, _eval_loader(data.source_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
                       device, **options)
@@ -135,8 +136,6 @@ def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: to
     return record
 
 
-def _channels_last(cfg: TrainConfig, device: torch.device) -> bool:
-    return device.type == "cuda" and cfg.runtime.channels_last
 
 
 class _LossMeter:
@@ -232,7 +231,7 @@ def _log_images(writer, model: nn.Module, data: RunData, cfg: TrainConfig, devic
     for index in range(min(cfg.eval.logged_images, len(data.target_val))):
         image, label, _ = data.target_val[index]
         with torch.no_grad(), autocast(device, cfg.runtime.bf16):
-            pred = model(image[None].to(device))[0].argmax(1)[0].cpu()
+            pred = predicted_classes(model(image[None].to(device))[0])[0].cpu()
         writer.add_image(f"target_val/{index}/image", denormalize(image, normalization), iteration)
         writer.add_image(f"target_val/{index}/label", colourise(label, cfg.data.num_classes), iteration)
         writer.add_image(f"target_val/{index}/prediction", colourise(pred, cfg.data.num_classes), iteration)
@@ -266,7 +265,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights were trained with
         trained_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
     normalization = resolve_normalization(cfg, weights_format, trained_config)
-    channels_last = _channels_last(cfg, device)
+    channels_last = cfg.runtime.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
     forward = torch.compile(model) if cfg.runtime.compile else model
 

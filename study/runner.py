@@ -90,10 +90,19 @@ def connect(address: str | None) -> None:
 # Source models
 
 
-def _in_worker(cfg: TrainConfig, experiment: Experiment) -> TrainConfig:
+def _in_worker(cfg: TrainConfig, cpus: float) -> TrainConfig:
     """A config as a Ray worker runs it: no progress bar, and as many threads as the CPUs it holds."""
-    threads = cfg.runtime.threads or max(1, int(experiment.resources["cpu"]))
+    threads = cfg.runtime.threads or max(1, int(cpus))
     return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, progress=False, threads=threads))
+
+
+def source_cpus(resources: dict[str, float], cluster_cpus: float, count: int) -> float:
+    """CPUs each of `count` source models asks for. On CPUs only, the models share the cluster's CPUs so that
+    all start at once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles); with GPUs they
+    ask for what a trial asks for."""
+    if resources["gpu"] or count == 0:
+        return resources["cpu"]
+    return min(resources["cpu"], cluster_cpus / count)
 
 
 def _source_is_complete(run_dir: Path, iterations: int) -> bool:
@@ -115,18 +124,23 @@ def ensure_sources(space: Space, experiment: Experiment, study_dir: Path) -> dic
     """The source checkpoint of each seed: an existing one with the same key, or trained now (in parallel)."""
     if space.source_checkpoint:
         return dict.fromkeys(experiment.seeds, space.source_checkpoint)
-    checkpoints, pending = {}, {}
-    task = ray.remote(_train_source).options(num_cpus=experiment.resources["cpu"],
-                                             num_gpus=experiment.resources["gpu"], max_retries=experiment.retries)
+    checkpoints, to_train = {}, {}
     for seed in experiment.seeds:
-        cfg = _in_worker(space.source_config(experiment, seed), experiment)
+        cfg = space.source_config(experiment, seed)
         run_dir = layout.sources_dir(study_dir) / source_key(cfg)
         if _source_is_complete(run_dir, cfg.optim.iterations):
             _log(f"source model for seed {seed}: reusing {run_dir}")
             checkpoints[seed] = str(run_dir / "checkpoints" / "best.pt")
         else:
-            _log(f"source model for seed {seed}: training {cfg.optim.iterations} iterations in {run_dir}")
-            pending[seed] = task.remote(cfg, str(run_dir))
+            to_train[seed] = (cfg, run_dir)
+    cpus = source_cpus(experiment.resources, ray.cluster_resources().get("CPU", 0.0), len(to_train))
+    task = ray.remote(_train_source).options(num_cpus=cpus, num_gpus=experiment.resources["gpu"],
+                                             max_retries=experiment.retries)
+    pending = {}
+    for seed, (cfg, run_dir) in to_train.items():
+        _log(f"source model for seed {seed}: training {cfg.optim.iterations} iterations in {run_dir} "
+             f"({cpus:.2g} CPU)")
+        pending[seed] = task.remote(_in_worker(cfg, cpus), str(run_dir))
     started = time.perf_counter()
     for seed, ref in pending.items():
         checkpoints[seed] = ray.get(ref)
@@ -151,7 +165,7 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
     run_dir = trial_dir / layout.RUN_DIR
     cfg = _in_worker(space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-                     experiment)
+                     experiment.resources["cpu"])
     layout.write_json(trial_dir / layout.TRIAL_FILE, {
         "trial_name": trial_name, "experiment": experiment_name, "variant": variant, "seed": seed,
         "params": params, "overrides": {**experiment.overrides, **experiment.variants[variant], **params},

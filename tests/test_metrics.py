@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from msl.labels import IGNORE_INDEX, class_to_label_id, label_id_to_class_lut
-from msl.metrics import ConfusionMatrix, format_table
+from msl.metrics import ConfusionMatrix, format_table, predicted_classes
 
 # Classes each protocol drops, by name (independent of the index lists in msl.labels).
 NOT_IN_16 = {"terrain", "truck", "train"}
@@ -218,3 +218,13 @@ def test_format_table_lists_classes_and_means_aligned() -> None:
     assert any(line.startswith("traffic light") and line.endswith("n/a") for line in lines)
     assert any(line.startswith("road") and line.endswith("50.00") for line in lines)
     assert [line.split()[0] for line in lines[-3:]] == ["mIoU", "mIoU16", "mIoU13"]
+
+
+def test_predicted_classes_match_a_loop_over_pixels_including_ties() -> None:
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 3, (2, 5, 4, 6), generator=generator).float()  # (B, C, H, W), many ties
+    expected = torch.empty(2, 4, 6, dtype=torch.long)
+    for b, y, x in np.ndindex(2, 4, 6):
+        column = scores[b, :, y, x].tolist()
+        expected[b, y, x] = column.index(max(column))  # the first class with the top score
+    assert torch.equal(predicted_classes(scores), expected)
