@@ -6,7 +6,7 @@ through the trainer's own `_supervised_loss`), backward, a target batch (λ_T·L
 benchmarks/loader_throughput.py); inputs are random tensors of the right shapes, made once.
 
 * CPU: the small model at the quickstart size (msl/configs/synth.yaml: its arch, batch size and image sizes),
-  fp32, for each `--threads` value (studies run two 1-thread trials side by side).
+  fp32 without and with channels_last, for each `--threads` value (studies run two 1-thread trials side by side).
 * CUDA, when available: the paper configuration (deeplabv2_resnet101, source 1280x720, target 1024x512, batch
   1) in strict fp32, tf32, bf16 autocast, bf16+channels_last and bf16+channels_last+torch.compile; then the
   loss terms of one forward pass in bf16 and in strict fp32 for the same weights and input.
@@ -69,11 +69,13 @@ class Case:
     compile: bool = False
 
 
-def quickstart_case() -> Case:
-    """The small model at the quickstart size, as msl/configs/synth.yaml trains it."""
+def quickstart_cases() -> list[Case]:
+    """The small model at the quickstart size, as msl/configs/synth.yaml trains it, without and with
+    channels_last (the trainer's default on every device)."""
     synth = load_config(SYNTH_CONFIG)
     (source_w, source_h), (target_w, target_h) = synth.data.source_size, synth.data.target_size
-    return Case("fp32", synth.model.arch, synth.data.batch_size, (source_h, source_w), (target_h, target_w))
+    shape = (synth.model.arch, synth.data.batch_size, (source_h, source_w), (target_h, target_w))
+    return [Case("fp32", *shape), Case("fp32+channels_last", *shape, channels_last=True)]
 
 
 def paper_cases(smoke: bool) -> list[Case]:
@@ -235,8 +237,7 @@ def main() -> None:
         say(f"| {case.arch} | {case.batch_size} | {sizes} | {case.name} | {threads} | {ms:.1f} | {peak:.0f} |")
 
     if device.type == "cpu" and not args.smoke:
-        case = quickstart_case()
-        for threads in args.threads:
+        for case, threads in itertools.product(quickstart_cases(), args.threads):
             torch.set_num_threads(threads)
             row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
         say()
