@@ -26,7 +26,7 @@ def run(space: dict, scheduler: dict, work: Path, name: str) -> Path:
     space = {**space, "name": name}
     space["experiments"] = {"sweep": {**space["experiments"]["sweep"], "scheduler": scheduler}}
     path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path.write_text(yaml.safe_dump(space, sort_keys=False))  # key order = Optuna's sampling order
     subprocess.run([str(Path(sys.executable).parent / "msl-study"), "run", str(path), "--storage", str(work)],
                    check=True)
     return work / name
