@@ -86,7 +86,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    # The paper's SGD, or AdamW (which trains the small benchmark model from scratch ~3x faster than SGD).
+    # The paper's SGD, or AdamW: it trains the small benchmark model from scratch much further in the same
+    # number of iterations (results/benchmarks/synth_calibration_sgd.md).
     optimizer: str = _spec("sgd", choices=OPTIMIZERS)
     lr: float = _spec(2.5e-4, gt=0)
     head_lr_mult: float = _spec(10.0, gt=0)
@@ -133,7 +134,7 @@ class RuntimeConfig:
     device: str = _spec("auto", choices=("auto", "cpu", "cuda"))
     seed: int = _spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
-    channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/model_speed.py)
+    channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/uda_iteration.py)
     compile: bool = False
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
     threads: int | None = _spec(None, ge=1)  # CPU intra-op threads; None: torch's default

@@ -136,8 +136,6 @@ def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: to
     return record
 
 
-
-
 class _LossMeter:
     """Sums of the loss terms on the device, plus the first iteration where each went non-finite: all updated
     without a host synchronisation and read back only by `read`."""
