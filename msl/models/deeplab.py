@@ -1,4 +1,4 @@
-"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a small CPU variant (reference.md §3).
+"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a shrunken ResNet-18 variant (reference.md §3).
 
 The network returns `(main, aux)` logits: `main` from an ASPP head on the last stage (module `layer6`), `aux`
 from an ASPP head on the stage before it (module `layer5`). Module names follow the reference (`conv1`, `bn1`,
@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from msl.models.base import TwoHeadNet
 
 HEAD_MODULES = ("layer5", "layer6")  # aux head (on layer3), main head (on layer4)
 
@@ -124,14 +125,15 @@ def _make_stage(
     return stage
 
 
-class DeepLabMulti(nn.Module):
+class DeepLabMulti(TwoHeadNet):
     """ResNet trunk with an aux ASPP head on layer3 (`layer5`) and a main ASPP head on layer4 (`layer6`).
 
     `forward` returns `(main, aux)` logits bilinearly upsampled (align_corners=True) to the input size;
     `forward_logits` returns them at the trunk's output grid. The stem batch norm's affine parameters are frozen
-    (reference.md §3.3). With `freeze_bn` set, `train()` keeps every batch norm in eval mode (running statistics
-    used and not updated) while their affine parameters and everything else still train.
+    (reference.md §3.3); `freeze_bn` as in `TwoHeadNet`.
     """
+
+    HEAD_MODULES = HEAD_MODULES
 
     def __init__(self, spec: ArchSpec, num_classes: int, aspp_branches: int = 2, freeze_bn: bool = False):
         super().__init__()
@@ -163,45 +165,3 @@ class DeepLabMulti(nn.Module):
         layer3_features = self.layer3(x)
         layer4_features = self.layer4(layer3_features)
         return self.layer6(layer4_features), self.layer5(layer3_features)
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(main, aux)` logits `(B, C, H, W)` at the input size of images `(B, 3, H, W)`."""
-        size = images.shape[-2:]
-        main, aux = self.forward_logits(images)
-        return tuple(F.interpolate(z, size=size, mode="bilinear", align_corners=True) for z in (main, aux))
-
-    def train(self, mode: bool = True) -> DeepLabMulti:
-        super().train(mode)
-        if mode and self.freeze_bn:
-            for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
-
-def build_model(arch: str, num_classes: int, aspp_branches: int = 2, freeze_bn: bool = False) -> DeepLabMulti:
-    """A randomly initialised two-head network of a named architecture (see `ARCHS`); load weights separately.
-
-    `aspp_branches=2` reproduces the reference (only dilations 6 and 12 contribute), 4 uses all four branches.
-    There is no single-head variant: like the reference, "single-level" training just ignores the aux output.
-    """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(ARCHS)}")
-    return DeepLabMulti(ARCHS[arch], num_classes, aspp_branches=aspp_branches, freeze_bn=freeze_bn)
-
-
-def param_groups(model: DeepLabMulti, head_lr_mult: float = 10.0) -> list[dict]:
-    """Optimiser parameter groups: trunk at `lr_mult` 1, both heads at `head_lr_mult` (reference.md §3.4).
-
-    Each trainable parameter appears exactly once (the reference lists trunk parameters 3–4 times, §9.2);
-    frozen ones (stem batch norm, inactive ASPP branches) are left out. The trainer sets each group's
-    learning rate to `base_lr * group["lr_mult"]`.
-    """
-    trunk, heads = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (heads if name.split(".", 1)[0] in HEAD_MODULES else trunk).append(parameter)
-    return [
-        {"name": "backbone", "params": trunk, "lr_mult": 1.0},
-        {"name": "heads", "params": heads, "lr_mult": head_lr_mult},
-    ]

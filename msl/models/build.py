@@ -1,0 +1,48 @@
+"""Networks by name, and their optimiser parameter groups."""
+
+from __future__ import annotations
+
+from msl.models.base import TwoHeadNet
+from msl.models.deeplab import ARCHS as DEEPLAB_ARCHS
+from msl.models.deeplab import DeepLabMulti
+from msl.models.small import SmallSegNet, SmallSpec
+
+# The CPU benchmark's network and two ablations of it (results/benchmarks/small_model_ablation.md).
+SMALL_ARCHS: dict[str, SmallSpec] = {
+    "small_segnet": SmallSpec(),
+    "small_segnet_bn": SmallSpec(norm="batch"),
+    "small_segnet_coarse": SmallSpec(decoder=False),
+}
+ARCH_NAMES = (*DEEPLAB_ARCHS, *SMALL_ARCHS)
+
+
+def build_model(arch: str, num_classes: int, aspp_branches: int = 2, freeze_bn: bool = False) -> TwoHeadNet:
+    """A randomly initialised two-head network of a named architecture; load weights separately.
+
+    For the DeepLabs, `aspp_branches=2` reproduces the reference (only dilations 6 and 12 contribute), 4 uses all
+    four branches; the small networks have no ASPP. There is no single-head variant: like the reference,
+    "single-level" training just ignores the aux output.
+    """
+    if arch in DEEPLAB_ARCHS:
+        return DeepLabMulti(DEEPLAB_ARCHS[arch], num_classes, aspp_branches=aspp_branches, freeze_bn=freeze_bn)
+    if arch in SMALL_ARCHS:
+        return SmallSegNet(SMALL_ARCHS[arch], num_classes, freeze_bn=freeze_bn)
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")
+
+
+def param_groups(model: TwoHeadNet, head_lr_mult: float = 10.0) -> list[dict]:
+    """Optimiser parameter groups: trunk at `lr_mult` 1, the heads (`model.HEAD_MODULES`) at `head_lr_mult`
+    (reference.md §3.4).
+
+    Each trainable parameter appears exactly once (the reference lists trunk parameters 3–4 times, §9.2);
+    frozen ones (stem batch norm, inactive ASPP branches) are left out. The trainer sets each group's
+    learning rate to `base_lr * group["lr_mult"]`.
+    """
+    trunk, heads = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (heads if name.split(".", 1)[0] in model.HEAD_MODULES else trunk).append(parameter)
+    return [
+        {"name": "backbone", "params": trunk, "lr_mult": 1.0},
+        {"name": "heads", "params": heads, "lr_mult": head_lr_mult},
+    ]
