@@ -105,6 +105,10 @@ class LossConfig:
     lambda_seg: float = _spec(0.1, ge=0)
     iw_ratio: float = _spec(0.2, ge=0, le=1)
     threshold: float = _spec(0.95, gt=0, lt=1)
+    # Only for target `none` without multi-level (no target term): forward each target batch in train mode, without
+    # a loss, so that batch-norm statistics adapt to the target (AdaBN, Li et al. 2016). False: the UDA stage sees
+    # no target data at all (source-only). Variants that train a target term forward the target batches anyway.
+    adabn: bool = False
 
 
 @dataclass

@@ -3,9 +3,10 @@
 One UDA iteration follows the reference (reference.md §1.7): poly learning rate, then a source batch
 (CE on the main head, plus lambda_seg * CE on the aux head when multi-level), then a target batch
 (lambda_target * L_T on the main head, plus lambda_seg * lambda_target * guidance on the aux head when
-multi-level), gradients of both accumulated into one optimiser step. With target loss `none` the target batch
-still goes through the model (batch-norm statistics see both domains, as in every other variant), so the
-`none` baseline differs from the adapting variants by the loss alone. Losses stay on the device and are read back
+multi-level), gradients of both accumulated into one optimiser step. With target loss `none` (and no multi-level)
+the stage is source-only and draws no target batch, unless `loss.adabn` asks to forward them without a loss
+(batch-norm statistics then see both domains, as in every adapting variant, so that baseline differs from the
+adapting variants by the loss alone). Losses stay on the device and are read back
 every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
 
 A run directory holds: config.yaml (resolved), run_info.json (git revision, versions, seed), metrics.jsonl (one
@@ -177,6 +178,16 @@ def _supervised_loss(model_out: tuple[Tensor, Tensor], labels: Tensor, cfg: Trai
     return terms
 
 
+def trains_target_term(cfg: TrainConfig) -> bool:
+    """Whether the UDA stage has a target loss term (a target loss, or multi-level guidance)."""
+    return cfg.loss.target != "none" or cfg.model.multi_level
+
+
+def uses_target_batches(cfg: TrainConfig) -> bool:
+    """Whether the UDA stage draws target batches: for a target term, or for AdaBN's statistics alone."""
+    return cfg.stage == "uda" and (trains_target_term(cfg) or cfg.loss.adabn)
+
+
 def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainConfig, lr: float,
                source: tuple[Tensor, Tensor], target_images: Tensor | None,
                target_loss: Callable[[Tensor], Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -184,8 +195,8 @@ def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainCo
     forward+backward (gradients accumulate), step. Returns the loss terms, still on the device.
 
     `source` is (images (B, 3, Hs, Ws), labels (B, Hs, Ws)); `target_images` (B, 3, Ht, Wt) or None (stage
-    source). With target loss `none` (and no multi-level) the target batch still goes through the model, so
-    batch norm sees both domains as in every other variant.
+    source, source-only). Without a target term (`loss.adabn`) the target batch only goes through the model, so
+    that batch norm sees both domains as in every other variant.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
@@ -193,7 +204,7 @@ def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainCo
     with autocast(device, cfg.runtime.bf16):
         terms = _supervised_loss(forward(source[0]), source[1], cfg)
     (terms["source_ce"] + lambda_seg * terms.get("source_aux_ce", 0.0)).backward()
-    if target_images is not None and (cfg.loss.target != "none" or cfg.model.multi_level):
+    if target_images is not None and trains_target_term(cfg):
         with autocast(device, cfg.runtime.bf16):
             main, aux = forward(target_images)  # (B, C, Ht, Wt) each
         target_terms = {"target_loss": target_loss(main)}
@@ -281,13 +292,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     _write_history(run_dir / "metrics.jsonl", history)
 
     data = build_run_data(cfg, normalization)
-    uda = cfg.stage == "uda"
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
     pin = device.type == "cuda"
     source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
                                   num_workers=cfg.data.num_workers, pin_memory=pin)
     target_batches: Iterator | None = None
-    if uda:
+    if uses_target_batches(cfg):
         target_batches = batch_stream(data.target_train, cfg.data.batch_size, seed=cfg.runtime.seed + 1,
                                       start_batch=start, num_workers=cfg.data.num_workers, pin_memory=pin)
 

@@ -14,6 +14,13 @@
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
     experiments: {comparison: {}, sweep: {variants: [iw_maxsquare], ...}}  # optional: run in order
+    confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
+                                          #   earlier experiment `tune` selected with its own objective
+
+Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
+earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and runs it
+on its own `seeds`, which must be seeds NAME never used. Its variants that NAME did not search (e.g.
+`source_only`) run with their fixed settings. It searches nothing itself.
 
 The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` keys of an experiment's `set`
 (what its trials must share with it), then `source.set`: a trial's learning rate or loss weight never changes
@@ -47,7 +54,8 @@ from msl.config import (
 
 # Built-in loss variants (paper names); a space file may override or add to them.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "source_only": {"loss.target": "none", "model.multi_level": False},
+    "source_only": {"loss.target": "none", "model.multi_level": False},  # sees no target data at all
+    "adabn": {"loss.target": "none", "model.multi_level": False, "loss.adabn": True},  # target only through BN
     "entropy": {"loss.target": "entropy", "model.multi_level": False},
     "iw_entropy": {"loss.target": "iw_entropy", "model.multi_level": False},
     "maxsquare": {"loss.target": "maxsquare", "model.multi_level": False},
@@ -59,7 +67,7 @@ DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha", "pbt")
 EXPERIMENT_KEYS = ("set", "seeds", "variants", "params", "search", "scheduler", "metric", "mode", "allow_oracle",
-                   "benchmark", "resources", "max_concurrent", "checkpoints_to_keep", "retries")
+                   "benchmark", "resources", "max_concurrent", "checkpoints_to_keep", "retries", "confirm")
 SHARED_WITH_SOURCE = ("data.", "model.", "runtime.")  # prefixes of `set` keys that the source stage also takes
 TOP_KEYS = ("name", "base", "config", "source", "experiments", *EXPERIMENT_KEYS)
 
@@ -85,6 +93,7 @@ class Experiment:
     max_concurrent: int | None
     checkpoints_to_keep: int
     retries: int
+    confirm_from: str | None = None  # an earlier experiment whose selected configurations this one confirms
 
     @property
     def oracle(self) -> bool:
@@ -237,7 +246,20 @@ def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
                  f"{prefix}{key}: expected an integer >= {minimum}, got {value!r}")
     return Experiment(name, _overrides(raw.get("set", {}), f"{prefix}set"), seeds, variants, params, search,
                       scheduler, metric, mode, allow_oracle, raw.get("benchmark"), res, raw.get("max_concurrent"),
-                      integers["checkpoints_to_keep"][0], integers["retries"][0])
+                      integers["checkpoints_to_keep"][0], integers["retries"][0], _confirm(raw, params, search, prefix))
+
+
+def _confirm(raw: dict[str, Any], params: dict, search: dict, prefix: str) -> str | None:
+    """The experiment a `confirm: {from: NAME}` experiment confirms (checked against NAME in `load_space`)."""
+    if "confirm" not in raw:
+        return None
+    confirm = _overrides(raw["confirm"], f"{prefix}confirm")
+    check_known_keys(confirm, ("from",), f"{prefix}confirm.", SpaceError)
+    _require(isinstance(confirm.get("from"), str), f"{prefix}confirm.from: expected the name of an earlier experiment")
+    _require(not params and search["algorithm"] == "grid" and search["num_samples"] == 1,
+             f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
+             f"configurations that experiment {confirm['from']!r} selected")
+    return confirm["from"]
 
 
 def _scheduler(raw: Any, path: str) -> dict[str, Any]:
@@ -305,8 +327,30 @@ def load_space(path: str | Path) -> Space:
         merged = {**shared, **(own or {})}
         prefix = f"experiments.{name}." if "experiments" in raw else ""
         space.experiments.append(_experiment(str(name), merged, prefix))
+        _check_confirm(space, prefix)
     _check_configs(space)
     return space
+
+
+def _check_confirm(space: Space, prefix: str) -> None:
+    """A confirmation names an earlier experiment and runs on seeds that experiment never used."""
+    experiment = space.experiments[-1]
+    if experiment.confirm_from is None:
+        return
+    earlier = {e.name: e for e in space.experiments[:-1]}
+    _require(experiment.confirm_from in earlier,
+             f"{prefix}confirm.from: {experiment.confirm_from!r} is not an earlier experiment; choose one of "
+             f"{', '.join(earlier) or '(none: list the tuning experiment first)'}")
+    reused = sorted(set(experiment.seeds) & set(earlier[experiment.confirm_from].seeds))
+    _require(not reused, f"{prefix}seeds: {reused} also ran in {experiment.confirm_from!r}; a confirmation runs on "
+                         "fresh seeds, so that the selection cannot have fitted their noise")
+
+
+def confirmed_params(space: Space, experiment: Experiment) -> dict[str, dict[str, Any]]:
+    """The searched params of the experiment a confirmation takes its configurations from (empty otherwise)."""
+    if experiment.confirm_from is None:
+        return {}
+    return next(e for e in space.experiments if e.name == experiment.confirm_from).params
 
 
 def _check_configs(space: Space) -> None:
@@ -321,6 +365,8 @@ def _check_configs(space: Space) -> None:
         extremes = {key: check_distribution(spec, f"{prefix}params.{key}") for key, spec in experiment.params.items()}
         for key, values in _pbt_mutations(experiment, prefix).items():
             extremes.setdefault(key, values)
+        for key, spec in confirmed_params(space, experiment).items():  # configurations of the earlier search
+            extremes[key] = check_distribution(spec, key)
         for variant in experiment.variants:
             for key, values in extremes.items() or [(None, [None])]:
                 for value in values:
@@ -372,7 +418,9 @@ def describe_plan(space: Space) -> str:
             f"{len(experiment.seeds)} seeds x {experiment.grid_size()} grid points x "
             f"{experiment.search['num_samples']} samples",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",
-            "    searched: " + (", ".join(f"{k} {v}" for k, v in experiment.params.items()) or "nothing"),
+            "    searched: " + (", ".join(f"{k} {v}" for k, v in experiment.params.items()) or "nothing")
+            + (f"; confirms the configurations that {experiment.confirm_from!r} selects, on fresh seeds"
+               if experiment.confirm_from else ""),
             f"    search: {experiment.search['algorithm']}; scheduler: {experiment.scheduler['name']}; "
             f"objective: {objective}",
             f"    budget: at most {trials * iterations} trial-iterations ({iterations} per trial); "

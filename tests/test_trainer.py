@@ -121,8 +121,10 @@ def test_an_existing_run_is_never_overwritten(source_run, synth):
         train(tiny(synth), source_run)
 
 
-def test_the_none_baseline_still_passes_target_batches_through_batch_norm(synth, source_run, tmp_path, monkeypatch):
-    """So that `none` differs from the adapting variants by the loss alone, not by batch-norm statistics."""
+@pytest.mark.parametrize("adabn", [False, True])
+def test_source_only_draws_no_target_batch_and_adabn_one_per_iteration(synth, source_run, tmp_path, monkeypatch,
+                                                                       adabn):
+    """`source_only` sees no target data in training; `adabn` forwards every target batch (without a loss)."""
     seen = []
     build = msl.trainer.build_run_data
 
@@ -143,7 +145,22 @@ def test_the_none_baseline_still_passes_target_batches_through_batch_norm(synth,
         return data
 
     monkeypatch.setattr(msl.trainer, "build_run_data", counting)
-    cfg = tiny(synth, **{"stage": "uda", "loss.target": "none",
+    cfg = tiny(synth, **{"stage": "uda", "loss.target": "none", "loss.adabn": adabn,
                          "model.weights": str(source_run / "checkpoints" / "last.pt")})
     train(cfg, tmp_path / "run")
-    assert sum(isinstance(key, tuple) for key in seen) == 4 * 2  # 4 iterations x batch 2, with augmentation seeds
+    assert sum(isinstance(key, tuple) for key in seen) == (4 * 2 if adabn else 0)  # 4 iterations x batch 2
+
+
+def test_adabn_changes_batch_norm_statistics_only(synth, source_run, tmp_path):
+    """In train mode batch norm normalises with batch statistics, so forwarding target batches without a loss
+    leaves every trained weight as source-only training makes it and moves only the running statistics."""
+    states = {}
+    for adabn in (False, True):
+        cfg = tiny(synth, **{"stage": "uda", "loss.target": "none", "loss.adabn": adabn,
+                             "model.weights": str(source_run / "checkpoints" / "last.pt")})
+        train(cfg, tmp_path / f"adabn{adabn}")
+        states[adabn] = torch.load(tmp_path / f"adabn{adabn}" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    running = [key for key in states[False] if key.endswith(("running_mean", "running_var"))]
+    assert running and all(not torch.equal(states[False][key], states[True][key]) for key in running)
+    others = [key for key in states[False] if key not in running and not key.endswith("num_batches_tracked")]
+    assert all(torch.equal(states[False][key], states[True][key]) for key in others)
