@@ -16,7 +16,8 @@
 plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
 "variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec}), "scheduler", "search",
 "num_samples", "num_trials", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
-"num_classes", "class_names".
+"num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment, "selected":
+{variant: {dotted key: value}}}, the configurations it runs).
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
 why), "error" (`error` holds the message) or, while no status.json exists yet, "running". metrics.jsonl has one

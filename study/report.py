@@ -33,9 +33,19 @@ from scipy import stats
 
 from msl.config import METRIC_MODES
 from study import plots
-from study.results import ExperimentResults, StudyResults, format_value, load_study, param_column
+from study.results import (
+    ExperimentResults,
+    StudyResults,
+    config_label,
+    format_value,
+    load_study,
+    param_column,
+)
 
 BASELINE = "source_only"
+# The baseline with the same target exposure as the adapting variants (they all forward target batches): a change
+# against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
+EXPOSED_BASELINE = "adabn"
 TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
 PRUNING_SCHEDULERS = ("asha", "pbt")
 LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
@@ -283,8 +293,16 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     report = _ReportWriter(Path(out_dir) if out_dir is not None else Path(study_dir) / "report")
     experiments = results.experiments()
     selections = {exp.name: select(exp) for exp in experiments}
+    by_name = {exp.name: exp for exp in experiments}
+
+    def comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+        _variant_comparison(report, exp, selection)
+        tuned = (exp.plan.get("confirm") or {}).get("from")
+        if tuned in by_name:
+            _confirmation(report, exp, selection, by_name[tuned], selections[tuned])
+
     _overview(report, results)
-    for title, section in [("1. Variant comparison", _variant_comparison), ("2. Per-class IoU", _per_class_iou),
+    for title, section in [("1. Variant comparison", comparison), ("2. Per-class IoU", _per_class_iou),
                            ("3. Hyperparameter sensitivity", _sensitivity),
                            ("4. Label-free model selection", _label_free_selection),
                            ("5. Pruning budget", _pruning_budget), ("6. Learning curves", _learning_curves)]:
@@ -340,20 +358,24 @@ def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection
     paper = paper_benchmark(exp.plan) or {}
     extra_metrics = [key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()]
     baseline = selection.values(BASELINE) if BASELINE in selection.configs else None
+    exposed = selection.values(EXPOSED_BASELINE) if EXPOSED_BASELINE in selection.configs else None
     numbers, shown = [], []
     for variant in selection.configs:
         chosen = selection.values(variant)
         final = selection.values(variant, which="final")
-        row = {"variant": variant, "config": selection.configs[variant], **seed_statistics(chosen),
+        row = {"variant": variant, "config": _configuration(exp, variant, selection),
+               **seed_statistics(chosen),
                **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")}}
         if baseline is not None and variant != BASELINE:
             row.update(paired_change(chosen, baseline))
+        if exposed is not None and variant not in (BASELINE, EXPOSED_BASELINE):
+            row.update({f"{EXPOSED_BASELINE}_{key}": value for key, value in paired_change(chosen, exposed).items()})
         for key in extra_metrics:
             extra = seed_statistics(selection.values(variant, f"oracle_{key}"))
             row.update({f"{key}_mean": extra["mean"], f"{key}_std": extra["std"], f"paper_{key}": paper[key].get(variant)})
         row["paper"] = paper.get("miou", {}).get(variant)
         numbers.append(row)
-        shown.append(_variant_row_shown(row, exp, paper, baseline is not None, extra_metrics))
+        shown.append(_variant_row_shown(row, exp, paper, baseline is not None, exposed is not None, extra_metrics))
     numbers = pd.DataFrame(numbers)
     for column in numbers.columns:
         if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
@@ -362,10 +384,18 @@ def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection
     report.table(f"variants_{slug(exp.name)}", numbers, pd.DataFrame(shown))
 
 
-def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: bool,
+def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
+    """The configuration a row reports: the selected one of a search, or the one a confirmation was given."""
+    confirm = exp.plan.get("confirm")
+    if confirm:
+        return config_label(confirm["selected"][variant]) if variant in confirm["selected"] else "fixed"
+    return selection.configs[variant]
+
+
+def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: bool, paired_exposed: bool,
                        extra_metrics: list[str]) -> dict:
     shown = {"variant": row["variant"]}
-    if exp.searched:
+    if exp.searched or exp.plan.get("confirm"):
         shown["configuration"] = row["config"] or MISSING
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
     if paper.get("miou"):
@@ -375,6 +405,9 @@ def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: b
     if paired:
         shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
         shown["p (paired t)"] = p_value_text(row.get("p_value", math.nan))
+    if paired_exposed:
+        shown[f"change vs {EXPOSED_BASELINE}"] = signed_percent(row.get(f"{EXPOSED_BASELINE}_change", math.nan))
+        shown[f"p vs {EXPOSED_BASELINE}"] = p_value_text(row.get(f"{EXPOSED_BASELINE}_p_value", math.nan))
     for key in extra_metrics:
         name = key.replace("miou", "mIoU")
         shown[f"{name} selected"] = percent_spread(row[f"{key}_mean"], row[f"{key}_std"])
@@ -394,9 +427,18 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
     if exp.searched:
         words.append("A variant's *configuration* is the one whose objective, averaged over seeds, is best "
                      f"among those tried ({', '.join(exp.searched)}).")
+    confirm = exp.plan.get("confirm")
+    if confirm:
+        words.append(f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
+                     "experiment's own objective (best mean over its seeds); these seeds never took part in that "
+                     "selection (*fixed*: a variant that was not searched).")
     if BASELINE in selection.configs:
         words.append(f"*change*: mean paired difference to `{BASELINE}` over the seeds both have, p-value of a "
                      "paired t-test over those seeds.")
+    if EXPOSED_BASELINE in selection.configs:
+        words.append(f"*change vs {EXPOSED_BASELINE}*: the same against `{EXPOSED_BASELINE}`, which forwards the "
+                     "target batches without a loss as every adapting variant does: that difference is the loss's "
+                     "alone, not batch normalisation's.")
     if paper.get("miou"):
         words.append(f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
                      f"(source: {paper.get('source', MISSING)}).")
@@ -406,6 +448,42 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
     if counts.get("running", 0):
         words.append(f"Provisional: {counts['running']} trial(s) still running.")
     return " ".join(words)
+
+
+def _confirmation(report: _ReportWriter, exp: ExperimentResults, selection: Selection, tuned: ExperimentResults,
+                  tuned_selection: Selection) -> None:
+    """How much of what the tuning showed holds on the confirmation's fresh seeds."""
+    numbers, shown = [], []
+    for variant, params in exp.plan["confirm"]["selected"].items():
+        tuning, confirmed = tuned_selection.values(variant), selection.values(variant)
+        tuning_change = confirmed_change = {"change": math.nan, "p_value": math.nan}
+        if BASELINE in tuned_selection.configs:
+            tuning_change = paired_change(tuning, tuned_selection.values(BASELINE))
+        if BASELINE in selection.configs:
+            confirmed_change = paired_change(confirmed, selection.values(BASELINE))
+        kept = confirmed_change["change"] / tuning_change["change"] if tuning_change["change"] > 0 else math.nan
+        row = {"variant": variant, "config": config_label(params), "tuning_mean": tuning.mean(),
+               "confirmed_mean": confirmed.mean(), "tuning_change": tuning_change["change"],
+               "confirmed_change": confirmed_change["change"], "confirmed_p_value": confirmed_change["p_value"],
+               "kept": kept}
+        numbers.append(row)
+        shown.append({"variant": variant, "configuration": row["config"],
+                      f"mIoU in {tuned.name}": percent(row["tuning_mean"]), "mIoU confirmed": percent(row["confirmed_mean"]),
+                      f"change vs {BASELINE} in {tuned.name}": signed_percent(row["tuning_change"]),
+                      "change confirmed": signed_percent(row["confirmed_change"]),
+                      "p confirmed": p_value_text(row["confirmed_p_value"]),
+                      "margin kept": MISSING if _missing(kept) else f"{100 * kept:.0f}%"})
+    if not numbers:
+        return
+    report.add(f"Tune, then confirm: each variant's configuration as selected in `{tuned.name}` (seeds "
+               f"{tuned.plan.get('seeds')}) and as measured again on the fresh seeds {exp.plan.get('seeds')} of "
+               f"`{exp.name}`. *margin kept*: the confirmed change against `{BASELINE}` as a share of the change "
+               "seen during tuning (the tuning picked the best of several configurations on its own seeds, so its "
+               "margin is optimistic; – where the tuning showed no gain).")
+    numbers = pd.DataFrame(numbers)
+    for column in ("tuning_mean", "confirmed_mean", "tuning_change", "confirmed_change"):
+        numbers[column] = 100 * numbers[column]
+    report.table(f"confirmation_{slug(exp.name)}", numbers, pd.DataFrame(shown))
 
 
 # --- 2. per-class IoU ---------------------------------------------------------------------------------------

@@ -156,11 +156,13 @@ def _scalars(record: dict) -> dict[str, float]:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: str, sources: dict) -> None:
-    """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints."""
+def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: str, sources: dict,
+              confirmed: dict[str, dict]) -> None:
+    """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints. `confirmed`
+    maps variants to the configuration a confirmation runs them with (see `confirmed_configurations`)."""
     experiment = next(e for e in space.experiments if e.name == experiment_name)
     variant, seed = config["variant"], config["seed"]
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed")}
+    params = {k: v for k, v in config.items() if k not in ("variant", "seed")} | confirmed.get(variant, {})
     trial_name = tune.get_context().get_trial_name()
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
     run_dir = trial_dir / layout.RUN_DIR
@@ -291,13 +293,51 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
             **space}
 
 
-def _trainable(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]):
+def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
+    """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment selected
+    with its own objective, by the rule of the report (`study.report.select`: per trial the best checkpoint's
+    objective, per variant the configuration with the best mean over seeds). Recorded in the plan, so that a
+    resumed study confirms the same configurations."""
+    if experiment.confirm_from is None:
+        return {}
+    plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
+    if plan_file.is_file():
+        return layout.read_json(plan_file)["confirm"]["selected"]
+    import pandas as pd
+
+    from study.report import select
+    from study.results import load_study, param_column
+
+    tuned = load_study(study_dir).experiment(experiment.confirm_from)
+    selection = select(tuned)
+    configurations = {}
+    for variant, config in selection.configs.items():
+        if variant not in experiment.variants:
+            continue
+        if config is None:
+            raise RuntimeError(f"experiment {experiment.name!r} confirms {experiment.confirm_from!r}, but no trial of "
+                               f"variant {variant!r} there reported its objective {selection.metric!r}")
+        chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[0]
+        configurations[variant] = {key: _plain(chosen[param_column(key)]) for key in tuned.searched
+                                   if pd.notna(chosen[param_column(key)])}  # a key this variant's trials had
+        _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm_from!r})")
+    return configurations
+
+
+def _plain(value):
+    """A pandas/numpy scalar as the Python value it holds (for YAML, JSON and the trial's config)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _trainable(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str],
+               confirmed: dict[str, dict]):
     trainable = tune.with_parameters(run_trial, space=space, experiment_name=experiment.name,
-                                     study_dir=str(study_dir), sources=sources)
+                                     study_dir=str(study_dir), sources=sources, confirmed=confirmed)
     return tune.with_resources(trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]})
 
 
-def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iterations: int) -> None:
+def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iterations: int,
+                confirmed: dict[str, dict]) -> None:
     from msl.metrics import metric_class_names
 
     cfg = space.source_config(experiment, experiment.seeds[0])
@@ -308,19 +348,21 @@ def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iteration
         "num_samples": experiment.search["num_samples"], "num_trials": experiment.num_trials(),
         "max_iterations": iterations, "eval_every": representative_config(space, experiment).eval.every,
         "benchmark": experiment.benchmark, "num_classes": cfg.data.num_classes,
-        "class_names": metric_class_names(cfg.data.num_classes)})
+        "class_names": metric_class_names(cfg.data.num_classes),
+        "confirm": {"from": experiment.confirm_from, "selected": confirmed} if experiment.confirm_from else None})
 
 
 def run_experiment(space: Space, experiment: Experiment, study_dir: Path) -> None:
     iterations = max_iterations(space, experiment)
     ray_path = layout.ray_dir(study_dir, experiment.name)
     sources = ensure_sources(space, experiment, study_dir)
-    trainable = _trainable(space, experiment, study_dir, sources)
+    confirmed = confirmed_configurations(study_dir, experiment)
+    trainable = _trainable(space, experiment, study_dir, sources, confirmed)
     if tune.Tuner.can_restore(str(ray_path)):
         _log(f"experiment {experiment.name!r}: resuming from {ray_path}")
         tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
-        _write_plan(space, experiment, study_dir, iterations)
+        _write_plan(space, experiment, study_dir, iterations, confirmed)
         _log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
         tuner = tune.Tuner(
             trainable,

@@ -16,7 +16,7 @@ BASE = {"config": {"data": {"source_root": "/data/gta5", "target_root": "/data/c
 
 def write(tmp_path: Path, **space) -> Path:
     path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump({**BASE, **space}))
+    path.write_text(yaml.safe_dump({**BASE, **space}, sort_keys=False))  # experiments run in file order
     return path
 
 
@@ -102,3 +102,52 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
 def test_dry_run_of_a_bad_space_exits_with_the_message(tmp_path):
     with pytest.raises(SpaceError, match="seedz"):
         main(["run", str(write(tmp_path, seedz=[1])), "--dry-run"])
+
+
+def _tune_then_confirm(tmp_path, confirm: dict, confirm_seeds: list[int], **tune) -> Path:
+    return write(tmp_path, experiments={
+        "tune": {"seeds": [0], "variants": ["source_only", "maxsquare"],
+                 "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}}, **tune},
+        "confirm": {"seeds": confirm_seeds, "variants": ["source_only", "maxsquare"], "confirm": confirm}})
+
+
+def test_a_confirmation_runs_on_fresh_seeds_with_the_earlier_experiments_configurations(tmp_path):
+    space = load_space(_tune_then_confirm(tmp_path, {"from": "tune"}, [1, 2]))
+    tune, confirm = space.experiments
+    assert (tune.confirm_from, confirm.confirm_from) == (None, "tune")
+    assert confirm.num_trials() == 2 * 2 and not confirm.params
+    assert "confirms the configurations that 'tune' selects, on fresh seeds" in describe_plan(space)
+
+
+@pytest.mark.parametrize(("confirm", "seeds", "message"), [
+    ({"from": "tune"}, [0, 1], r"experiments.confirm.seeds: \[0\] also ran in 'tune'"),
+    ({"from": "later"}, [1], "experiments.confirm.confirm.from: 'later' is not an earlier experiment"),
+    ({"form": "tune"}, [1], "experiments.confirm.confirm.form: unknown key; did you mean 'experiments.confirm.confirm.from'"),
+    ("tune", [1], "experiments.confirm.confirm: expected a mapping"),
+])
+def test_a_confirmation_that_cannot_be_fair_fails_with_its_key(tmp_path, confirm, seeds, message):
+    with pytest.raises(SpaceError, match=message):
+        load_space(_tune_then_confirm(tmp_path, confirm, seeds))
+
+
+def test_a_confirmation_searches_nothing_itself(tmp_path):
+    path = write(tmp_path, experiments={
+        "tune": {"seeds": [0]},
+        "confirm": {"seeds": [1], "confirm": {"from": "tune"}, "params": {"optim.lr": {"grid": [0.1, 0.2]}}}})
+    with pytest.raises(SpaceError, match="experiments.confirm.confirm: a confirmation searches nothing itself"):
+        load_space(path)
+
+
+def test_a_confirmation_checks_the_earlier_search_space_in_its_own_settings(tmp_path):
+    """The configurations to confirm come from the tuning's distributions: they are checked with the
+    confirmation's own fixed settings before anything runs."""
+    path = _tune_then_confirm(tmp_path, {"from": "tune"}, [1])
+    space = yaml.safe_load(path.read_text())
+    space["experiments"]["tune"]["params"] = {"loss.iw_ratio": {"uniform": [0.0, 0.5]}}
+    space["experiments"]["confirm"]["set"] = {"loss.iw_ratio": 2.0}  # overridden by the tuned value: fine
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    load_space(path)
+    space["experiments"]["tune"]["params"] = {"loss.iw_ratio": {"uniform": [0.0, 1.5]}}
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    with pytest.raises(SpaceError, match="loss.iw_ratio"):
+        load_space(path)
