@@ -5,10 +5,11 @@ seconds at batch size B needs about `B / (S * images_per_s)` workers (plus headr
 transforms and normalisation are timed separately in this process, which is what one DataLoader worker does
 per item.
 
-Cases (reference.md §5): GTA5 source training (1914x1052 PNG -> flip, resize to 1280x720, blur), Cityscapes
-target training without labels (2048x1024 -> 1024x512) and Cityscapes evaluation (image to 1024x512, label
-kept at full resolution). The files are synthetic (smooth colour fields plus noise, blocky label ids), written
-by this script to a temporary folder; real photos compress differently, so their decode times differ somewhat.
+Cases (docs/datasets.md §5): GTA5 source training (1914x1052 PNG -> flip, resize to 1280x720, blur),
+Cityscapes target training without labels (2048x1024 -> 1024x512) and Cityscapes evaluation (image to
+1024x512, label kept at full resolution). The files are synthetic (smooth colour fields plus noise, blocky
+label ids), written by this script to a temporary folder; real photos compress differently, so their decode
+times differ somewhat.
 
     python benchmarks/loader_throughput.py --images 20 [--workers 2 4]
 """

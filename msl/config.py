@@ -1,8 +1,8 @@
 """Typed configuration of one training run: a tree of dataclasses loaded from YAML with strict checking.
 
-Defaults are the reference's GTA5 -> Cityscapes recipe (reference.md §8, §12). Every way into a run (the `msl`
-CLI, the study layer's trials, the tests) goes through `load_config`, so a typo or an out-of-range value fails
-before any work starts, with the key's dotted path, the value and what is allowed:
+Defaults are the reference's GTA5 -> Cityscapes recipe (docs/training.md §8, §12). Every way into a run (the
+`msl` CLI, the study layer's trials, the tests) goes through `load_config`, so a typo or an out-of-range value
+fails before any work starts, with the key's dotted path, the value and what is allowed:
 
     cfg = load_config("run.yaml", ["loss.lambda_target=0.09", "optim.lr=1e-4"])
 """

@@ -2,7 +2,8 @@
 
 The Cityscapes definitions (label ids, train ids, names, colours) come from cityscapesscripts; only the
 class subsets of the SYNTHIA (16 classes) and NTHU CrossCity (13 classes) protocols are ours
-(reference.md §5.2, §6.1). Train ids are 0..C-1 and IGNORE_INDEX marks pixels that count for nothing.
+(docs/datasets.md §5.2, docs/metrics.md §6.1). Train ids are 0..C-1 and IGNORE_INDEX marks pixels that count
+for nothing.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every loss takes logits `(B, C, H, W)` (already upsampled to the input size) and returns a float32 scalar.
 Logits are cast to float32 first because the trainer runs the model under bf16 autocast.
 
-Normalisations follow the official code (reference.md §1), because the λ_T values were tuned against them:
+Normalisations follow the official code (docs/losses.md §1), because the λ_T values were tuned against them:
 * max-squares:      −Σ p² / (2·B·C·H·W)                      (mean over elements, halved)
 * IW max-squares:   −Σ w·Σ_c p² / (B·C)                      (sum over pixels, no ½: 2× max-squares at α=0)
 * entropy:          Σ −p·log p / (B·C·H·W)                   (mean over elements = pixel entropy / C)
@@ -11,7 +11,7 @@ Normalisations follow the official code (reference.md §1), because the λ_T val
 * hard / guidance:  cross-entropy averaged over the confident pixels.
 Softmax probabilities are not detached: the gradient flows through p, as in the reference.
 
-Deliberate fixes of reference bugs (reference.md §9.3, §10.1, §10.15):
+Deliberate fixes of reference bugs (docs/reference-quirks.md §9.3, §10.1, §10.15):
 * image-wise weights are per image for any batch size (the reference is only right at B=1) and are
   computed on the logits' device with one batched histogram, without a host copy or sync;
 * hard / guidance losses return a zero that still carries a (zero) gradient when no pixel passes the
@@ -33,7 +33,7 @@ from msl.metrics import predicted_classes
 
 
 def image_wise_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
-    """Detached per-pixel weights `(B, H, W)` of the image-wise weighted losses (reference.md §1.2 item 4).
+    """Detached per-pixel weights `(B, H, W)` of the image-wise weighted losses (docs/losses.md §1.2 item 4).
 
     With n(b,k) the number of pixels of image b predicted as class k and P = H·W, class k of image b gets
     w(b,k) = 1 / max(n(b,k)^ratio · P^(1−ratio), 1), and each pixel gets the weight of its predicted class.
@@ -61,7 +61,8 @@ def _pixel_entropy(logits: Tensor) -> Tensor:
 
 
 def _image_wise_weighted_sum(pixel_values: Tensor, logits: Tensor, ratio: float) -> Tensor:
-    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (§1.2 item 6)."""
+    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (docs/losses.md §1.2 item 6).
+    """
     batch_size, num_classes = logits.shape[:2]
     return (image_wise_weights(logits, ratio) * pixel_values).sum() / (batch_size * num_classes)
 
@@ -76,31 +77,32 @@ def _confident_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
 
 
 def max_square_loss(logits: Tensor) -> Tensor:
-    """Maximum-squares loss −Σ p² / (2·B·C·H·W) (reference.md §1.1)."""
+    """Maximum-squares loss −Σ p² / (2·B·C·H·W) (docs/losses.md §1.1)."""
     logits = logits.float()
     return -_pixel_square_sum(logits).mean() / (2 * logits.shape[1])
 
 
 def iw_max_square_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
-    """Image-wise weighted maximum-squares loss −Σ w·Σ_c p² / (B·C) (reference.md §1.2; no ½ factor)."""
+    """Image-wise weighted maximum-squares loss −Σ w·Σ_c p² / (B·C), no ½ factor (docs/losses.md §1.2)."""
     logits = logits.float()
     return -_image_wise_weighted_sum(_pixel_square_sum(logits), logits, ratio)
 
 
 def entropy_loss(logits: Tensor) -> Tensor:
-    """Entropy minimisation loss, the mean over all B·C·H·W elements of −p·log p (reference.md §1.3)."""
+    """Entropy minimisation loss, the mean over all B·C·H·W elements of −p·log p (docs/losses.md §1.3).
+    """
     logits = logits.float()
     return _pixel_entropy(logits).mean() / logits.shape[1]
 
 
 def iw_entropy_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
-    """Image-wise weighted entropy loss Σ w·H(p) / (B·C) (reference.md §1.4)."""
+    """Image-wise weighted entropy loss Σ w·H(p) / (B·C) (docs/losses.md §1.4)."""
     logits = logits.float()
     return _image_wise_weighted_sum(_pixel_entropy(logits), logits, ratio)
 
 
 def hard_pseudo_label_loss(logits: Tensor, threshold: float = 0.95) -> Tensor:
-    """Cross-entropy against the argmax pseudo-labels of pixels with max p > threshold (reference.md §1.5).
+    """Cross-entropy against the argmax pseudo-labels of pixels with max p > threshold (docs/losses.md §1.5).
 
     Labels come from detached probabilities; the threshold is strict. Deviation from the reference: when no
     pixel passes the threshold this returns 0 with a zero gradient instead of NaN.
@@ -112,7 +114,7 @@ def hard_pseudo_label_loss(logits: Tensor, threshold: float = 0.95) -> Tensor:
 
 
 def multi_level_guidance_loss(main_logits: Tensor, aux_logits: Tensor, threshold: float = 0.95) -> Tensor:
-    """Multi-level self-produced guidance: cross-entropy of the aux head against the combined label (§1.6).
+    """Multi-level self-produced guidance: aux-head cross-entropy on the combined label (docs/losses.md §1.6).
 
     A pixel is kept if either head is confident (max p > threshold, strict); its label is the argmax of the
     averaged probabilities of both heads (detached). Only `aux_logits` receives a gradient; the caller

@@ -1,8 +1,8 @@
-"""Segmentation metrics from a confusion matrix accumulated on the model's device (reference.md §6.1, §10.9).
+"""Segmentation metrics from a confusion matrix accumulated on the model's device (docs/metrics.md §6.1).
 
 `ConfusionMatrix` counts CM[gt, pred] batch by batch without reading anything back to the host, so an
-evaluation loop never stalls the GPU; `compute()` does the one device-to-host copy at the end and returns plain
-Python numbers (JSON-ready). The formulas and NaN rules are the reference's (`utils/eval.py`):
+evaluation loop never stalls the GPU (docs/reference-quirks.md §10.9); `compute()` does the one device-to-host
+copy at the end and returns plain Python numbers (JSON-ready). The formulas and NaN rules are the reference's:
 
 * pixel_acc = trace(CM) / sum(CM) (0.0 with a warning when nothing was counted);
 * mean_acc  = nan-mean over classes of CM[c, c] / rowsum_c (classes absent from the ground truth are left out);
@@ -11,11 +11,11 @@ Python numbers (JSON-ready). The formulas and NaN rules are the reference's (`ut
 * fwiou     = sum over classes with a defined IoU of rowsum_c * iou_c, divided by sum(CM);
 * precision = nan-mean over classes of CM[c, c] / colsum_c.
 
-Class subsets (reference §6.1) come from the same matrix: a 19-class matrix also reports `miou16` and `miou13`
-(IoU of the SYNTHIA and CrossCity classes, nan-mean); a 16-class (SYNTHIA) matrix reports `miou13` and `fwiou13`,
-the reference's "mIoU*" that it treats as *the* mIoU of a 16-class model. `fwiou13` keeps the reference's quirk of
-dividing by the pixel count of all 16 classes (not only the 13 kept), so our numbers stay comparable with the
-paper's logs; it is therefore not a frequency-weighted IoU of a 13-class problem.
+Class subsets (docs/metrics.md §6.1) come from the same matrix: a 19-class matrix also reports `miou16` and
+`miou13` (IoU of the SYNTHIA and CrossCity classes, nan-mean); a 16-class (SYNTHIA) matrix reports `miou13`
+and `fwiou13`, the reference's "mIoU*" that it treats as *the* mIoU of a 16-class model. `fwiou13` keeps the
+reference's quirk of dividing by the pixel count of all 16 classes (not only the 13 kept), so our numbers stay
+comparable with the paper's logs; it is therefore not a frequency-weighted IoU of a 13-class problem.
 """
 
 from __future__ import annotations

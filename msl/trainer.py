@@ -1,6 +1,6 @@
 """The training loop: source-only pretraining and UDA, with evaluation, model selection and exact resume.
 
-One UDA iteration follows the reference (reference.md §1.7): poly learning rate, then a source batch
+One UDA iteration follows the reference (docs/losses.md §1.7): poly learning rate, then a source batch
 (CE on the main head, plus lambda_seg * CE on the aux head when multi-level), then a target batch
 (lambda_target * L_T on the main head, plus lambda_seg * lambda_target * guidance on the aux head when
 multi-level), gradients of both accumulated into one optimiser step. With target loss `none` (and no multi-level)

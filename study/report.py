@@ -2,7 +2,7 @@
 
 `build_report(study_dir)` reads only the study directory (`study.results.load_study`) and writes
 
-    <out>/report.md        sections 1-7 of issue 6, GitHub markdown, numbers in percent with one decimal
+    <out>/report.md        sections 1-7 (see `build_report`), GitHub markdown, percentages with one decimal
     <out>/tables/*.csv     the numbers behind each table (percent, full precision)
     <out>/tables/*.tex     the tables as shown, for a paper (booktabs)
     <out>/plots/*.png

@@ -1,7 +1,8 @@
-"""Dataset loaders on small trees in each real on-disk format, written here (reference.md §5).
+"""Dataset loaders on small trees in each real on-disk format, written here (docs/datasets.md §5).
 
-Expectations come from the spec's tables written out again here (not from msl.labels), from PIL's resizes, and
-from a PNG encoder written here (so the SYNTHIA channel order is the PNG standard's, not OpenCV's).
+Expectations come from the tables of docs/datasets.md §5 written out again here (not from msl.labels), from
+PIL's resizes, and from a PNG encoder written here (so the SYNTHIA channel order is the PNG standard's, not
+OpenCV's).
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from msl.data import (
 
 H, W = 32, 64
 
-# §5.2: Cityscapes label id -> 19-class train id; §5.2 subsets of train ids for 16 and 13 classes.
+# docs/datasets.md §5.2: Cityscapes label id -> 19-class train id, and the train ids kept for 16 and 13.
 CITYSCAPES_TO_TRAIN_ID = {
     7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9,
     23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
 }  # fmt: skip
-# §5.4: SYNTHIA class id -> 19-class train id.
+# docs/datasets.md §5.4: SYNTHIA class id -> 19-class train id.
 SYNTHIA_TO_TRAIN_ID = {
     1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11,
     11: 18, 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3,

@@ -1,4 +1,4 @@
-"""Target losses against the golden values of reference.md §1.8, closed-form gradients and a slow
+"""Target losses against the golden values of docs/losses.md §1.8, closed-form gradients and a slow
 pixel-by-pixel implementation written here with plain Python loops and math.exp/log."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from msl.losses import (
     target_loss,
 )
 
-# reference.md §1.8: B=1, C=3, H=1, W=4; rows are pixels, columns classes.
+# docs/losses.md §1.8: B=1, C=3, H=1, W=4; rows are pixels, columns classes.
 GOLDEN_P1 = [[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]
 GOLDEN_P2 = [[0.5, 0.4, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.3, 0.3, 0.4]]
 
@@ -133,7 +133,7 @@ def slow_guidance(main_logits, aux_logits, threshold: float) -> float:
     return sum(losses) / len(losses)
 
 
-# ---------------------------------------------------------------- golden values (reference.md §1.8)
+# ---------------------------------------------------------------- golden values (docs/losses.md §1.8)
 
 
 def test_golden_max_square():
@@ -192,7 +192,7 @@ def test_iw_entropy_at_ratio_zero_is_entropy(batch):
     assert iw_entropy_loss(logits, 0.0).item() == pytest.approx(entropy_loss(logits).item(), rel=1e-6)
 
 
-# ---------------------------------------------------------------- gradients against closed forms (§1.1-§1.3)
+# -------------------------------------------------- gradients against closed forms (docs/losses.md §1.1-§1.3)
 
 
 def logits_with_grad(batch: int = 2, classes: int = 5, seed: int = 3) -> torch.Tensor:

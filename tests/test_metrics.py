@@ -26,7 +26,7 @@ def pixels_from_matrix(matrix: list[list[int]]) -> tuple[torch.Tensor, torch.Ten
 
 
 def numpy_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[str, object]:
-    """Reference implementation with np.bincount, following reference.md §6.1 literally."""
+    """Reference implementation with np.bincount, following docs/metrics.md §6.1 literally."""
     keep = (target >= 0) & (target < num_classes)
     matrix = np.bincount(
         num_classes * target[keep].astype(int) + pred[keep], minlength=num_classes**2

@@ -1,5 +1,5 @@
-"""Tests of msl.models: DeepLab-v2 geometry (reference.md §3.2), ASPP branches, parameter groups, batch-norm
-freezing and weight loading in the three file formats (§3.5, §3.6)."""
+"""Tests of msl.models: DeepLab-v2 geometry (docs/model.md §3.2), ASPP branches, parameter groups, batch-norm
+freezing and weight loading in the three file formats (docs/model.md §3.5, §3.6)."""
 
 from __future__ import annotations
 

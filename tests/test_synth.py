@@ -1,7 +1,8 @@
 """The embedded synthetic UDA benchmark: on-disk layout, PNG formats, determinism and the size of the shift.
 
-Expectations come from outside the module: GTA5's and Cityscapes' naming rules (reference.md §5.2, §5.3),
-label ids from cityscapesscripts, PNG headers parsed by hand, and statistics recomputed here from the files.
+Expectations come from outside the module: GTA5's and Cityscapes' naming rules
+(docs/datasets.md §5.2, §5.3), label ids from cityscapesscripts, PNG headers parsed by hand, and statistics
+recomputed here from the files.
 """
 
 from __future__ import annotations

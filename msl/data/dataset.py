@@ -139,8 +139,8 @@ def build_dataset(
         image and label get the same geometry. Otherwise (evaluation) only the image is resized and, with
         `full_res_label`, the label keeps the file's resolution so metrics are computed at full resolution
         (the evaluator upsamples logits to it); `full_res_label=False` resizes the label to `size` (nearest),
-        the reference protocol (§6.2). Full-resolution labels can be batched only when all files have one size
-        (or with batch size 1).
+        the reference protocol (docs/metrics.md §6.2). Full-resolution labels can be batched only when all
+        files have one size (or with batch size 1).
     city: Cityscapes city to keep (None: all); NTHU CrossCity city (required).
     normalization: "bgr_mean" (the DeepLab init) or "imagenet" (torchvision weights); see `normalize`.
     labels: False never opens label files (items carry all-ignore labels): the UDA target-train setting. The

@@ -1,4 +1,4 @@
-"""Where each dataset keeps its files on disk and how its label files encode classes (reference.md §5.2-5.5).
+"""Where each dataset keeps its files and how its label files encode classes (docs/datasets.md §5.2-§5.5).
 
 A format turns (root, split, city) into a list of `Sample`s and decodes a label file into class indices of the
 19-, 16- or 13-class protocol. The layouts are those of the official downloads, so no list files are needed:
@@ -71,8 +71,8 @@ _CITYSCAPES_KNOWN[list(range(34)) + [255]] = True
 
 CITYSCAPES_IDS = LabelEncoding(read_label_ids_8bit, _CITYSCAPES_KNOWN, cache(label_id_to_class_lut))
 
-# SYNTHIA-RAND-CITYSCAPES class id -> Cityscapes 19-class train id (§5.4); the other ids 0..22 (void,
-# parking-slot, road-work, lanemarking) are ignored.
+# SYNTHIA-RAND-CITYSCAPES class id -> Cityscapes 19-class train id (docs/datasets.md §5.4); the other ids
+# 0..22 (void, parking-slot, road-work, lanemarking) are ignored.
 SYNTHIA_TO_TRAIN_ID = {
     1: 10, 2: 2, 3: 0, 4: 1, 5: 4, 6: 8, 7: 5, 8: 13, 9: 7, 10: 11,
     11: 18, 12: 17, 15: 6, 16: 9, 17: 12, 18: 14, 19: 15, 20: 16, 21: 3,

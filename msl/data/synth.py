@@ -4,7 +4,7 @@ Why: the real benchmarks need about 100 GB of downloads and days of GPU time. Th
 a minute and trains on a CPU, yet poses the same problem: a labelled source domain, an unlabelled target
 domain that differs from it in appearance *and* in class frequencies (so image-wise class weighting has work
 to do), and a labelled target val split for evaluation. The files use the real on-disk formats
-(reference.md §5.2, §5.3), so the real loaders read them:
+(docs/datasets.md §5.2, §5.3), so the real loaders read them:
 
     source/images/{id:05d}.png          RGB, GTA5 naming, ids 1-based
     source/labels/{id:05d}.png          8-bit Cityscapes label ids

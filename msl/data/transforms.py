@@ -1,4 +1,4 @@
-"""Geometric and photometric preprocessing (reference.md §5.1) and the image normalisations of the two inits.
+"""Geometric and photometric preprocessing (docs/datasets.md §5.1) and the two inits' image normalisations.
 
 Image and label pass through the same torchvision v2 transforms as `tv_tensors.Image` (uint8, bicubic with
 antialiasing, like PIL's BICUBIC) and `tv_tensors.Mask` (nearest-exact: the source pixel under each output

@@ -110,7 +110,8 @@ def _verify_split(
 
 
 def _crosscity_overlap_note(root: Path, city: str) -> str | None:
-    """NTHU's train and test lists share names (§5.5): say how many, and how many files are byte-identical."""
+    """NTHU's train and test lists share names (docs/datasets.md §5.5): say how many, and how many files are
+    byte-identical."""
     crosscity = get_format("crosscity")
     train_images = {s.name: s.image for s in crosscity.samples(root, "train", city, None)}
     test = crosscity.samples(root, "test", city, None)

@@ -32,11 +32,11 @@ def build_model(arch: str, num_classes: int, aspp_branches: int = 2, freeze_bn: 
 
 def param_groups(model: TwoHeadNet, head_lr_mult: float = 10.0) -> list[dict]:
     """Optimiser parameter groups: trunk at `lr_mult` 1, the heads (`model.HEAD_MODULES`) at `head_lr_mult`
-    (reference.md §3.4).
+    (docs/model.md §3.4).
 
-    Each trainable parameter appears exactly once (the reference lists trunk parameters 3–4 times, §9.2);
-    frozen ones (stem batch norm, inactive ASPP branches) are left out. The trainer sets each group's
-    learning rate to `base_lr * group["lr_mult"]`.
+    Each trainable parameter appears exactly once (the reference lists trunk parameters 3–4 times,
+    docs/reference-quirks.md §9.2); frozen ones (stem batch norm, inactive ASPP branches) are left out. The
+    trainer sets each group's learning rate to `base_lr * group["lr_mult"]`.
     """
     trunk, heads = [], []
     for name, parameter in model.named_parameters():

@@ -1,11 +1,11 @@
-"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a shrunken ResNet-18 variant (reference.md §3).
+"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a shrunken ResNet-18 (docs/model.md §3).
 
 The network returns `(main, aux)` logits: `main` from an ASPP head on the last stage (module `layer6`), `aux`
 from an ASPP head on the stage before it (module `layer5`). Module names follow the reference (`conv1`, `bn1`,
 `layer1`..`layer6`, bottleneck children `conv1`/`bn1`/.../`downsample.{0,1}`) so that state-dict keys match its
 checkpoints and the DeepLab ImageNet-init file (see `msl.models.weights`).
 
-Decisions on the reference's quirks (reference.md §9.1, §9.2, §10.7):
+Decisions on the reference's quirks (docs/reference-quirks.md §9.1, §9.2, §10.7):
 * ASPP early return: every head owns all four branch convs, so reference checkpoints (which store the dead
   branches) load strictly; `aspp_branches` says how many are summed. With 2 (the reference's behaviour) the
   branches with dilations 18 and 24 are kept as frozen parameters (`requires_grad=False`): they never affect the
@@ -42,7 +42,7 @@ class ArchSpec:
 
 
 ARCHS: dict[str, ArchSpec] = {
-    # Caffe-style DeepLab-v2 (reference.md §3.2): output stride 8, layer3/layer4 dilated 2/4 in all blocks.
+    # Caffe-style DeepLab-v2 (docs/model.md §3.2): output stride 8, layer3/layer4 dilated 2/4 in all blocks.
     "deeplabv2_resnet101": ArchSpec(
         block=Bottleneck,
         blocks_per_stage=(3, 4, 23, 3),
@@ -130,7 +130,7 @@ class DeepLabMulti(TwoHeadNet):
 
     `forward` returns `(main, aux)` logits bilinearly upsampled (align_corners=True) to the input size;
     `forward_logits` returns them at the trunk's output grid. The stem batch norm's affine parameters are frozen
-    (reference.md §3.3); `freeze_bn` as in `TwoHeadNet`.
+    (docs/model.md §3.3); `freeze_bn` as in `TwoHeadNet`.
     """
 
     HEAD_MODULES = HEAD_MODULES

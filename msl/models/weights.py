@@ -1,9 +1,9 @@
-"""Loading weights into a `DeepLabMulti` from a local file, with the file's format detected (reference.md §3.5, §3.6).
+"""Loading weights into a `DeepLabMulti` from a local file of a detected format (docs/model.md §3.5, §3.6).
 
 Formats, and the input normalisation each implies (the data pipeline picks it, not this module):
 * `deeplab_init`: the DeepLab ImageNet-init file (`DeepLab_resnet_pretrained_init-*.pth`), keys `Scale.<key>`;
-  Caffe weights, so BGR mean subtraction on 0..255 pixels (reference.md §5.1). Its own classifier (`layer5`) is
-  skipped and both of our heads stay random, as in the reference.
+  Caffe weights, so BGR mean subtraction on 0..255 pixels (docs/datasets.md §5.1). Its own classifier
+  (`layer5`) is skipped and both of our heads stay random, as in the reference.
 * `torchvision`: a torchvision ImageNet ResNet state dict (has `fc.*`); RGB ImageNet mean/std on 0..1 pixels.
   `fc.*` is dropped and the heads stay random. Note: torchvision's Bottleneck strides its 3×3 conv while the
   DeepLab-v2 trunk strides the 1×1 (only layer2's first block differs); the weights fit but were not trained so.
@@ -12,7 +12,7 @@ Formats, and the input normalisation each implies (the data pipeline picks it, n
 
 Every key must match except the expected gaps (heads absent from ImageNet files; `num_batches_tracked` buffers,
 which old files lack and which only matter for cumulative-average batch norm); anything else raises
-`WeightsMismatchError`, so a model never silently keeps random weights (reference.md §10.5).
+`WeightsMismatchError`, so a model never silently keeps random weights (docs/reference-quirks.md §10.5).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _to_model_keys(loaded: object) -> tuple[WeightsFormat, dict[str, torch.Tenso
         if isinstance(loaded.get(entry), dict):
             return "msl", _strip_prefix(loaded[entry], "module.")
     if all(key.startswith("Scale.") for key in loaded):
-        # reference.md §3.5: drop keys whose 2nd component is layer5, strip the 1st component.
+        # docs/model.md §3.5: drop keys whose 2nd component is layer5, strip the 1st component.
         return "deeplab_init", {
             key.split(".", 1)[1]: value for key, value in loaded.items() if key.split(".")[1] != "layer5"
         }
