@@ -14,7 +14,8 @@
           run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/
 
 plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
-"variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec}), "scheduler", "search",
+"variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":
+{variant: values}} for a variant's own grid}), "scheduler", "search",
 "num_samples", "num_trials", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
 "num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment, "selected":
 {variant: {dotted key: value}}}, the configurations it runs).

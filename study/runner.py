@@ -9,6 +9,7 @@ and paths); datasets and models are built inside the trial.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -120,31 +121,38 @@ def _train_source(cfg, run_dir: str) -> str:
     return str(run / "checkpoints" / "best.pt")
 
 
-def ensure_sources(space: Space, experiment: Experiment, study_dir: Path) -> dict[int, str]:
-    """The source checkpoint of each seed: an existing one with the same key, or trained now (in parallel)."""
+def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
+    """The source checkpoint of each experiment's seeds: an existing one with the same key, or trained now. The
+    models of every experiment train together at the start, so that they share the CPUs (an experiment with one
+    seed would otherwise leave cores idle while the next one waits)."""
     if space.source_checkpoint:
-        return dict.fromkeys(experiment.seeds, space.source_checkpoint)
-    checkpoints, to_train = {}, {}
-    for seed in experiment.seeds:
-        cfg = space.source_config(experiment, seed)
-        run_dir = layout.sources_dir(study_dir) / source_key(cfg)
-        if _source_is_complete(run_dir, cfg.optim.iterations):
-            _log(f"source model for seed {seed}: reusing {run_dir}")
-            checkpoints[seed] = str(run_dir / "checkpoints" / "best.pt")
-        else:
-            to_train[seed] = (cfg, run_dir)
-    cpus = source_cpus(experiment.resources, ray.cluster_resources().get("CPU", 0.0), len(to_train))
-    task = ray.remote(_train_source).options(num_cpus=cpus, num_gpus=experiment.resources["gpu"],
-                                             max_retries=experiment.retries)
+        return {e.name: dict.fromkeys(e.seeds, space.source_checkpoint) for e in space.experiments}
+    checkpoints: dict[str, dict[int, str]] = {e.name: {} for e in space.experiments}
+    to_train: dict[str, tuple] = {}  # source key -> (config, run dir, experiment whose resources it takes)
+    for experiment in space.experiments:
+        for seed in experiment.seeds:
+            cfg = space.source_config(experiment, seed)
+            run_dir = layout.sources_dir(study_dir) / source_key(cfg)
+            checkpoints[experiment.name][seed] = str(run_dir / "checkpoints" / "best.pt")
+            if source_key(cfg) in to_train:
+                continue
+            if _source_is_complete(run_dir, cfg.optim.iterations):
+                _log(f"source model for seed {seed}: reusing {run_dir}")
+            else:
+                to_train[source_key(cfg)] = (cfg, run_dir, experiment)
+    cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
     pending = {}
-    for seed, (cfg, run_dir) in to_train.items():
-        _log(f"source model for seed {seed}: training {cfg.optim.iterations} iterations in {run_dir} "
+    for key, (cfg, run_dir, experiment) in to_train.items():
+        cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
+        task = ray.remote(_train_source).options(num_cpus=cpus, num_gpus=experiment.resources["gpu"],
+                                                 max_retries=experiment.retries)
+        _log(f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in {run_dir} "
              f"({cpus:.2g} CPU)")
-        pending[seed] = task.remote(_in_worker(cfg, cpus), str(run_dir))
+        pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
     started = time.perf_counter()
-    for seed, ref in pending.items():
-        checkpoints[seed] = ray.get(ref)
-        _log(f"source model for seed {seed} done ({time.perf_counter() - started:.0f} s since the start)")
+    for key, ref in pending.items():
+        ray.get(ref)
+        _log(f"source model {key} done ({time.perf_counter() - started:.0f} s since the start)")
     return checkpoints
 
 
@@ -161,6 +169,7 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
     """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints. `confirmed`
     maps variants to the configuration a confirmation runs them with (see `confirmed_configurations`)."""
     experiment = next(e for e in space.experiments if e.name == experiment_name)
+    config = {**{k: v for k, v in config.items() if k != "case"}, **config.get("case", {})}
     variant, seed = config["variant"], config["seed"]
     params = {k: v for k, v in config.items() if k not in ("variant", "seed")} | confirmed.get(variant, {})
     trial_name = tune.get_context().get_trial_name()
@@ -260,7 +269,8 @@ class StudyCallback(tune.Callback):
 
 
 def _trial_name(trial) -> str:
-    return f"{trial.config['variant']}_s{trial.config['seed']}_{trial.trial_id}"
+    variant = trial.config.get("variant") or trial.config["case"]["variant"]
+    return f"{variant}_s{trial.config['seed']}_{trial.trial_id}"
 
 
 def _scheduler(experiment: Experiment, iterations: int):
@@ -289,6 +299,12 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
     space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
     if experiment.search["algorithm"] == "optuna":  # one variant, one seed (checked by the space)
         return {"variant": next(iter(experiment.variants)), "seed": experiment.seeds[0], **space}
+    if experiment.variant_params:  # each variant with its own grid: one grid over (variant, its values) cases
+        cases = [{"variant": variant, **dict(zip(own, values, strict=True))}
+                 for variant in experiment.variants
+                 for own in [{k: v["grid"] for k, v in experiment.variant_params.get(variant, {}).items()}]
+                 for values in itertools.product(*own.values())]
+        return {"case": tune.grid_search(cases), "seed": tune.grid_search(experiment.seeds), **space}
     return {"variant": tune.grid_search(list(experiment.variants)), "seed": tune.grid_search(experiment.seeds),
             **space}
 
@@ -336,6 +352,15 @@ def _trainable(space: Space, experiment: Experiment, study_dir: Path, sources: d
     return tune.with_resources(trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]})
 
 
+def _searched(experiment: Experiment) -> dict[str, dict]:
+    """Every searched key with its spec; a variant's own grids as {"grid per variant": {variant: values}}."""
+    searched = dict(experiment.params)
+    for variant, own in experiment.variant_params.items():
+        for key, spec in own.items():
+            searched.setdefault(key, {"grid per variant": {}})["grid per variant"][variant] = spec["grid"]
+    return searched
+
+
 def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iterations: int,
                 confirmed: dict[str, dict]) -> None:
     from msl.metrics import metric_class_names
@@ -344,7 +369,7 @@ def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iteration
     layout.write_json(layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE, {
         "experiment": experiment.name, "metric": experiment.metric, "mode": experiment.mode,
         "oracle": experiment.oracle, "variants": experiment.variants, "seeds": experiment.seeds,
-        "searched": experiment.params, "scheduler": experiment.scheduler, "search": experiment.search,
+        "searched": _searched(experiment), "scheduler": experiment.scheduler, "search": experiment.search,
         "num_samples": experiment.search["num_samples"], "num_trials": experiment.num_trials(),
         "max_iterations": iterations, "eval_every": representative_config(space, experiment).eval.every,
         "benchmark": experiment.benchmark, "num_classes": cfg.data.num_classes,
@@ -352,10 +377,9 @@ def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iteration
         "confirm": {"from": experiment.confirm_from, "selected": confirmed} if experiment.confirm_from else None})
 
 
-def run_experiment(space: Space, experiment: Experiment, study_dir: Path) -> None:
+def run_experiment(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]) -> None:
     iterations = max_iterations(space, experiment)
     ray_path = layout.ray_dir(study_dir, experiment.name)
-    sources = ensure_sources(space, experiment, study_dir)
     confirmed = confirmed_configurations(study_dir, experiment)
     trainable = _trainable(space, experiment, study_dir, sources, confirmed)
     if tune.Tuner.can_restore(str(ray_path)):
@@ -413,8 +437,9 @@ def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
     space = load_space(study_dir / layout.SPACE_FILE)
     connect(address)
     started = time.perf_counter()
+    sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:
-        run_experiment(space, experiment, study_dir)
+        run_experiment(space, experiment, study_dir, sources[experiment.name])
     _log(f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
          f"report with: msl-study report {study_dir}")
     return study_dir

@@ -5,7 +5,8 @@
     set: {optim.iterations: 300}          # fixed dotted overrides of the base config for the UDA trials
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
-    variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides
+    variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides, where
+                                          #   `params: {key: {grid: [...]}}` searches a grid for that variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha (grace_period, reduction_factor) | pbt (perturbation_interval,
@@ -94,16 +95,20 @@ class Experiment:
     checkpoints_to_keep: int
     retries: int
     confirm_from: str | None = None  # an earlier experiment whose selected configurations this one confirms
+    variant_params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # variant -> its own grids
 
     @property
     def oracle(self) -> bool:
         return self.metric.startswith("oracle_")
 
-    def grid_size(self) -> int:
-        return math.prod(len(spec["grid"]) for spec in self.params.values() if "grid" in spec)
+    def grid_size(self, variant: str | None = None) -> int:
+        """Grid points of the shared params, times those of `variant`'s own params when one is named."""
+        own = self.variant_params.get(variant, {}).values() if variant else ()
+        return math.prod(len(spec["grid"]) for spec in [*self.params.values(), *own] if "grid" in spec)
 
     def num_trials(self) -> int:
-        return len(self.variants) * len(self.seeds) * self.grid_size() * self.search["num_samples"]
+        points = sum(self.grid_size(variant) for variant in self.variants)
+        return points * len(self.seeds) * self.search["num_samples"]
 
 
 @dataclass
@@ -190,15 +195,26 @@ def _overrides(value: Any, path: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _variants(value: Any, path: str) -> dict[str, dict[str, Any]]:
+def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(variant -> fixed overrides, variant -> its own searched grids)."""
     if isinstance(value, list):
         for name in value:
             _require(name in VARIANTS, f"{path}: unknown variant {name!r}; built-in variants are "
                                        f"{', '.join(VARIANTS)} (or give a mapping name -> overrides)")
-        return {name: dict(VARIANTS[name]) for name in value}
+        return {name: dict(VARIANTS[name]) for name in value}, {}
     _require(isinstance(value, dict) and value, f"{path}: expected a list of variant names or a mapping")
-    return {name: {**VARIANTS.get(name, {}), **_overrides(extra or {}, f"{path}.{name}")}
-            for name, extra in value.items()}
+    variants, own_params = {}, {}
+    for name, extra in value.items():
+        extra = _overrides(extra or {}, f"{path}.{name}")
+        own = _overrides(extra.pop("params", {}), f"{path}.{name}.params")
+        for key, spec in own.items():
+            _require(isinstance(spec, dict) and list(spec) == ["grid"],
+                     f"{path}.{name}.params.{key}: a variant's own params are grids, e.g. {{grid: [0.1, 1.0]}}; "
+                     f"got {spec!r}")
+        variants[name] = {**VARIANTS.get(name, {}), **extra}
+        if own:
+            own_params[name] = own
+    return variants, own_params
 
 
 def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
@@ -213,7 +229,11 @@ def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
              f"{prefix}search.algorithm: {search['algorithm']!r} is not one of {', '.join(SEARCH_ALGORITHMS)}")
     _require(isinstance(search["num_samples"], int) and search["num_samples"] >= 1,
              f"{prefix}search.num_samples: expected an integer >= 1, got {search['num_samples']!r}")
-    variants = _variants(raw.get("variants", ["maxsquare"]), f"{prefix}variants")
+    variants, variant_params = _variants(raw.get("variants", ["maxsquare"]), f"{prefix}variants")
+    shared = set(params) & {key for own in variant_params.values() for key in own}
+    _require(not shared, f"{prefix}variants: {sorted(shared)} searched both in params and in a variant's own params")
+    _require(not variant_params or search["algorithm"] == "grid",
+             f"{prefix}variants: a variant's own params are grids; they need search.algorithm grid")
     if search["algorithm"] == "optuna":
         _require(len(variants) == 1 and len(seeds) == 1,
                  f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant with one seed; "
@@ -246,17 +266,18 @@ def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
                  f"{prefix}{key}: expected an integer >= {minimum}, got {value!r}")
     return Experiment(name, _overrides(raw.get("set", {}), f"{prefix}set"), seeds, variants, params, search,
                       scheduler, metric, mode, allow_oracle, raw.get("benchmark"), res, raw.get("max_concurrent"),
-                      integers["checkpoints_to_keep"][0], integers["retries"][0], _confirm(raw, params, search, prefix))
+                      integers["checkpoints_to_keep"][0], integers["retries"][0],
+                      _confirm(raw, params, variant_params, search, prefix), variant_params)
 
 
-def _confirm(raw: dict[str, Any], params: dict, search: dict, prefix: str) -> str | None:
+def _confirm(raw: dict[str, Any], params: dict, variant_params: dict, search: dict, prefix: str) -> str | None:
     """The experiment a `confirm: {from: NAME}` experiment confirms (checked against NAME in `load_space`)."""
     if "confirm" not in raw:
         return None
     confirm = _overrides(raw["confirm"], f"{prefix}confirm")
     check_known_keys(confirm, ("from",), f"{prefix}confirm.", SpaceError)
     _require(isinstance(confirm.get("from"), str), f"{prefix}confirm.from: expected the name of an earlier experiment")
-    _require(not params and search["algorithm"] == "grid" and search["num_samples"] == 1,
+    _require(not params and not variant_params and search["algorithm"] == "grid" and search["num_samples"] == 1,
              f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
              f"configurations that experiment {confirm['from']!r} selected")
     return confirm["from"]
@@ -346,11 +367,16 @@ def _check_confirm(space: Space, prefix: str) -> None:
                          "fresh seeds, so that the selection cannot have fitted their noise")
 
 
-def confirmed_params(space: Space, experiment: Experiment) -> dict[str, dict[str, Any]]:
-    """The searched params of the experiment a confirmation takes its configurations from (empty otherwise)."""
+def searched_params(experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
+    """Everything searched for one variant: the shared params and the variant's own grids."""
+    return {**experiment.params, **experiment.variant_params.get(variant, {})}
+
+
+def confirmed_params(space: Space, experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
+    """What the experiment a confirmation takes its configurations from searched for `variant` (else empty)."""
     if experiment.confirm_from is None:
         return {}
-    return next(e for e in space.experiments if e.name == experiment.confirm_from).params
+    return searched_params(next(e for e in space.experiments if e.name == experiment.confirm_from), variant)
 
 
 def _check_configs(space: Space) -> None:
@@ -362,12 +388,14 @@ def _check_configs(space: Space) -> None:
                 space.source_config(experiment, seed)
             except ConfigError as error:
                 raise SpaceError(f"{prefix}source: {error}") from None
-        extremes = {key: check_distribution(spec, f"{prefix}params.{key}") for key, spec in experiment.params.items()}
-        for key, values in _pbt_mutations(experiment, prefix).items():
-            extremes.setdefault(key, values)
-        for key, spec in confirmed_params(space, experiment).items():  # configurations of the earlier search
-            extremes[key] = check_distribution(spec, key)
+        mutations = _pbt_mutations(experiment, prefix)
         for variant in experiment.variants:
+            extremes = {key: check_distribution(spec, f"{prefix}params.{key}")
+                        for key, spec in searched_params(experiment, variant).items()}
+            for key, values in mutations.items():
+                extremes.setdefault(key, values)
+            for key, spec in confirmed_params(space, experiment, variant).items():  # the earlier search's values
+                extremes[key] = check_distribution(spec, key)
             for key, values in extremes.items() or [(None, [None])]:
                 for value in values:
                     params = {k: v[0] for k, v in extremes.items()} | ({key: value} if key else {})
@@ -395,6 +423,16 @@ def max_iterations(space: Space, experiment: Experiment) -> int:
     return experiment.scheduler.get("max_iterations") or representative_config(space, experiment).optim.iterations
 
 
+def _searched_words(experiment: Experiment) -> str:
+    parts = [", ".join(f"{k} {v}" for k, v in experiment.params.items())] if experiment.params else []
+    parts += [f"{variant}: " + ", ".join(f"{k} {v}" for k, v in own.items())
+              for variant, own in experiment.variant_params.items()]
+    if experiment.confirm_from:
+        parts.append(f"nothing itself; confirms the configurations that {experiment.confirm_from!r} selects, "
+                     "on fresh seeds")
+    return "; ".join(parts) or "nothing"
+
+
 def describe_plan(space: Space) -> str:
     """The `--dry-run` summary: trials, what each varies, and the compute budget in iterations."""
     lines = [f"study {space.name!r} from {space.path}"]
@@ -413,14 +451,15 @@ def describe_plan(space: Space) -> str:
         trials = experiment.num_trials()
         objective = f"{experiment.mode} {experiment.metric}" + (" (ORACLE: target test labels)" if experiment.oracle
                                                                else " (label-free)")
+        seeds, samples = f"{len(experiment.seeds)} seeds", f"{experiment.search['num_samples']} samples"
+        product = (f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
+                   if not experiment.variant_params else
+                   f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points of the "
+                   f"{len(experiment.variants)} variants) x {seeds} x {samples}")
         lines += [
-            f"  experiment {experiment.name!r}: {trials} trials = {len(experiment.variants)} variants x "
-            f"{len(experiment.seeds)} seeds x {experiment.grid_size()} grid points x "
-            f"{experiment.search['num_samples']} samples",
+            f"  experiment {experiment.name!r}: {trials} trials = {product}",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",
-            "    searched: " + (", ".join(f"{k} {v}" for k, v in experiment.params.items()) or "nothing")
-            + (f"; confirms the configurations that {experiment.confirm_from!r} selects, on fresh seeds"
-               if experiment.confirm_from else ""),
+            "    searched: " + _searched_words(experiment),
             f"    search: {experiment.search['algorithm']}; scheduler: {experiment.scheduler['name']}; "
             f"objective: {objective}",
             f"    budget: at most {trials * iterations} trial-iterations ({iterations} per trial); "

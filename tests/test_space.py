@@ -151,3 +151,31 @@ def test_a_confirmation_checks_the_earlier_search_space_in_its_own_settings(tmp_
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     with pytest.raises(SpaceError, match="loss.iw_ratio"):
         load_space(path)
+
+
+def test_each_variant_can_search_its_own_grid(tmp_path):
+    """Losses differ in scale, so a fair comparison gives each its own lambda grid; variants without one run once."""
+    space = load_space(write(tmp_path, seeds=[0, 1], params={"optim.lr": {"grid": [0.01, 0.02]}}, variants={
+        "source_only": {}, "entropy": {"params": {"loss.lambda_target": {"grid": [0.01, 0.03, 0.1]}}},
+        "maxsquare": {"loss.iw_ratio": 0.3, "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}}}}))
+    (experiment,) = space.experiments
+    assert experiment.variants["maxsquare"] == {"loss.target": "maxsquare", "model.multi_level": False,
+                                                "loss.iw_ratio": 0.3}
+    assert [experiment.grid_size(v) for v in experiment.variants] == [2, 6, 4]
+    assert experiment.num_trials() == (2 + 6 + 4) * 2
+    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 samples" in describe_plan(space)
+
+
+@pytest.mark.parametrize(("variants", "extra", "message"), [
+    ({"entropy": {"params": {"loss.lambda_target": {"uniform": [0.0, 1.0]}}}}, {},
+     "variants.entropy.params.loss.lambda_target: a variant's own params are grids"),
+    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}}, {"params": {"loss.lambda_target": {"grid": [1]}}},
+     r"variants: \['loss.lambda_target'\] searched both in params and in a variant's own params"),
+    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}}, {"search": {"algorithm": "random"}},
+     "variants: a variant's own params are grids; they need search.algorithm grid"),
+    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1, -1.0]}}}}, {},
+     "params.loss.lambda_target=-1.0: .*must be >= 0"),
+])
+def test_a_variants_own_grid_is_checked_before_ray(tmp_path, variants, extra, message):
+    with pytest.raises(SpaceError, match=message):
+        load_space(write(tmp_path, variants=variants, **extra))
