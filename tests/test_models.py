@@ -246,3 +246,19 @@ def test_missing_file_raises_with_path(tmp_path):
 def test_unknown_arch_is_rejected():
     with pytest.raises(ValueError, match="deeplabv2_resnet101"):
         build_model("deeplabv3", NUM_CLASSES)
+
+
+@pytest.mark.parametrize(("grid", "size"), [((16, 32), (64, 128)), ((9, 17), (64, 128)), ((5, 7), (33, 40)),
+                                            ((1, 4), (8, 8)), ((8, 8), (8, 8))])
+def test_cpu_upsampling_matches_torch_interpolate_in_values_and_gradients(grid, size):
+    """The CPU path of `upsample_logits` (interpolation matrices) against F.interpolate, forward and backward."""
+    from msl.models.base import upsample_logits
+
+    logits = torch.randn(2, 19, *grid, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 19, *size, dtype=torch.float64)
+    ours = upsample_logits(logits, size)
+    (ours_grad,) = torch.autograd.grad(ours, logits, upstream)
+    theirs = torch.nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+    (theirs_grad,) = torch.autograd.grad(theirs, logits, upstream)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=1e-12)
