@@ -21,18 +21,21 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     space = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
     space["source"] = {"set": {"optim.iterations": 6}}
     space["set"].update({"optim.iterations": 6, "eval.every": 3})
-    space["experiments"]["comparison"]["seeds"] = [0]
+    tune, confirm = space["experiments"]["tune"], space["experiments"]["confirm"]
+    tune["variants"] = {"source_only": {}, "iw_maxsquare": {"params": {"loss.lambda_target": {"grid": [0.3, 3.0]}}}}
+    confirm.update(seeds=[1], variants=["source_only", "iw_maxsquare"])
     space["experiments"]["sweep"]["search"]["num_samples"] = 3
     space["experiments"]["sweep"]["scheduler"]["grace_period"] = 3
     reduced = tmp_path / "quickstart.yaml"
-    reduced.write_text(yaml.safe_dump(space))
+    reduced.write_text(yaml.safe_dump(space, sort_keys=False))  # experiments run in file order
 
     env = {**os.environ, "MSL_SYNTH": str(synth), "RAY_USAGE_STATS_ENABLED": "0"}
     result = subprocess.run([str(BIN / "msl-study"), "run", str(reduced), "--storage", str(tmp_path / "studies"),
                              "--report"], capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "comparison: 6/6 trials ended" in result.stdout and "sweep: 3/3 trials ended" in result.stdout
+    for ended in ("tune: 3/3 trials ended", "confirm: 2/2 trials ended", "sweep: 3/3 trials ended"):
+        assert ended in result.stdout
     report = (tmp_path / "studies" / "quickstart" / "report" / "report.md").read_text()
-    for variant in space["experiments"]["comparison"]["variants"]:
+    for variant in confirm["variants"]:
         assert f"| {variant} " in report
-    assert "label-free" in report and "Pruning budget" in report
+    assert "label-free" in report and "Pruning budget" in report and "Tune, then confirm" in report
