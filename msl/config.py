@@ -33,6 +33,8 @@ METRIC_MODES = {
     "target_entropy": "min",
     "target_im": "min",
     "target_max_square": "max",
+    "target_snd": "max",
+    "target_bnm": "max",
 }
 
 
@@ -116,6 +118,10 @@ class EvalConfig:
     every: int = _spec(2975, ge=1)  # iterations between evaluations; the last iteration always evaluates
     max_images: int | None = _spec(None, ge=1)  # cap on val images per split (None: the whole split)
     validator_images: int = _spec(100, ge=1)  # fixed subset of target-train images for label-free validators
+    # [width, height] of the float16 softmax maps of the validator images kept per evaluation for the study-level
+    # validators (msl.probs_maps); None: none kept. Disk: images x classes x width x height x 2 bytes per
+    # evaluation, e.g. 100 x 19 x 32 x 16 x 2 = 1.9 MB.
+    probs_size: list[int] | None = _spec([32, 16], length=2, gt=0)
     flip: bool = False  # flip test-time augmentation
     logged_images: int = _spec(2, ge=0)  # images with predictions written to TensorBoard per eval
 

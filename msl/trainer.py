@@ -10,7 +10,8 @@ adapting variants by the loss alone). Losses stay on the device and are read bac
 every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
 
 A run directory holds: config.yaml (resolved), run_info.json (git revision, versions, seed), metrics.jsonl (one
-line per evaluation), tensorboard/ and checkpoints/{last,best}.pt.
+line per evaluation), tensorboard/, checkpoints/{last,best}.pt and, with a target, validator_probs/ (the
+validator images' low-resolution softmax maps per evaluation, `msl.probs_maps`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
 from msl.models import build_model, load_weights, param_groups
+from msl.probs_maps import save_probs
 from msl.runinfo import expand_path, write_run_info
 from msl.visualize import colourise
 
@@ -119,8 +121,10 @@ def _eval_loader(dataset: Dataset, cfg: TrainConfig, max_images: int | None) -> 
                       num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
 
 
-def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: torch.device) -> dict:
-    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs."""
+def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: torch.device,
+                   probs_dir: Path | None = None, iteration: int = 0) -> dict:
+    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs. With `probs_dir`
+    (a run directory) the validator images' low-resolution softmax maps go there (`msl.probs_maps`)."""
     options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": cfg.runtime.channels_last}
     record: dict = {}
     source = evaluate(model, _eval_loader(data.source_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
@@ -132,7 +136,11 @@ def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: to
         record.update({f"oracle_{k}": v for k, v in target.items() if k.startswith("miou") or k == "iou"})
         record["oracle_pixel_acc"] = target["pixel_acc"]
         images = (batch[0] for batch in _eval_loader(data.validator_images, cfg, None))
-        record.update(label_free_validators(model, images, device, **options))
+        validators = label_free_validators(model, images, device, num_images=len(data.validator_images),
+                                           probs_size=cfg.eval.probs_size, **options)
+        record.update(validators.compute())
+        if probs_dir is not None and (probs := validators.low_res_probs()) is not None:
+            save_probs(probs_dir, iteration, probs.numpy())
     model.train()
     return record
 
@@ -330,7 +338,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
             writer.add_scalar("learning_rate", lr, done)
             bar.set_postfix({k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False)
         if evaluating:
-            record = {"iteration": done, "lr": lr, **window_losses, **run_evaluation(model, data, cfg, device),
+            evaluation = run_evaluation(model, data, cfg, device, run_dir, done)
+            record = {"iteration": done, "lr": lr, **window_losses, **evaluation,
                       "elapsed_s": time.perf_counter() - started, "time": time.time()}
             best = _update_best(best, record, cfg)
             record["is_best"] = best["iteration"] == done

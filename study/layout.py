@@ -11,7 +11,8 @@
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run"}
           status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
-          run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/
+          run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/,
+                                      validator_probs/ (msl.probs_maps, read by study.selection)
 
 plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
 "variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":

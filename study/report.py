@@ -41,6 +41,13 @@ from study.results import (
     load_study,
     param_column,
 )
+from study.selection import (
+    STUDY_VALIDATORS,
+    TOP_K,
+    checkpoint_audit,
+    configuration_audit,
+    with_study_validators,
+)
 
 BASELINE = "source_only"
 # The baseline with the same target exposure as the adapting variants (they all forward target batches): a change
@@ -49,6 +56,7 @@ EXPOSED_BASELINE = "adabn"
 TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
 PRUNING_SCHEDULERS = ("asha", "pbt")
 LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
+VALIDATOR_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE}, **STUDY_VALIDATORS}
 MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
 BINS = 4
 MISSING = "–"
@@ -589,8 +597,9 @@ def _as_number(text: str) -> float:
 def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
     usable = exp.trials.loc[exp.trials["status"] != "error", "trial_name"]
-    evals = exp.evals[exp.evals["trial_name"].isin(usable) & exp.evals[TARGET].notna()]
-    validators = [metric for metric in LABEL_FREE if evals[metric].notna().any()]
+    evals = with_study_validators(exp)
+    evals = evals[evals["trial_name"].isin(usable) & evals[TARGET].notna()]
+    validators = [metric for metric in VALIDATOR_MODES if evals[metric].notna().any()]
     if evals.empty or not validators:
         report.add("No evaluation with both a validator and the target mIoU yet.")
         return
@@ -598,7 +607,7 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     seed_best = evals.groupby("seed")[TARGET].max().mean()
     numbers, shown = [], []
     for validator in validators:
-        mode = METRIC_MODES[validator]
+        mode = VALIDATOR_MODES[validator]
         pick = evals.loc[best_label(evals[validator], mode)]
         seed_picks = [group.at[best_label(group[validator], mode), TARGET]
                       for _, group in evals.groupby("seed") if group[validator].notna().any()]
@@ -624,6 +633,51 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     report.table(f"selection_{slug(exp.name)}", numbers, pd.DataFrame(shown))
     figure = plots.validator_scatter(evals, validators, TARGET, plots.variant_colors(variants_of(exp)))
     report.figure(f"selection_{slug(exp.name)}", figure, "validators against target mIoU")
+    _selection_audit(report, exp, evals, validators)
+
+
+def _selection_audit(report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame,
+                     validators: list[str]) -> None:
+    """The audit of study.selection at the checkpoint and the configuration level, with reference rows."""
+    references = {"checkpoint": [(TARGET, "max", "oracle: target mIoU"), ("iteration", "max", "no selection: last")],
+                  "configuration": [(TARGET, "max", "oracle: target mIoU")]}
+    audits = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
+    for level, audit in audits.items():
+        numbers, shown = [], []
+        rows = [(v, VALIDATOR_MODES[v], v) for v in validators] + references[level]
+        for validator, mode, name in rows:
+            row = {"validator": name, "mode": mode, **audit(evals, validator, mode)}
+            for column in ("regret", "worst_regret", *(f"top{k}" for k in TOP_K)):
+                row[column] = 100 * row[column]
+            numbers.append(row)
+            shown.append({"validator": name, "mode": mode, "regret": percent(row["regret"] / 100),
+                          "worst": percent(row["worst_regret"] / 100),
+                          **{f"top-{k}": percent(row[f"top{k}"] / 100) for k in TOP_K},
+                          "Spearman [95% CI]": _with_interval(row["spearman"], row["spearman_low"],
+                                                              row["spearman_high"]),
+                          "weighted Spearman [95% CI]": _with_interval(row["weighted_spearman"], row["weighted_low"],
+                                                                       row["weighted_high"]),
+                          "n": str(row["n"])})
+        report.add(f"**{level.capitalize()} level** ({AUDIT_WORDS[level]})")
+        report.table(f"selection_{level}s_{slug(exp.name)}", pd.DataFrame(numbers), pd.DataFrame(shown))
+
+
+AUDIT_WORDS = {
+    "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus that of "
+                  "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
+                  "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
+                  "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
+    "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration at "
+                     "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
+                     "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
+                     "mIoU of the k best configurations; rank correlations over the *n* configurations",
+}
+
+
+def _with_interval(value: float, low: float, high: float) -> str:
+    if _missing(value):
+        return MISSING
+    return plain(value) if _missing(low) else f"{plain(value)} [{plain(low)}, {plain(high)}]"
 
 
 def _pick_words(row: dict, exp: ExperimentResults) -> str:

@@ -42,6 +42,7 @@ class ExperimentResults:
     plan: dict
     trials: pd.DataFrame
     evals: pd.DataFrame
+    study_path: Path | None = None  # the study directory (run directories, probability maps); None: in memory
 
     @property
     def searched(self) -> list[str]:
@@ -62,7 +63,7 @@ class StudyResults:
     def experiment(self, name: str) -> ExperimentResults:
         trials = self.trials[self.trials["experiment"] == name].reset_index(drop=True)
         evals = self.evals[self.evals["experiment"] == name].reset_index(drop=True)
-        return ExperimentResults(name, self.plans[name], trials, evals)
+        return ExperimentResults(name, self.plans[name], trials, evals, self.path)
 
     def experiments(self) -> list[ExperimentResults]:
         """The experiments in the order study.json lists them."""

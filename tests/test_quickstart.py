@@ -39,3 +39,5 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     for variant in confirm["variants"]:
         assert f"| {variant} " in report
     assert "label-free" in report and "Pruning budget" in report and "Tune, then confirm" in report
+    assert "**Checkpoint level**" in report and "**Configuration level**" in report  # the selection audit
+    assert "| ensemble_agreement " in report and "| target_snd " in report and "| target_bnm " in report

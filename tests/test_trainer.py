@@ -9,10 +9,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import msl.trainer
 from msl.config import load_config
+from msl.probs_maps import load_probs, saved_iterations
 from msl.trainer import NonFiniteLossError, poly_lr, train
 from tests.conftest import tiny_config
 
-METRICS = {"source_val_miou", "oracle_miou", "target_entropy", "target_im", "target_max_square"}
+METRICS = {"source_val_miou", "oracle_miou", "target_entropy", "target_im", "target_max_square", "target_snd",
+           "target_bnm"}
 
 
 def tiny(synth, **overrides):
@@ -36,6 +38,8 @@ def test_source_stage_writes_a_complete_run_directory(source_run):
     assert METRICS <= set(records[-1]) and {"loss_source_ce", "loss_source_aux_ce"} <= set(records[-1])
     assert len(records[-1]["oracle_iou"]) == 19
     assert (source_run / "checkpoints" / "last.pt").is_file() and (source_run / "checkpoints" / "best.pt").is_file()
+    maps = saved_iterations(source_run)  # validator images x classes x eval.probs_size (default 32 x 16)
+    assert list(maps) == [2, 4] and load_probs(maps[4]).shape == (4, 19, 16, 32)
     info = json.loads((source_run / "run_info.json").read_text())
     assert info["seed"] == 0 and "torch" in info["versions"] and info["git_revision"]
     assert load_config(source_run / "config.yaml").data.normalization == "imagenet"  # auto, resolved
