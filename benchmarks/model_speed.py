@@ -1,6 +1,7 @@
 """Forward+backward time of one training step of the segmentation networks, printed as a table.
 
-CPU: the small benchmark network on a (2, 3, 128, 256) batch with 2 threads (budget: 250 ms per step).
+CPU: the benchmark network small_segnet and the older deeplab_resnet18_small on the synthetic benchmark's batch
+(8, 3, 64, 128), in both memory layouts (budget: 250 ms per step).
 CUDA, when available: DeepLab-v2 ResNet-101 on a (1, 3, 720, 1280) batch (a GTA5 crop) in fp32, bf16 autocast and
 channels_last. The step is both heads' cross-entropy, backward included; times are medians after warm-up.
 
@@ -58,8 +59,9 @@ def step_ms(
 
 def cases() -> Iterator[tuple[str, tuple[int, int, int, int], str, torch.dtype | None, bool]]:
     """(arch, input shape, device, autocast dtype, channels_last) of each measured row."""
-    for channels_last in (False, True):
-        yield "deeplab_resnet18_small", (2, 3, 128, 256), "cpu", None, channels_last
+    for arch in ("small_segnet", "deeplab_resnet18_small"):
+        for channels_last in (False, True):
+            yield arch, (8, 3, 64, 128), "cpu", None, channels_last
     if torch.cuda.is_available():
         for dtype, channels_last in (
             (None, False),
