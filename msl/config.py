@@ -88,8 +88,8 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    # The paper's SGD, or AdamW: it trains the small benchmark model from scratch much further in the same
-    # number of iterations (results/benchmarks/synth_calibration_sgd.md).
+    # The paper's SGD, or AdamW, with which the synthetic benchmark's source stage trains its network from
+    # scratch (msl/configs/synth.yaml).
     optimizer: str = _spec("sgd", choices=OPTIMIZERS)
     lr: float = _spec(2.5e-4, gt=0)
     head_lr_mult: float = _spec(10.0, gt=0)
