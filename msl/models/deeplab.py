@@ -10,7 +10,8 @@ Decisions on the reference's quirks (reference.md §9.1, §9.2, §10.7):
   branches) load strictly; `aspp_branches` says how many are summed. With 2 (the reference's behaviour) the
   branches with dilations 18 and 24 are kept as frozen parameters (`requires_grad=False`): they never affect the
   output, are left out of the optimiser groups and never trip DDP's unused-parameter check.
-* Duplicated backbone parameters in the optimiser: not reproduced; `param_groups` lists each parameter once.
+* Duplicated backbone parameters in the optimiser: `param_groups` lists each parameter once (the default);
+  `reference_param_groups` gives each trunk parameter the reference's multiplicity, for `msl.optim.RepeatedSGD`.
 * Trunk init: the reference draws every conv from N(0, 0.01) but always overwrites the trunk with ImageNet
   weights; we use torchvision's Kaiming init instead, which matters only when training from scratch (the small
   benchmark model). Head convs are N(0, 0.01) as in the reference.
@@ -205,3 +206,23 @@ def param_groups(model: DeepLabMulti, head_lr_mult: float = 10.0) -> list[dict]:
         {"name": "backbone", "params": trunk, "lr_mult": 1.0},
         {"name": "heads", "params": heads, "lr_mult": head_lr_mult},
     ]
+
+
+def reference_param_groups(model: DeepLabMulti, head_lr_mult: float = 10.0) -> list[dict]:
+    """`param_groups` with each parameter's multiplicity in the reference's SGD group, as `repeats`.
+
+    The reference fills its backbone group by walking every module under each trunk block (conv1, bn1,
+    layer1..layer4), the block included, and listing all parameters beneath each one (reference.md §3.4), so a
+    parameter is listed once per module on its path within its block: the depth of its dotted name. That is
+    1 for the stem conv, 3 for a residual block's convs and batch norms (`layer3.5.conv2.weight`) and 4 for
+    a downsample's (`layer3.0.downsample.1.bias`). Heads are listed once. Frozen parameters are left out, as
+    in `param_groups` (the reference skips the stem batch norm too; its dead ASPP branches get no gradient).
+    For `msl.optim.RepeatedSGD`; only for `DeepLabMulti` networks, whose module names follow the reference.
+    """
+    if not isinstance(model, DeepLabMulti):
+        raise TypeError(f"reference_param_groups needs a DeepLabMulti network, got {type(model).__name__}")
+    groups = param_groups(model, head_lr_mult)
+    depth = {parameter: name.count(".") for name, parameter in model.named_parameters()}
+    for group in groups:
+        group["repeats"] = [depth[p] if group["name"] == "backbone" else 1 for p in group["params"]]
+    return groups
