@@ -56,27 +56,34 @@ class RepeatedSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """One step: the k-th round updates every parameter with at least k repeats, with foreach kernels (the
+        same arithmetic per element as a loop over the parameters, in a handful of launches per round)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            for parameter, repeats in zip(group["params"], group["repeats"], strict=True):
-                if parameter.grad is None:
-                    continue
-                direction = parameter.grad.clone()  # the 2019 SGD grew .grad itself; keep .grad as it is
-                state = self.state[parameter]
-                for _ in range(repeats):
-                    if weight_decay:
-                        direction.add_(parameter, alpha=weight_decay)
-                    update = direction
-                    if momentum:
-                        buffer = state.get("momentum_buffer")
-                        if buffer is None:
-                            buffer = state["momentum_buffer"] = direction.clone()
-                        else:
-                            buffer.mul_(momentum).add_(direction)
-                        update = buffer
-                    parameter.add_(update, alpha=-lr)
+            stepped = [(p, k) for p, k in zip(group["params"], group["repeats"], strict=True) if p.grad is not None]
+            # The 2019 SGD grew .grad itself across listings; these copies do that and leave .grad as it is.
+            directions = {p: p.grad.clone() for p, _ in stepped}
+            for round_ in range(max((k for _, k in stepped), default=0)):
+                params = [p for p, k in stepped if k > round_]
+                grads = [directions[p] for p in params]
+                if weight_decay:
+                    torch._foreach_add_(grads, params, alpha=weight_decay)
+                updates = grads
+                if momentum:
+                    states = [self.state[p] for p in params]
+                    carried = [(s["momentum_buffer"], d) for s, d in zip(states, grads, strict=True)
+                               if "momentum_buffer" in s]
+                    if carried:
+                        buffers, carried_grads = ([pair[i] for pair in carried] for i in (0, 1))
+                        torch._foreach_mul_(buffers, momentum)
+                        torch._foreach_add_(buffers, carried_grads)
+                    for state, direction in zip(states, grads, strict=True):
+                        if "momentum_buffer" not in state:  # first use: the buffer starts as the direction
+                            state["momentum_buffer"] = direction.clone()
+                    updates = [state["momentum_buffer"] for state in states]
+                torch._foreach_add_(params, updates, alpha=-lr)
         return loss
