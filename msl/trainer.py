@@ -84,6 +84,13 @@ def build_optimizer(optim: OptimConfig, model: nn.Module) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
+def training_forward(model: nn.Module, compile: bool) -> Callable:
+    """The forward of training steps: `model`, or `torch.compile(model)` made once per run. Static shapes: one
+    graph per input shape (source and target), each compiled at its first iteration and reused for the rest of
+    the run. Evaluation calls the eager `model` (the same parameters), so it never triggers a compilation."""
+    return torch.compile(model, dynamic=False) if compile else model
+
+
 def poly_lr(base_lr: float, iteration: int, horizon: int, power: float) -> float:
     """The reference's poly schedule, lr * (1 - it / iter_max) ** power, clamped at 0 past the horizon."""
     return base_lr * max(0.0, 1.0 - iteration / horizon) ** power
@@ -278,9 +285,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = cfg.runtime.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
-    # Compiled once per run: one static graph per input shape (source and target), reused by every iteration;
-    # evaluation runs the eager `model` (same parameters), so evaluating never compiles.
-    forward = torch.compile(model, dynamic=False) if cfg.runtime.compile else model
+    forward = training_forward(model, cfg.runtime.compile)
 
     optimizer = build_optimizer(cfg.optim, model)
     start, history, best = 0, [], None
