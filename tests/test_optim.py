@@ -12,9 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from msl.models import build_model, param_groups
+import msl.trainer
+from msl.config import ConfigError, load_config
+from msl.models import ARCHS, build_model, param_groups
 from msl.models.deeplab import reference_param_groups
 from msl.optim import RepeatedSGD
+from msl.trainer import train
+from tests.conftest import tiny_config
 
 NUM_CLASSES = 19
 LR, HEAD_LR_MULT, MOMENTUM, WEIGHT_DECAY = 0.01, 10.0, 0.9, 5e-4
@@ -143,3 +147,29 @@ def test_repeats_must_match_the_parameters():
         RepeatedSGD([{"params": parameters, "repeats": [3]}], lr=0.1)
     with pytest.raises(ValueError, match="repeats"):
         RepeatedSGD([{"params": parameters, "repeats": [3, 0]}], lr=0.1)
+
+
+def test_trainer_runs_and_resumes_with_reference_param_groups(synth, tmp_path):
+    overrides = {"optim.reference_param_groups": True, "eval.every": 2, "optim.poly_horizon": 4}
+    train(load_config(tiny_config(synth), overrides), tmp_path / "straight")
+    train(load_config(tiny_config(synth), {**overrides, "optim.iterations": 2}), tmp_path / "split")
+    train(load_config(tiny_config(synth), overrides), tmp_path / "split",
+          resume_from=tmp_path / "split" / "checkpoints" / "last.pt")
+    straight, split = (torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=False)
+                       for run in ("straight", "split"))
+    assert sorted(set(straight["optimizer"]["param_groups"][0]["repeats"])) == [1, 3, 4]
+    for key, value in straight["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"optim.optimizer": "adamw"}, "optim.reference_param_groups: reproduces the reference's SGD only"),
+    ({"model.arch": "not_a_deeplab"}, "optim.reference_param_groups: only for the DeepLab ResNet archs"),
+])
+def test_trainer_refuses_reference_param_groups_where_it_means_nothing(synth, tmp_path, monkeypatch, overrides,
+                                                                         message):
+    monkeypatch.setattr(msl.trainer, "build_model", lambda arch, *args: (
+        build_model(arch, *args) if arch in ARCHS else torch.nn.Sequential(torch.nn.Conv2d(3, 19, 1))))
+    cfg = load_config(tiny_config(synth), {"optim.reference_param_groups": True, **overrides})
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, tmp_path / "run")
