@@ -8,16 +8,24 @@ benchmarks/loader_throughput.py); inputs are random tensors of the right shapes,
 * CPU: the small model at the quickstart size (msl/configs/synth.yaml: its arch, batch size and image sizes),
   fp32 without and with channels_last, for each `--threads` value (studies run two 1-thread trials side by side).
 * CUDA, when available: the paper configuration (deeplabv2_resnet101, source 1280x720, target 1024x512, batch
-  1) in strict fp32, tf32, bf16 autocast, bf16+channels_last and bf16+channels_last+torch.compile; then the
+  1) in strict fp32, tf32, bf16 autocast and bf16+channels_last, each also under torch.compile when named by
+  `--compile` (default: bf16+channels_last only; each compiled mode costs minutes of compilation; `all`), and
+  bf16+channels_last with `optim.reference_param_groups` (the reference's repeated backbone steps); then the
   loss terms of one forward pass in bf16 and in strict fp32 for the same weights and input.
-* `--smoke`: the CUDA case list on the current device at a tiny size, to check that code path without a GPU
-  (its torch.compile case takes ~4 minutes of inductor compilation on a 2-core CPU).
+* `--processes N [N ...]`: packing instead. For each N, N processes of this script run the trainer's iteration
+  in one mode (`--mode`, default bf16+channels_last) on the same device at once, as Ray's fractional GPUs
+  place N trials on one GPU; after each has warmed up they start together and count the iterations their
+  device finishes in a `--seconds` window. Reported: ms/iteration per process, trial-iterations/s summed over
+  the processes, the speed-up over one process and each process's peak memory.
+* `--smoke`: the CUDA case list (or the packing run) on the current device at a tiny size, to check that code
+  path without a GPU (a torch.compile case takes minutes of inductor compilation on a 2-core CPU).
 
 Times are medians over `--iterations` timed iterations after `--warmup` (CUDA: per-iteration CUDA events, no host
 synchronisation inside the loop, as in the trainer). Peak memory is torch's peak allocation on CUDA and the
 process's peak resident set size on the CPU.
 
 Usage: python benchmarks/uda_iteration.py [--device auto|cpu|cuda] [--threads 1 2] [--weights CKPT]
+                                          [--compile MODE ...|all] [--processes 1 2 4 [--mode MODE]]
                                           [--smoke] [--report results/benchmarks/uda_iteration_cpu.md]
 """
 
@@ -28,10 +36,12 @@ import contextlib
 import dataclasses
 import datetime
 import itertools
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,8 +54,8 @@ from torch import Tensor
 import msl
 from msl.config import TrainConfig, load_config
 from msl.losses import build_target_loss, multi_level_guidance_loss
-from msl.models import build_model, load_weights, param_groups
-from msl.trainer import _supervised_loss, poly_lr, train_step
+from msl.models import build_model, load_weights
+from msl.trainer import _supervised_loss, build_optimizer, poly_lr, train_step, training_forward
 
 SYNTH_CONFIG = Path(msl.__file__).parent / "configs" / "synth.yaml"
 NUM_CLASSES = 19
@@ -67,6 +77,7 @@ class Case:
     bf16: bool = False
     channels_last: bool = False
     compile: bool = False
+    reference_param_groups: bool = False
 
 
 def quickstart_cases() -> list[Case]:
@@ -78,7 +89,7 @@ def quickstart_cases() -> list[Case]:
     return [Case("fp32", *shape), Case("fp32+channels_last", *shape, channels_last=True)]
 
 
-def paper_cases(smoke: bool) -> list[Case]:
+def paper_modes(smoke: bool) -> list[Case]:
     """The paper configuration in each precision/layout mode; `smoke`: the small model at a tiny size."""
     arch, source_hw, target_hw = ("deeplab_resnet18_small", (64, 128), (32, 64)) if smoke else PAPER_SHAPE
     shape = {"arch": arch, "batch_size": 1, "source_hw": source_hw, "target_hw": target_hw}
@@ -87,8 +98,18 @@ def paper_cases(smoke: bool) -> list[Case]:
         Case("tf32", **shape, tf32=True),
         Case("bf16", **shape, tf32=True, bf16=True),
         Case("bf16+channels_last", **shape, tf32=True, bf16=True, channels_last=True),
-        Case("bf16+channels_last+compile", **shape, tf32=True, bf16=True, channels_last=True, compile=True),
     ]
+
+
+def paper_cases(smoke: bool, compiled: list[str]) -> list[Case]:
+    """Every mode, then the compiled twins of the modes in `compiled` (or of all), then bf16+channels_last with
+    the reference's repeated backbone steps."""
+    modes = paper_modes(smoke)
+    twins = [dataclasses.replace(case, name=f"{case.name}+compile", compile=True) for case in modes
+             if "all" in compiled or case.name in compiled]
+    reference = dataclasses.replace(modes[-1], name=f"{modes[-1].name}+reference_param_groups",
+                                    reference_param_groups=True)
+    return [*modes, *twins, reference]
 
 
 def set_tf32(enabled: bool) -> None:
@@ -123,14 +144,14 @@ def build_setup(case: Case, cfg: TrainConfig, device: torch.device, weights: str
         load_weights(model, weights)
     memory_format = torch.channels_last if case.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(param_groups(model, cfg.optim.head_lr_mult), lr=cfg.optim.lr,
-                                momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    optim = dataclasses.replace(cfg.optim, reference_param_groups=case.reference_param_groups)
+    optimizer = build_optimizer(optim, model)
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
     batch = case.batch_size
     source_images = torch.randn(batch, 3, *case.source_hw, device=device).contiguous(memory_format=memory_format)
     target_images = torch.randn(batch, 3, *case.target_hw, device=device).contiguous(memory_format=memory_format)
     source_labels = torch.randint(0, NUM_CLASSES, (batch, *case.source_hw), device=device)
-    forward = torch.compile(model) if case.compile else model
+    forward = training_forward(model, case.compile)
     return Setup(forward, optimizer, target_loss, source_images, source_labels, target_images)
 
 
@@ -162,15 +183,13 @@ def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, i
             events[index + 1].record()
         torch.cuda.synchronize()
         times = [start.elapsed_time(end) for start, end in itertools.pairwise(events)]
-        peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         times = []
         for index in range(iterations):
             started = time.perf_counter()
             uda_iteration(setup, cfg, case, device, warmup + index)
             times.append(1000 * (time.perf_counter() - started))
-        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return statistics.median(times), peak_mib
+    return statistics.median(times), peak_memory_mib(device)
 
 
 def compare_precisions(cases: list[Case], cfg: TrainConfig, device: torch.device, weights: str | None) -> list[str]:
@@ -193,6 +212,66 @@ def compare_precisions(cases: list[Case], cfg: TrainConfig, device: torch.device
     return rows
 
 
+def peak_memory_mib(device: torch.device) -> float:
+    """torch's peak allocation on CUDA; the process's peak resident set size on the CPU (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def packing_worker(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, seconds: float) -> None:
+    """One packed trial: warm up, say `ready`, wait for `go` on stdin, then run iterations for `seconds` and
+    print, as JSON, how many the device finished inside the window and their median time."""
+    set_tf32(case.tf32)
+    setup = build_setup(case, cfg, device)
+    for iteration in range(warmup):
+        uda_iteration(setup, cfg, case, device, iteration)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cuda = device.type == "cuda"
+    started, ends, iteration = time.perf_counter(), [], warmup
+    start_event = torch.cuda.Event(enable_timing=True) if cuda else None
+    if cuda:
+        start_event.record()
+    while time.perf_counter() - started < seconds:  # the host runs at most a few iterations ahead of the device
+        uda_iteration(setup, cfg, case, device, iteration)
+        iteration += 1
+        if cuda:
+            ends.append(torch.cuda.Event(enable_timing=True))
+            ends[-1].record()
+        else:
+            ends.append(1000 * (time.perf_counter() - started))
+    if cuda:
+        torch.cuda.synchronize()
+        ends = [start_event.elapsed_time(end) for end in ends]  # ms since the window opened, on the device
+    done = [end for end in ends if end <= 1000 * seconds]
+    times = [later - earlier for earlier, later in itertools.pairwise([0.0, *done])]
+    reserved = torch.cuda.max_memory_reserved() / 2**20 if cuda else None  # what the allocator holds
+    print(json.dumps({"iterations": len(done), "median_ms": statistics.median(times) if times else None,
+                      "peak_mib": peak_memory_mib(device), "reserved_mib": reserved}), flush=True)
+
+
+def run_packed(processes: int, args: argparse.Namespace) -> list[dict]:
+    """`processes` workers of this script started together on one device; each one's JSON result."""
+    command = [sys.executable, __file__, "--worker", "--mode", args.mode, "--device", args.device,
+               "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--threads", str(args.threads[0])]
+    workers = [subprocess.Popen(command + (["--smoke"] if args.smoke else []), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    for worker in workers:
+        if worker.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a packing worker failed while warming up (exit code {worker.wait()})")
+    for worker in workers:
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    results = [json.loads(worker.stdout.readline()) for worker in workers]
+    for worker in workers:
+        worker.wait()
+    return results
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -211,11 +290,29 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first (compile needs a few)")
     parser.add_argument("--weights", default=None, help="weights for the bf16/fp32 loss comparison (default: init)")
     parser.add_argument("--smoke", action="store_true", help="run the CUDA case list here at a tiny size")
+    parser.add_argument("--compile", nargs="*", default=["bf16+channels_last"], metavar="MODE",
+                        help="modes also timed under torch.compile, 'all', or none (default: bf16+channels_last)")
+    parser.add_argument("--processes", type=int, nargs="+", default=None, metavar="N",
+                        help="packing: N processes at once on one device, for each N given (e.g. 1 2 4)")
+    parser.add_argument("--mode", default="bf16+channels_last", help="the mode of the packing run's processes")
+    parser.add_argument("--seconds", type=float, default=30.0, help="the packing run's timed window")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one packed process
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     cfg = load_config(SYNTH_CONFIG if device.type == "cpu" and not args.smoke else None, UDA_OVERRIDES)
+    unknown = set(args.compile) - {case.name for case in paper_modes(args.smoke)} - {"all"}
+    if unknown:
+        parser.error(f"--compile: unknown modes {sorted(unknown)}; choose among {[c.name for c in paper_modes(True)]}")
+    if args.worker or args.processes:
+        modes = {case.name: case for case in paper_cases(args.smoke, ["all"])}
+        if args.mode not in modes:
+            parser.error(f"--mode {args.mode!r}: choose one of {', '.join(modes)}")
+        if args.worker:
+            torch.set_num_threads(args.threads[0])
+            packing_worker(modes[args.mode], cfg, device, args.warmup, args.seconds)
+            return
     lines: list[str] = []
 
     def say(text: str = "") -> None:
@@ -227,6 +324,31 @@ def main() -> None:
     say(f"- machine: {machine(device)}; torch {torch.__version__}")
     say(f"- date: {datetime.date.today().isoformat()}")
     say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
+    if args.processes:
+        say(f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up iterations "
+            f"each; iterations finished within a {args.seconds:g} s window; data loading not included")
+        say()
+        case = modes[args.mode]
+        say("| arch | source HxW | target HxW | processes | ms/iteration (median of medians) | trial-iterations/s "
+            "| speed-up | peak MiB per process | reserved MiB per process |")
+        say("|---|---|---|---|---|---|---|---|---|")
+        single = None
+        for processes in args.processes:
+            results = run_packed(processes, args)
+            rate = sum(r["iterations"] for r in results) / args.seconds
+            single = single or (rate if processes == 1 else None)
+            speedup = f"{rate / single:.2f}x" if single else "-"
+            medians = [r["median_ms"] for r in results if r["median_ms"] is not None]
+            ms = f"{statistics.median(medians):.1f}" if medians else "-"
+            reserved = max((r["reserved_mib"] or 0) for r in results)
+            say(f"| {case.arch} | {'x'.join(map(str, case.source_hw))} | {'x'.join(map(str, case.target_hw))} "
+                f"| {processes} | {ms} | {rate:.2f} | {speedup} | {max(r['peak_mib'] for r in results):.0f} "
+                f"| {f'{reserved:.0f}' if reserved else '-'} |")
+        say()
+        say("Peak MiB: torch's peak allocation per process on CUDA (plus the CUDA context, not counted) or its "
+            "peak resident set size on the CPU; reserved: what CUDA's caching allocator held.")
+        write_report(args.report, lines)
+        return
     say(f"- median of {args.iterations} iterations after {args.warmup} warm-up; data loading not included")
     say()
     say("| arch | batch | source HxW | target HxW | mode | threads | ms/iteration | peak MiB |")
@@ -243,7 +365,7 @@ def main() -> None:
         say()
         say("CPU peak memory is the process's peak resident set size (Python, torch and all cases so far).")
     else:
-        cases = paper_cases(args.smoke)
+        cases = paper_cases(args.smoke, args.compile)
         threads = torch.get_num_threads() if device.type == "cpu" else "-"
         for case in cases:
             row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
@@ -253,9 +375,13 @@ def main() -> None:
         say()
         for text in compare_precisions(cases, cfg, device, args.weights):
             say(text)
-    if args.report is not None:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text("\n".join(lines) + "\n")
+    write_report(args.report, lines)
+
+
+def write_report(path: Path | None, lines: list[str]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

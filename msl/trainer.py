@@ -31,13 +31,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
-from msl.config import OptimConfig, TrainConfig, config_to_dict, save_config
+from msl.config import ConfigError, OptimConfig, TrainConfig, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
 from msl.models import build_model, load_weights, param_groups
+from msl.models.build import reference_param_groups
+from msl.models.deeplab import ARCHS, DeepLabMulti
+from msl.optim import RepeatedSGD
 from msl.probs_maps import save_probs
 from msl.runinfo import expand_path, write_run_info
 from msl.visualize import colourise
@@ -66,12 +69,30 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_optimizer(optim: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """SGD with momentum (the paper's) or AdamW (beta1 = `optim.momentum`) over the model's parameter groups."""
+def build_optimizer(optim: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW (beta1 = `optim.momentum`) over the model's parameter groups;
+    with `optim.reference_param_groups`, SGD stepping each backbone parameter as often as the reference lists it."""
+    if optim.reference_param_groups:
+        if optim.optimizer != "sgd":
+            raise ConfigError(f"optim.reference_param_groups: reproduces the reference's SGD only; set "
+                              f"optim.optimizer: sgd or turn it off (optimizer is {optim.optimizer!r})")
+        if not isinstance(model, DeepLabMulti):
+            raise ConfigError(f"optim.reference_param_groups: only for the DeepLab ResNet archs "
+                              f"({', '.join(sorted(ARCHS))}); turn it off for {type(model).__name__}")
+        return RepeatedSGD(reference_param_groups(model, optim.head_lr_mult), lr=optim.lr,
+                           momentum=optim.momentum, weight_decay=optim.weight_decay)
+    groups = param_groups(model, optim.head_lr_mult)
     if optim.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.momentum, 0.999),
                                  weight_decay=optim.weight_decay)
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+
+
+def training_forward(model: nn.Module, compile: bool) -> Callable:
+    """The forward of training steps: `model`, or `torch.compile(model)` made once per run. Static shapes: one
+    graph per input shape (source and target), each compiled at its first iteration and reused for the rest of
+    the run. Evaluation calls the eager `model` (the same parameters), so it never triggers a compilation."""
+    return torch.compile(model, dynamic=False) if compile else model
 
 
 def poly_lr(base_lr: float, iteration: int, horizon: int, power: float) -> float:
@@ -284,9 +305,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = cfg.runtime.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
-    forward = torch.compile(model) if cfg.runtime.compile else model
+    forward = training_forward(model, cfg.runtime.compile)
 
-    optimizer = build_optimizer(cfg.optim, param_groups(model, cfg.optim.head_lr_mult))
+    optimizer = build_optimizer(cfg.optim, model)
     start, history, best = 0, [], None
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])

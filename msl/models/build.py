@@ -46,3 +46,23 @@ def param_groups(model: TwoHeadNet, head_lr_mult: float = 10.0) -> list[dict]:
         {"name": "backbone", "params": trunk, "lr_mult": 1.0},
         {"name": "heads", "params": heads, "lr_mult": head_lr_mult},
     ]
+
+
+def reference_param_groups(model: DeepLabMulti, head_lr_mult: float = 10.0) -> list[dict]:
+    """`param_groups` with each parameter's multiplicity in the reference's SGD group, as `repeats`.
+
+    The reference fills its backbone group by walking every module under each trunk block (conv1, bn1,
+    layer1..layer4), the block included, and listing all parameters beneath each one (docs/model.md §3.4), so a
+    parameter is listed once per module on its path within its block: the depth of its dotted name. That is
+    1 for the stem conv, 3 for a residual block's convs and batch norms (`layer3.5.conv2.weight`) and 4 for
+    a downsample's (`layer3.0.downsample.1.bias`). Heads are listed once. Frozen parameters are left out, as
+    in `param_groups` (the reference skips the stem batch norm too; its dead ASPP branches get no gradient).
+    For `msl.optim.RepeatedSGD`; only for `DeepLabMulti` networks, whose module names follow the reference.
+    """
+    if not isinstance(model, DeepLabMulti):
+        raise TypeError(f"reference_param_groups needs a DeepLabMulti network, got {type(model).__name__}")
+    groups = param_groups(model, head_lr_mult)
+    depth = {parameter: name.count(".") for name, parameter in model.named_parameters()}
+    for group in groups:
+        group["repeats"] = [depth[p] if group["name"] == "backbone" else 1 for p in group["params"]]
+    return groups

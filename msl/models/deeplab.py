@@ -10,7 +10,8 @@ Decisions on the reference's quirks (docs/reference-quirks.md §9.1, §9.2, §10
   branches) load strictly; `aspp_branches` says how many are summed. With 2 (the reference's behaviour) the
   branches with dilations 18 and 24 are kept as frozen parameters (`requires_grad=False`): they never affect the
   output, are left out of the optimiser groups and never trip DDP's unused-parameter check.
-* Duplicated backbone parameters in the optimiser: not reproduced; `param_groups` lists each parameter once.
+* Duplicated backbone parameters in the optimiser: `param_groups` lists each parameter once (the default);
+  `reference_param_groups` gives each trunk parameter the reference's multiplicity, for `msl.optim.RepeatedSGD`.
 * Trunk init: the reference draws every conv from N(0, 0.01) but always overwrites the trunk with ImageNet
   weights; we use torchvision's Kaiming init instead, which matters only when training from scratch (the small
   benchmark model). Head convs are N(0, 0.01) as in the reference.
