@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.25, DEFAULT_SHIFT, 0.75])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--uda-seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the UDA controls")
-    parser.add_argument("--curve-every", type=int, default=120, help="evaluation interval of the convergence curve")
+    parser.add_argument("--curve-every", type=int, default=80, help="evaluation interval of the convergence curve")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()

@@ -24,8 +24,8 @@ from msl.data.synth import SYNTH_VERSION, generate
 CONFIG = Path(msl.__file__).parent / "configs" / "synth.yaml"
 DEFAULT_SHIFT = 0.5  # msl.data.synth.generate's default
 # The UDA stage of the quickstart (search_spaces/quickstart.yaml), on top of synth.yaml (the source stage).
-UDA_STAGE = {"stage": "uda", "optim.optimizer": "sgd", "optim.lr": 0.01, "optim.iterations": 120,
-             "eval.every": 60, "model.multi_level": False}
+UDA_STAGE = {"stage": "uda", "optim.optimizer": "sgd", "optim.lr": 0.01, "optim.iterations": 60,
+             "eval.every": 30, "model.multi_level": False}
 
 
 @dataclass
