@@ -463,6 +463,8 @@ def _confirmation(report: _ReportWriter, exp: ExperimentResults, selection: Sele
     """How much of what the tuning showed holds on the confirmation's fresh seeds."""
     numbers, shown = [], []
     for variant, params in exp.plan["confirm"]["selected"].items():
+        if variant == BASELINE:
+            continue
         tuning, confirmed = tuned_selection.values(variant), selection.values(variant)
         tuning_change = confirmed_change = {"change": math.nan, "p_value": math.nan}
         if BASELINE in tuned_selection.configs:
