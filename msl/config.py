@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from msl.io import write_text_atomic
 from msl.losses import TARGET_LOSS_NAMES
 
 DATASETS = ("gta5", "synthia", "cityscapes", "crosscity")
@@ -304,8 +305,6 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write the resolved config as YAML (loadable again by `load_config`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-    return path
+    """Write the resolved config as YAML (loadable again by `load_config`), atomically: a crash never leaves an
+    empty config.yaml that a resume would then misread."""
+    return write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

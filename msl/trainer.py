@@ -28,10 +28,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from msl.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
 from msl.config import OptimConfig, TrainConfig, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
+from msl.io import write_text_atomic
 from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
@@ -261,7 +262,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
         weights_format = load_weights(model, expand_path(cfg.model.weights))
     trained_config = checkpoint["config"] if checkpoint is not None else None
     if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights were trained with
-        trained_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
+        trained_config = load_file(expand_path(cfg.model.weights), "weights").get("config")
     normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = cfg.runtime.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
@@ -363,6 +364,4 @@ def _json_ready(value):
 def _write_history(path: Path, history: list[dict]) -> None:
     """Rewrite metrics.jsonl from the checkpointed history, so a resumed run never duplicates or loses a line."""
     lines = (json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n" for record in history)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(lines))
-    temporary.replace(path)
+    write_text_atomic(path, "".join(lines))

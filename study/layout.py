@@ -30,6 +30,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from msl.io import write_text_atomic
+
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "study.json"
 PLAN_FILE = "plan.json"
@@ -62,7 +64,4 @@ def read_json(path: Path) -> Any:
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n")
-    temporary.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
