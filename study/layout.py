@@ -58,6 +58,13 @@ def ray_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "ray"
 
 
+def require_study(study: Path) -> Path:
+    """`study`, or FileNotFoundError unless it is a study directory."""
+    if not (study / STUDY_FILE).is_file():
+        raise FileNotFoundError(f"{study} is not a study directory (no {STUDY_FILE})")
+    return study
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
