@@ -30,7 +30,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         last = out / "checkpoints" / "last.pt"
         if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume: {last} does not exist")
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist (a run that never reached its first "
+                                    "evaluation starts again without --resume)")
         _check_same_config(read_yaml(out / "config.yaml"), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
     record = train(cfg, out, resume_from=out / "checkpoints" / "last.pt" if args.resume else None)
