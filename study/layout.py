@@ -19,14 +19,16 @@ plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective
 "num_classes", "class_names".
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
-why), "error" (`error` holds the message) or, while no status.json exists yet, "running". metrics.jsonl has one
-JSON object per evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou`
-lists, `loss_*`, `lr`, `iteration`, `elapsed_s`, `is_best`).
+why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
+`error` says which) or, while no status.json exists yet, "running". metrics.jsonl has one JSON object per
+evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou` lists, `loss_*`, `lr`,
+`iteration`, `elapsed_s`, `is_best`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,23 @@ TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 RUN_DIR = "run"
 METRICS_FILE = "metrics.jsonl"
-TRIAL_STATUSES = ("finished", "stopped", "error", "running")
+TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
+FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed
+# Study, experiment and variant names become folder names: letters, digits, `_`, `-`, `.`, starting with a letter
+# or a digit, so that none can be `..` or hold a `/` and escape the study directory.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
+def check_name(name: object, what: str) -> str:
+    """`name` if it is safe as a folder name, else ValueError naming `what`."""
+    if not is_safe_name(name):
+        raise ValueError(f"{what}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and '.', "
+                         "starting with a letter or a digit")
+    return name
 
 
 def sources_dir(study: Path) -> Path:

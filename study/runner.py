@@ -28,9 +28,17 @@ from msl.config import TrainConfig, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import train
 from study import layout
-from study.space import Experiment, Space, load_space, max_iterations, representative_config, source_key
+from study.space import (
+    Experiment,
+    Space,
+    SpaceError,
+    load_space,
+    max_iterations,
+    representative_config,
+    source_key,
+)
 
-# Config keys holding paths whose `$VARIABLES` are expanded once, on the driver, before trials start.
+# Config keys holding paths whose `~` and `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
 
 
@@ -39,12 +47,39 @@ def _log(message: str) -> None:
 
 
 def _expand_paths(space: Space) -> Space:
+    """The space with the path keys expanded wherever they are given (the base config, an experiment's or a
+    variant's `set`, `source.set`), then checked in the configs the study runs: a `$VARIABLE` that is not set
+    is an error only in a path that a run reads, not in a base value that `set` replaces."""
+    dotted = {f"{section}.{key}" for section, key in PATH_KEYS}
+
+    def expand(value: Any) -> Any:
+        return os.path.expanduser(os.path.expandvars(value)) if isinstance(value, str) else value
+
+    def expand_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+        return {key: expand(value) if key in dotted else value for key, value in overrides.items()}
+
     base = yaml.safe_load(yaml.safe_dump(space.base))
     for section, key in PATH_KEYS:
         if base.get(section, {}).get(key):
-            base[section][key] = expand_path(base[section][key])
+            base[section][key] = expand(base[section][key])
+    experiments = [dataclasses.replace(e, overrides=expand_overrides(e.overrides),
+                                       variants={name: expand_overrides(v) for name, v in e.variants.items()})
+                   for e in space.experiments]
     checkpoint = expand_path(space.source_checkpoint) if space.source_checkpoint else None
-    return dataclasses.replace(space, base=base, source_checkpoint=checkpoint)
+    expanded = dataclasses.replace(space, base=base, source_overrides=expand_overrides(space.source_overrides),
+                                   source_checkpoint=checkpoint, experiments=experiments)
+    for experiment in expanded.experiments:
+        sources = [] if checkpoint else [expanded.source_config(experiment, seed) for seed in experiment.seeds]
+        checks = [(cfg, PATH_KEYS) for cfg in sources]  # a trial's model.weights is its source checkpoint
+        checks.append((representative_config(expanded, experiment), PATH_KEYS[:2]))
+        for cfg, keys in checks:
+            for section, key in keys:
+                try:
+                    expand_path(getattr(getattr(cfg, section), key))
+                except ValueError as error:
+                    raise SpaceError(f"experiments.{experiment.name}: {cfg.stage} stage: {section}.{key}: "
+                                     f"{error}") from None
+    return expanded
 
 
 def _resolved_space_yaml(space: Space, original: dict) -> str:
@@ -347,7 +382,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path) -> Non
 def create_study(space_path: str | Path, *, name: str | None = None, storage: str | Path = "studies") -> Path:
     """Validate the space and create the study directory (refusing to overwrite an existing study)."""
     space = _expand_paths(load_space(space_path))
-    study_dir = Path(storage).resolve() / (name or space.name)
+    study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
     if (study_dir / layout.STUDY_FILE).exists():
         raise FileExistsError(f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
                               "or choose another --name")
@@ -368,7 +403,7 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
 
 def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
     """Run (or continue) every experiment of a study directory in order."""
-    space = load_space(study_dir / layout.SPACE_FILE)
+    space = _expand_paths(load_space(study_dir / layout.SPACE_FILE))
     connect(address)
     started = time.perf_counter()
     for experiment in space.experiments:

@@ -1,8 +1,11 @@
 """Pure scheduling decisions of the study runner (the Ray runs themselves are in test_study.py)."""
 
 import pytest
+import yaml
 
-from study.runner import source_cpus
+from msl.config import read_yaml
+from study.runner import create_study, source_cpus
+from study.space import SpaceError
 
 
 @pytest.mark.parametrize(("resources", "cluster_cpus", "count", "expected"), [
@@ -15,3 +18,35 @@ from study.runner import source_cpus
 def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(resources, cluster_cpus, count,
                                                                              expected):
     assert source_cpus(resources, cluster_cpus, count) == pytest.approx(expected)
+
+
+def _space_file(tmp_path, **space):
+    base = {"data": {"source_root": "${MSL_TEST_UNSET}/source", "target_root": "${MSL_TEST_UNSET}/target"},
+            "model": {"arch": "deeplab_resnet18_small"}, "optim": {"iterations": 10}}
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({"name": "paths", "config": base, **space}))
+    return path
+
+
+def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch):
+    monkeypatch.delenv("MSL_TEST_UNSET", raising=False)
+    monkeypatch.setenv("MSL_TEST_ROOT", str(tmp_path / "data"))
+    path = _space_file(tmp_path, set={"data.source_root": "${MSL_TEST_ROOT}/gta5",
+                                      "data.target_root": "${MSL_TEST_ROOT}/cityscapes"})
+    study = create_study(path, storage=tmp_path / "studies")
+    source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
+    assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
+    assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
+
+
+def test_an_unset_variable_in_a_path_a_run_reads_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("MSL_TEST_UNSET", raising=False)
+    with pytest.raises(SpaceError, match=r"source stage: data.source_root: path '\$\{MSL_TEST_UNSET\}/source' uses"):
+        create_study(_space_file(tmp_path, set={"data.target_root": "/data/cityscapes"}), storage=tmp_path)
+
+
+def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
+    with pytest.raises(ValueError, match="--name: '../escaped' is not allowed as a name"):
+        create_study(_space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}),
+                     name="../escaped", storage=tmp_path / "studies")
+    assert not (tmp_path / "escaped").exists()

@@ -85,6 +85,13 @@ BAD_SPACES = [
                     "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}}}}, "synch: expected true or false"),
     ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
     ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
+    ({"scheduler": {"name": "asha", "grace_period": 200}},
+     "scheduler.grace_period: 200 is more than the 100 iterations a trial runs"),
+    ({"scheduler": {"name": "asha", "max_iterations": 400}},
+     "scheduler.max_iterations: 400 is more than the 100 iterations a trial runs (optim.iterations)"),
+    ({"experiments": {"../escaped": {}}}, "experiments.../escaped: '../escaped' is not allowed as a name"),
+    ({"name": "/tmp/elsewhere"}, "name: '/tmp/elsewhere' is not allowed as a name"),
+    ({"variants": {"a/b": {}}}, "variants.a/b: 'a/b' is not allowed as a name"),
 ]
 
 
