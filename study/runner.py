@@ -121,6 +121,26 @@ def connect(address: str | None) -> None:
         _log(f"started a local Ray instance: {ray.cluster_resources()}")
 
 
+def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) -> None:
+    """SpaceError unless some live node of the cluster (`ray.nodes()`) can hold one trial of each experiment:
+    otherwise Tune would wait forever, and with `log_to_driver=False` without a word."""
+    alive = [node["Resources"] for node in nodes if node.get("Alive")]
+    for experiment in experiments:
+        wanted = {"CPU": experiment.resources["cpu"], "GPU": experiment.resources["gpu"]}
+        if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
+            continue
+        have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
+        raise SpaceError(f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
+                         f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
+                         f"{have or 'none'}); lower `resources` in the space or add such a node")
+
+
+def prepare_cluster(space: Space, address: str | None) -> None:
+    """Connect to Ray and check that the cluster can run the space's trials at all."""
+    connect(address)
+    check_resources(space.experiments, ray.nodes())
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Source models
 
@@ -404,7 +424,7 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
 def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
     """Run (or continue) every experiment of a study directory in order."""
     space = _expand_paths(load_space(study_dir / layout.SPACE_FILE))
-    connect(address)
+    prepare_cluster(space, address)
     started = time.perf_counter()
     for experiment in space.experiments:
         run_experiment(space, experiment, study_dir)

@@ -4,8 +4,8 @@ import pytest
 import yaml
 
 from msl.config import read_yaml
-from study.runner import create_study, source_cpus
-from study.space import SpaceError
+from study.runner import check_resources, create_study, source_cpus
+from study.space import SpaceError, load_space
 
 
 @pytest.mark.parametrize(("resources", "cluster_cpus", "count", "expected"), [
@@ -50,3 +50,23 @@ def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
         create_study(_space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}),
                      name="../escaped", storage=tmp_path / "studies")
     assert not (tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize(("resources", "fits"), [
+    ({"cpu": 1, "gpu": 0}, True),
+    ({"cpu": 4, "gpu": 0.5}, True),  # the GPU node
+    ({"cpu": 1, "gpu": 1}, True),
+    ({"cpu": 8, "gpu": 0}, False),  # more CPUs than any one node has, though the cluster has 12
+    ({"cpu": 1, "gpu": 2}, False),
+])
+def test_resources_no_node_can_provide_fail_at_once(tmp_path, resources, fits):
+    path = _space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, resources=resources)
+    experiments = load_space(path).experiments
+    nodes = [{"Alive": True, "Resources": {"CPU": 6.0, "GPU": 1.0, "memory": 1e9}},
+             {"Alive": True, "Resources": {"CPU": 6.0}},
+             {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+    if fits:
+        check_resources(experiments, nodes)
+    else:
+        with pytest.raises(SpaceError, match="main.resources: a trial asks for .* no node of the Ray cluster"):
+            check_resources(experiments, nodes)
