@@ -26,7 +26,7 @@ from ray import tune
 from msl.checkpoint import load_checkpoint
 from msl.config import TrainConfig, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
-from msl.trainer import train
+from msl.trainer import NonFiniteLossError, train
 from study import layout
 from study.space import (
     Experiment,
@@ -259,6 +259,15 @@ def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoin
     return max(candidates, key=lambda path: load_checkpoint(path)["iteration"], default=None)
 
 
+def _non_finite(result: dict, metric: str) -> str | None:
+    """What in a trial's last result is NaN or infinite (the objective or a loss term), if anything."""
+    for name in (metric, *sorted(k for k in result if k.startswith("loss_"))):
+        value = result.get(name)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return f"{name} is {value} at iteration {int(result.get('iteration', 0))}"
+    return None
+
+
 class StudyCallback(tune.Callback):
     """On the driver: writes each ended trial's status.json and prints progress with an ETA."""
 
@@ -272,11 +281,18 @@ class StudyCallback(tune.Callback):
         self.best = math.nan
 
     def _status(self, trial, status: str, error: str | None = None) -> None:
-        done = int((trial.last_result or {}).get("iteration", 0))
+        result = trial.last_result or {}
+        done = int(result.get("iteration", 0))
+        if status == "finished" and (diverged := _non_finite(result, self.metric)):
+            status, error = "diverged", diverged
         if status == "finished" and done < self.iterations:
             status = "stopped"
+        if status == "error" and error and NonFiniteLossError.__name__ in error:
+            status = "diverged"
         reason = {"stopped": f"stopped by the {self.scheduler} scheduler at iteration {done} of {self.iterations}",
-                  "error": "raised an error (after its retries)"}.get(status, "ran every iteration")
+                  "error": "raised an error (after its retries)",
+                  "diverged": "diverged: a loss or the objective became NaN or infinite"}.get(status,
+                                                                                           "ran every iteration")
         directory = layout.trials_dir(Path(self.study_dir), self.experiment) / str(trial)
         layout.write_json(directory / layout.STATUS_FILE,
                           {"status": status, "iterations": done, "error": error, "reason": reason})
@@ -304,11 +320,11 @@ class StudyCallback(tune.Callback):
             return
         self.last_print = now
         done = len(self.ended)
-        counts = {s: list(self.ended.values()).count(s) for s in ("finished", "stopped", "error")}
+        counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
         elapsed = now - self.started
         eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
         _log(f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-             f"{counts['stopped']} stopped early, {counts['error']} errors), best {self.metric} so far "
+             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), best {self.metric} so far "
              f"{self.best:.4f}, {elapsed / 60:.1f} min{eta}")
 
 
