@@ -238,8 +238,10 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
         reported.append(record["iteration"])
 
     record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
-    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again
-        report(record, run_dir / "checkpoints" / "last.pt")
+    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again,
+        # without a checkpoint: registering one would make Tune delete checkpoints its stale state still lists
+        # but that were already deleted, and log an ERROR traceback for a trial that is fine.
+        tune.report(_scalars(record))
 
 
 def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool) -> Path | None:

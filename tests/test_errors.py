@@ -59,17 +59,18 @@ def test_bad_config_files(tmp_path, capsys, content, expected):
 
 
 def test_bad_checkpoints_and_weights(config_file, tmp_path, capsys):
-    missing = tmp_path / "missing.pt"
-    assert_one_line_error(capsys, msl_main(["eval", "--checkpoint", str(missing)]), "msl", f"no checkpoint file at {missing}")
-    empty = tmp_path / "empty.pt"
+    def evaluate(path):
+        return msl_main(["eval", "--checkpoint", str(path)])
+
+    missing, empty, hostile = tmp_path / "missing.pt", tmp_path / "empty.pt", tmp_path / "hostile.pt"
+    assert_one_line_error(capsys, evaluate(missing), "msl", f"no checkpoint file at {missing}")
     empty.write_bytes(b"")
-    assert_one_line_error(capsys, msl_main(["eval", "--checkpoint", str(empty)]), "msl", f"cannot read checkpoint {empty}")
-    hostile = tmp_path / "hostile.pt"
+    assert_one_line_error(capsys, evaluate(empty), "msl", f"cannot read checkpoint {empty}")
     torch.save({"config": {}, "model": os.getcwd}, hostile)
-    assert_one_line_error(capsys, msl_main(["eval", "--checkpoint", str(hostile)]), "msl", "could run code")
+    assert_one_line_error(capsys, evaluate(hostile), "msl", "could run code")
     bare = tmp_path / "bare.pt"
     torch.save({"conv.weight": torch.zeros(1)}, bare)
-    assert_one_line_error(capsys, msl_main(["eval", "--checkpoint", str(bare)]), "msl", "carries no config")
+    assert_one_line_error(capsys, evaluate(bare), "msl", "carries no config")
     # A weights file that does not fit the model: the message lists the keys on further lines.
     code = msl_main(["train", str(config_file), "--out", str(tmp_path / "run"), "--set", f"model.weights={bare}"])
     err = capsys.readouterr().err
