@@ -85,6 +85,7 @@ def test_bad_run_and_study_directories(config_file, tmp_path, capsys):
         assert_one_line_error(capsys, study_main([command, str(tmp_path)]), "msl-study", "not a study directory")
     assert_one_line_error(capsys, msl_main(["train", str(config_file), "--out", str(tmp_path / "run"), "--set",
                                             "data.source_root=/nonexistent/gta5"]), "msl", "/nonexistent/gta5")
+    assert not (tmp_path / "run").exists()  # a run that cannot start leaves no folder to wedge the next try
 
 
 def test_debug_shows_the_traceback(tmp_path):
