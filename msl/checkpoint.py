@@ -1,14 +1,26 @@
-"""Training checkpoints: everything needed to continue a run exactly, written atomically."""
+"""Training checkpoints: everything needed to continue a run exactly, written atomically, read without ever
+running code from the file (torch's weights-only unpickler, with numpy's RNG state types allowed)."""
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from msl.io import write_atomic
+
+# What numpy's RNG state (stored in our training checkpoints) needs beyond torch.load's weights-only allowlist.
+_NUMPY_RNG_STATE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng", "config", "history", "best")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or weights file that cannot be read, or holds what it may not; the message names it."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -27,17 +39,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> Path:
-    """`torch.save` to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    """`torch.save` through `msl.io.write_atomic`: a crash never leaves a half-written file."""
+    return write_atomic(path, lambda temporary: torch.save(payload, temporary))
+
+
+def load_file(path: str | Path, what: str = "checkpoint") -> Any:
+    """The contents of a torch file (a checkpoint or a weights file), loaded on the CPU with the weights-only
+    unpickler: tensors, plain containers and numbers, numpy arrays; anything that could run code is refused.
+    Every failure is a CheckpointError naming the file and the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} file at {path}")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_RNG_STATE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as error:
+        if unsafe := re.search(r"unsupported (?:global: )?GLOBAL ([\w.]*\w)", str(error), re.IGNORECASE):
+            raise CheckpointError(f"{what} {path} holds {unsafe[1]}, not only tensors and plain data; it could run "
+                                  "code, so it is not loaded") from None
+        cause = re.sub(r"\s+", " ", str(error).split("Check the documentation")[0]).strip() or type(error).__name__
+        raise CheckpointError(f"cannot read {what} {path} (truncated, empty or not a torch file?): "
+                              f"{cause[-200:]}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    # Our checkpoints hold numpy RNG state and plain Python containers, hence weights_only=False.
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A training checkpoint written by `msl.trainer`, checked to hold every entry a resume needs."""
+    payload = load_file(path)
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(payload, dict) or key not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is not an msl training checkpoint: it lacks {', '.join(missing)}")
+    return payload

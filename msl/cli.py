@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from msl.errors import add_debug_option, run_command
+
 
 def _data_synth(args: argparse.Namespace) -> int:
     from msl.data.synth import main_synth
@@ -28,8 +30,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         last = out / "checkpoints" / "last.pt"
         if not last.is_file():
-            print(f"msl train: nothing to resume: {last} does not exist", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"nothing to resume: {last} does not exist (a run that never reached its first "
+                                    "evaluation starts again without --resume)")
         _check_same_config(read_yaml(out / "config.yaml"), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
     record = train(cfg, out, resume_from=out / "checkpoints" / "last.pt" if args.resume else None)
@@ -40,7 +42,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_same_config(saved: dict, cfg) -> None:
     """A resumed run must continue the same experiment: only runtime settings (device, threads) may change."""
-    from msl.config import config_to_dict
+    from msl.config import ConfigError, config_to_dict
 
     wanted = config_to_dict(cfg)
     for section, values in wanted.items():
@@ -48,7 +50,7 @@ def _check_same_config(saved: dict, cfg) -> None:
             continue
         for key, value in values.items():
             if (section, key) != ("data", "normalization") and saved.get(section, {}).get(key) != value:
-                raise SystemExit(f"msl train --resume: {section}.{key} is {value!r} but the run was started with "
+                raise ConfigError(f"--resume: {section}.{key} is {value!r} but the run was started with "
                                  f"{saved.get(section, {}).get(key)!r}; resume with the run's own config.yaml")
 
 
@@ -61,6 +63,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msl", description=__doc__)
+    add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="generate the synthetic benchmark or check a dataset on disk")
@@ -103,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from msl.checkpoint import load_checkpoint
-from msl.config import load_config
+from msl.checkpoint import load_file
+from msl.config import ConfigError, load_config
 from msl.data import build_dataset
 from msl.evaluate import evaluate
 from msl.labels import NUM_CLASSES_CHOICES, class_to_label_id
@@ -39,9 +39,9 @@ def _prediction_writer(out: Path, num_classes: int):
 
 def evaluate_checkpoint(checkpoint: str | Path, *, config: str | None = None, overrides=(), domain: str = "target",
                         flip: bool = False, save_predictions: str | None = None) -> int:
-    payload = load_checkpoint(checkpoint)
-    if config is None and "config" not in payload:
-        raise SystemExit(f"{checkpoint} carries no config (not an msl checkpoint): pass --config")
+    payload = load_file(checkpoint)
+    if config is None and not (isinstance(payload, dict) and "config" in payload):
+        raise ConfigError(f"{checkpoint} carries no config (not an msl checkpoint): pass --config")
     cfg = load_config(config if config is not None else payload["config"], overrides)
     device = pick_device(cfg.runtime.device)
     model = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.aspp_branches)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from msl.io import write_text_atomic
+
 PACKAGES = ("msl", "torch", "torchvision", "numpy", "ray", "optuna", "pandas")
 
 
@@ -50,7 +52,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_run_info(path: Path, seed: int, device: torch.device) -> None:
+def write_run_info(path: Path, seed: int, device: torch.device, resumed: bool = False) -> None:
+    """Record where and how the run started; a resume keeps that record and appends one of its own to
+    `resumes`."""
     info = {
         "started": datetime.now(timezone.utc).isoformat(),
         "git_revision": git_revision(),
@@ -62,4 +66,8 @@ def write_run_info(path: Path, seed: int, device: torch.device) -> None:
         "hostname": platform.node(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
     }
-    path.write_text(json.dumps(info, indent=2) + "\n")
+    if resumed and path.is_file():
+        original = json.loads(path.read_text())
+        resume = {("resumed" if key == "started" else key): value for key, value in info.items() if key != "seed"}
+        info = {**original, "resumes": [*original.get("resumes", []), resume]}
+    write_text_atomic(path, json.dumps(info, indent=2) + "\n")

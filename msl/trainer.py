@@ -30,10 +30,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from msl.checkpoint import load_checkpoint, rng_state, save_atomic, set_rng_state
+from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
 from msl.config import ConfigError, OptimConfig, TrainConfig, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
+from msl.io import write_text_atomic
 from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
@@ -250,9 +251,20 @@ def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainCo
     return terms
 
 
+# What a run directory holds before its first checkpoint: a folder with only these never got far enough to be
+# resumed, so a new start may reuse it (a missing dataset or a kill before the first evaluation never wedges it).
+_RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", "tensorboard", "checkpoints")
+
+
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Never overwrite a previous run: a non-empty directory needs `resume`."""
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    """Never overwrite a previous run: a directory with a checkpoint, or with files a run does not write,
+    needs `resume` (or another directory)."""
+    if resume or not run_dir.exists():
+        return
+    entries = {entry.name for entry in run_dir.iterdir()}
+    checkpoints = run_dir / "checkpoints"
+    saved = checkpoints.is_dir() and any(not p.name.startswith(".") for p in checkpoints.iterdir())
+    if saved or not entries <= set(_RUN_FILES):
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
 
 
@@ -285,7 +297,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     """
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, resume=resume_from is not None)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.runtime.device)
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
@@ -301,7 +312,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
         weights_format = load_weights(model, expand_path(cfg.model.weights))
     trained_config = checkpoint["config"] if checkpoint is not None else None
     if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights were trained with
-        trained_config = load_checkpoint(expand_path(cfg.model.weights)).get("config")
+        trained_config = load_file(expand_path(cfg.model.weights), "weights").get("config")
     normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = cfg.runtime.channels_last
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
@@ -315,12 +326,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
         set_rng_state(checkpoint["rng"])
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, normalization=normalization))
+    data = build_run_data(cfg, normalization)  # before the run directory is written: a bad data root leaves none
     resolved = config_to_dict(cfg)
     save_config(cfg, run_dir / "config.yaml")
-    write_run_info(run_dir / "run_info.json", cfg.runtime.seed, device)
+    write_run_info(run_dir / "run_info.json", cfg.runtime.seed, device, resumed=checkpoint is not None)
     _write_history(run_dir / "metrics.jsonl", history)
 
-    data = build_run_data(cfg, normalization)
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
     pin = device.type == "cuda"
     source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
@@ -371,9 +382,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
             _log_images(writer, model, data, cfg, device, normalization, done)
             payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": done,
                        "rng": rng_state(), "config": resolved, "history": history, "best": best}
-            last = save_atomic(payload, run_dir / "checkpoints" / "last.pt")
-            if record["is_best"]:
+            if record["is_best"]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
                 save_atomic(payload, run_dir / "checkpoints" / "best.pt")
+            last = save_atomic(payload, run_dir / "checkpoints" / "last.pt")
             _write_history(run_dir / "metrics.jsonl", history)
             writer.flush()
             if on_eval is not None:
@@ -403,6 +414,4 @@ def _json_ready(value):
 def _write_history(path: Path, history: list[dict]) -> None:
     """Rewrite metrics.jsonl from the checkpointed history, so a resumed run never duplicates or loses a line."""
     lines = (json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n" for record in history)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(lines))
-    temporary.replace(path)
+    write_text_atomic(path, "".join(lines))

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from msl.errors import add_debug_option, run_command
 from study.report_cli import add_report_parser
 
 
@@ -16,8 +17,9 @@ def _run(args: argparse.Namespace) -> int:
     print(describe_plan(space))
     if args.dry_run:
         return 0
-    from study.runner import create_study, run_study_dir
+    from study.runner import create_study, prepare_cluster, run_study_dir
 
+    prepare_cluster(space, args.address)  # before the study directory exists: a refused run leaves none
     study_dir = create_study(args.space, name=args.name, storage=args.storage)
     run_study_dir(study_dir, address=args.address)
     if args.report:
@@ -31,16 +33,14 @@ def _resume(args: argparse.Namespace) -> int:
     from study import layout
     from study.runner import run_study_dir
 
-    study_dir = Path(args.study).resolve()
-    if not (study_dir / layout.STUDY_FILE).is_file():
-        print(f"msl-study resume: {study_dir} is not a study directory (no {layout.STUDY_FILE})", file=sys.stderr)
-        return 2
+    study_dir = layout.require_study(Path(args.study).resolve())
     run_study_dir(study_dir, address=args.address)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msl-study", description=__doc__)
+    add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="validate a search space file and run it as a Ray Tune study")
@@ -62,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,20 @@ plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective
 {variant: {dotted key: value}}}, the configurations it runs).
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
-why), "error" (`error` holds the message) or, while no status.json exists yet, "running". metrics.jsonl has one
-JSON object per evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou`
-lists, `loss_*`, `lr`, `iteration`, `elapsed_s`, `is_best`).
+why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
+`error` says which) or, while no status.json exists yet, "running". metrics.jsonl has one JSON object per
+evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou` lists, `loss_*`, `lr`,
+`iteration`, `elapsed_s`, `is_best`).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+from msl.io import write_text_atomic
 
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "study.json"
@@ -40,7 +44,23 @@ TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 RUN_DIR = "run"
 METRICS_FILE = "metrics.jsonl"
-TRIAL_STATUSES = ("finished", "stopped", "error", "running")
+TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
+FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed
+# Study, experiment and variant names become folder names: letters, digits, `_`, `-`, `.`, starting with a letter
+# or a digit, so that none can be `..` or hold a `/` and escape the study directory.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def is_safe_name(name: object) -> bool:
+    return isinstance(name, str) and SAFE_NAME.fullmatch(name) is not None
+
+
+def check_name(name: object, what: str) -> str:
+    """`name` if it is safe as a folder name, else ValueError naming `what`."""
+    if not is_safe_name(name):
+        raise ValueError(f"{what}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and '.', "
+                         "starting with a letter or a digit")
+    return name
 
 
 def sources_dir(study: Path) -> Path:
@@ -59,13 +79,17 @@ def ray_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "ray"
 
 
+def require_study(study: Path) -> Path:
+    """`study`, or FileNotFoundError unless it is a study directory."""
+    if not (study / STUDY_FILE).is_file():
+        raise FileNotFoundError(f"{study} is not a study directory (no {STUDY_FILE})")
+    return study
+
+
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n")
-    temporary.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")

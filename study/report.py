@@ -12,8 +12,8 @@ from the target val labels, i.e. the test set) of the checkpoint that the experi
 "metric"/"mode", label-free unless the plan says oracle) picks among that trial's evaluations, and when a
 variant was run in several configurations, the configuration is the one whose objective is best on average over
 seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would choose.
-It works on running and partly failed studies: errored, stopped and running trials are counted and listed,
-never dropped silently nor counted as zeros.
+It works on running and partly failed studies: errored, diverged, stopped and running trials are counted and
+listed, never dropped silently nor counted as zeros.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from scipy import stats
 
 from msl.config import METRIC_MODES
 from study import plots
+from study.layout import FAILED_STATUSES, TRIAL_STATUSES
 from study.results import (
     ExperimentResults,
     StudyResults,
@@ -77,8 +78,8 @@ def best_label(values: pd.Series, mode: str):
 class Selection:
     """What an experiment's own objective selects.
 
-    `picks` has one row per trial that did not error and has evaluations: trial_name, variant, seed, config,
-    status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of the checkpoint
+    `picks` has one row per trial that did not error or diverge and has evaluations: trial_name, variant, seed,
+    config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of the checkpoint
     the objective picks, NaN when the objective was never reported) and `final_row` (the last evaluation).
     `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial of
     the variant reported the objective)."""
@@ -109,7 +110,7 @@ def select(exp: ExperimentResults) -> Selection:
     metric = exp.plan["metric"]
     mode = exp.plan.get("mode") or METRIC_MODES[metric]
     picks = []
-    usable = exp.trials[exp.trials["status"] != "error"]
+    usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
     for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
         evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values("iteration", kind="stable")
         if evals.empty:
@@ -317,7 +318,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         report.add(f"## {title}")
         for exp in experiments:
             section(report, exp, selections[exp.name])
-    report.add("## 7. Trials that errored, were stopped or are still running")
+    report.add("## 7. Trials that errored, diverged, were stopped or are still running")
     _unfinished_trials(report, results)
     return report.write()
 
@@ -346,7 +347,7 @@ def _overview(report: _ReportWriter, results: StudyResults) -> None:
                      "search": _kind(plan.get("search"), MISSING), "objective": _objective_words(plan),
                      "variants": len(plan.get("variants") or {}), "seeds": len(plan.get("seeds") or []),
                      "trials planned": plan.get("num_trials", MISSING), "trials started": len(trials),
-                     **{status: int(counts.get(status, 0)) for status in ("finished", "stopped", "error", "running")},
+                     **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES},
                      "max iterations": plan.get("max_iterations", MISSING)})
     numbers = pd.DataFrame(rows)
     report.table("overview", numbers, numbers.astype(str))
@@ -451,8 +452,9 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         words.append(f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
                      f"(source: {paper.get('source', MISSING)}).")
     counts = exp.trials["status"].value_counts()
-    if counts.get("error", 0):
-        words.append(f"Left out: {counts['error']} errored trial(s), listed in section 7.")
+    if failed := [f"{counts[status]} {'errored' if status == 'error' else status}" for status in FAILED_STATUSES
+                  if counts.get(status, 0)]:
+        words.append(f"Left out: {' and '.join(failed)} trial(s), listed in section 7.")
     if counts.get("running", 0):
         words.append(f"Provisional: {counts['running']} trial(s) still running.")
     return " ".join(words)
@@ -598,7 +600,7 @@ def _as_number(text: str) -> float:
 
 def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
-    usable = exp.trials.loc[exp.trials["status"] != "error", "trial_name"]
+    usable = exp.trials.loc[~exp.trials["status"].isin(FAILED_STATUSES), "trial_name"]
     evals = with_study_validators(exp)
     evals = evals[evals["trial_name"].isin(usable) & evals[TARGET].notna()]
     validators = [metric for metric in VALIDATOR_MODES if evals[metric].notna().any()]
@@ -704,11 +706,11 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
                             "trial-iterations used": used, "every trial to the end": full,
                             "used (%)": 100 * used / full if full else math.nan}])
     report.add(f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
-               f"{exp.plan['max_iterations']} iterations (errored trials count the iterations they ran).")
+               f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they ran).")
     report.table(f"budget_{slug(exp.name)}", budget, budget.map(lambda v: f"{v:.1f}" if isinstance(v, float)
                                                                   else str(v)))
     rungs = pd.crosstab(trials["iterations"], trials["status"]).reindex(
-        columns=[s for s in ("finished", "stopped", "error", "running") if s in set(trials["status"])])
+        columns=[s for s in TRIAL_STATUSES if s in set(trials["status"])])
     rungs = rungs.rename_axis("last iteration reached").reset_index()
     rungs.columns.name = None
     report.add("Trials by the last iteration they reached (a stopped trial's rung).")
@@ -783,7 +785,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
                      "evaluations"]].astype(str)
     shown["reason or error"] = [_message_line(error if isinstance(error, str) else reason)
                                 for error, reason in zip(numbers["error"], numbers["reason"], strict=True)]
-    report.add("Errored trials are left out of every table above (their compute still counts in section 5); "
+    report.add("Errored and diverged trials are left out of every table above (their compute still counts in section 5); "
                "stopped trials count at the checkpoint they reached; running trials with what they have so far.")
     report.table("unfinished_trials", numbers, shown)
 

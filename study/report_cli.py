@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -11,10 +10,7 @@ def _report(args: argparse.Namespace) -> int:
     from study import layout
     from study.report import build_report
 
-    study_dir = Path(args.study)
-    if not (study_dir / layout.STUDY_FILE).is_file():
-        print(f"msl-study report: {study_dir} is not a study directory (no {layout.STUDY_FILE})", file=sys.stderr)
-        return 2
+    study_dir = layout.require_study(Path(args.study))
     print(f"report written to {build_report(study_dir, args.out)}")
     return 0
 

@@ -27,11 +27,19 @@ from ray import tune
 from msl.checkpoint import load_checkpoint
 from msl.config import TrainConfig, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
-from msl.trainer import train
+from msl.trainer import NonFiniteLossError, train
 from study import layout
-from study.space import Experiment, Space, load_space, max_iterations, representative_config, source_key
+from study.space import (
+    Experiment,
+    Space,
+    SpaceError,
+    load_space,
+    max_iterations,
+    representative_config,
+    source_key,
+)
 
-# Config keys holding paths whose `$VARIABLES` are expanded once, on the driver, before trials start.
+# Config keys holding paths whose `~` and `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
 
 
@@ -40,12 +48,39 @@ def _log(message: str) -> None:
 
 
 def _expand_paths(space: Space) -> Space:
+    """The space with the path keys expanded wherever they are given (the base config, an experiment's or a
+    variant's `set`, `source.set`), then checked in the configs the study runs: a `$VARIABLE` that is not set
+    is an error only in a path that a run reads, not in a base value that `set` replaces."""
+    dotted = {f"{section}.{key}" for section, key in PATH_KEYS}
+
+    def expand(value: Any) -> Any:
+        return os.path.expanduser(os.path.expandvars(value)) if isinstance(value, str) else value
+
+    def expand_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+        return {key: expand(value) if key in dotted else value for key, value in overrides.items()}
+
     base = yaml.safe_load(yaml.safe_dump(space.base))
     for section, key in PATH_KEYS:
         if base.get(section, {}).get(key):
-            base[section][key] = expand_path(base[section][key])
+            base[section][key] = expand(base[section][key])
+    experiments = [dataclasses.replace(e, overrides=expand_overrides(e.overrides),
+                                       variants={name: expand_overrides(v) for name, v in e.variants.items()})
+                   for e in space.experiments]
     checkpoint = expand_path(space.source_checkpoint) if space.source_checkpoint else None
-    return dataclasses.replace(space, base=base, source_checkpoint=checkpoint)
+    expanded = dataclasses.replace(space, base=base, source_overrides=expand_overrides(space.source_overrides),
+                                   source_checkpoint=checkpoint, experiments=experiments)
+    for experiment in expanded.experiments:
+        sources = [] if checkpoint else [expanded.source_config(experiment, seed) for seed in experiment.seeds]
+        checks = [(cfg, PATH_KEYS) for cfg in sources]  # a trial's model.weights is its source checkpoint
+        checks.append((representative_config(expanded, experiment), PATH_KEYS[:2]))
+        for cfg, keys in checks:
+            for section, key in keys:
+                try:
+                    expand_path(getattr(getattr(cfg, section), key))
+                except ValueError as error:
+                    raise SpaceError(f"experiments.{experiment.name}: {cfg.stage} stage: {section}.{key}: "
+                                     f"{error}") from None
+    return expanded
 
 
 def _resolved_space_yaml(space: Space, original: dict) -> str:
@@ -85,6 +120,26 @@ def connect(address: str | None) -> None:
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
         _log(f"started a local Ray instance: {ray.cluster_resources()}")
+
+
+def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) -> None:
+    """SpaceError unless some live node of the cluster (`ray.nodes()`) can hold one trial of each experiment:
+    otherwise Tune would wait forever, and with `log_to_driver=False` without a word."""
+    alive = [node["Resources"] for node in nodes if node.get("Alive")]
+    for experiment in experiments:
+        wanted = {"CPU": experiment.resources["cpu"], "GPU": experiment.resources["gpu"]}
+        if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
+            continue
+        have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
+        raise SpaceError(f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
+                         f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
+                         f"{have or 'none'}); lower `resources` in the space or add such a node")
+
+
+def prepare_cluster(space: Space, address: str | None) -> None:
+    """Connect to Ray and check that the cluster can run the space's trials at all."""
+    connect(address)
+    check_resources(space.experiments, ray.nodes())
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -194,8 +249,10 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
         reported.append(record["iteration"])
 
     record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
-    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again
-        report(record, run_dir / "checkpoints" / "last.pt")
+    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again,
+        # without a checkpoint: registering one would make Tune delete checkpoints its stale state still lists
+        # but that were already deleted, and log an ERROR traceback for a trial that is fine.
+        tune.report(_scalars(record))
 
 
 def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool) -> Path | None:
@@ -215,6 +272,15 @@ def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoin
     return max(candidates, key=lambda path: load_checkpoint(path)["iteration"], default=None)
 
 
+def _non_finite(result: dict, metric: str) -> str | None:
+    """What in a trial's last result is NaN or infinite (the objective or a loss term), if anything."""
+    for name in (metric, *sorted(k for k in result if k.startswith("loss_"))):
+        value = result.get(name)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return f"{name} is {value} at iteration {int(result.get('iteration', 0))}"
+    return None
+
+
 class StudyCallback(tune.Callback):
     """On the driver: writes each ended trial's status.json and prints progress with an ETA."""
 
@@ -228,11 +294,18 @@ class StudyCallback(tune.Callback):
         self.best = math.nan
 
     def _status(self, trial, status: str, error: str | None = None) -> None:
-        done = int((trial.last_result or {}).get("iteration", 0))
+        result = trial.last_result or {}
+        done = int(result.get("iteration", 0))
+        if status == "finished" and (diverged := _non_finite(result, self.metric)):
+            status, error = "diverged", diverged
         if status == "finished" and done < self.iterations:
             status = "stopped"
+        if status == "error" and error and NonFiniteLossError.__name__ in error:
+            status = "diverged"
         reason = {"stopped": f"stopped by the {self.scheduler} scheduler at iteration {done} of {self.iterations}",
-                  "error": "raised an error (after its retries)"}.get(status, "ran every iteration")
+                  "error": "raised an error (after its retries)",
+                  "diverged": "diverged: a loss or the objective became NaN or infinite"}.get(status,
+                                                                                           "ran every iteration")
         directory = layout.trials_dir(Path(self.study_dir), self.experiment) / str(trial)
         layout.write_json(directory / layout.STATUS_FILE,
                           {"status": status, "iterations": done, "error": error, "reason": reason})
@@ -260,11 +333,11 @@ class StudyCallback(tune.Callback):
             return
         self.last_print = now
         done = len(self.ended)
-        counts = {s: list(self.ended.values()).count(s) for s in ("finished", "stopped", "error")}
+        counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
         elapsed = now - self.started
         eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
         _log(f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-             f"{counts['stopped']} stopped early, {counts['error']} errors), best {self.metric} so far "
+             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), best {self.metric} so far "
              f"{self.best:.4f}, {elapsed / 60:.1f} min{eta}")
 
 
@@ -413,7 +486,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
 def create_study(space_path: str | Path, *, name: str | None = None, storage: str | Path = "studies") -> Path:
     """Validate the space and create the study directory (refusing to overwrite an existing study)."""
     space = _expand_paths(load_space(space_path))
-    study_dir = Path(storage).resolve() / (name or space.name)
+    study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
     if (study_dir / layout.STUDY_FILE).exists():
         raise FileExistsError(f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
                               "or choose another --name")
@@ -434,8 +507,8 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
 
 def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
     """Run (or continue) every experiment of a study directory in order."""
-    space = load_space(study_dir / layout.SPACE_FILE)
-    connect(address)
+    space = _expand_paths(load_space(study_dir / layout.SPACE_FILE))
+    prepare_cluster(space, address)
     started = time.perf_counter()
     sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:

@@ -86,7 +86,7 @@ def study_validators(exp: ExperimentResults) -> pd.DataFrame:
     columns = ["trial_name", "iteration", *STUDY_VALIDATORS]
     if exp.study_path is None:
         return pd.DataFrame(columns=columns)
-    trials = exp.trials[exp.trials["status"] != "error"]
+    trials = exp.trials[~exp.trials["status"].isin(layout.FAILED_STATUSES)]
     maps = {(trial, iteration): path for trial in trials["trial_name"]
             for iteration, path in saved_iterations(run_dir(exp, trial)).items()}
     agreement = ensemble_agreement(maps)

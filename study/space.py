@@ -52,6 +52,7 @@ from msl.config import (
     load_config,
     read_yaml,
 )
+from study.layout import is_safe_name
 
 # Built-in loss variants (paper names); a space file may override or add to them.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -159,6 +160,12 @@ def _require(condition: bool, message: str) -> None:
         raise SpaceError(message)
 
 
+def _require_name(name: Any, path: str) -> None:
+    """Names become folders of the study directory: refuse any that could leave it (`..`, `/`)."""
+    _require(is_safe_name(name), f"{path}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and "
+                                 "'.', starting with a letter or a digit")
+
+
 def _number_list(value: Any, length: int, path: str) -> list[float]:
     _require(isinstance(value, list) and len(value) == length
              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
@@ -205,6 +212,7 @@ def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[st
     _require(isinstance(value, dict) and value, f"{path}: expected a list of variant names or a mapping")
     variants, own_params = {}, {}
     for name, extra in value.items():
+        _require_name(name, f"{path}.{name}")
         extra = _overrides(extra or {}, f"{path}.{name}")
         own = _overrides(extra.pop("params", {}), f"{path}.{name}.params")
         for key, spec in own.items():
@@ -341,9 +349,11 @@ def load_space(path: str | Path) -> Space:
     shared = {k: v for k, v in raw.items() if k in EXPERIMENT_KEYS}
     named = raw.get("experiments") or {"main": {}}
     _require(isinstance(named, dict), "experiments: expected a mapping of experiment name -> settings")
+    _require_name(raw.get("name", path.stem), "name")
     space = Space(raw.get("name", path.stem), path, _resolve_base(raw, path),
                   _overrides(source.get("set", {}), "source.set"), source.get("checkpoint"))
     for name, own in named.items():
+        _require_name(name, f"experiments.{name}")
         _require(isinstance(own, dict) or own is None, f"experiments.{name}: expected a mapping")
         merged = {**shared, **(own or {})}
         prefix = f"experiments.{name}." if "experiments" in raw else ""
@@ -404,6 +414,18 @@ def _check_configs(space: Space) -> None:
                     except ConfigError as error:
                         where = f"params.{key}={value!r}" if key else f"variants.{variant}"
                         raise SpaceError(f"{prefix}{where}: {error}") from None
+        _check_scheduler_fits(experiment, representative_config(space, experiment).optim.iterations, prefix)
+
+
+def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) -> None:
+    """The scheduler's horizon, grace period and perturbation interval within a trial's `optim.iterations`."""
+    scheduler = experiment.scheduler
+    horizon = scheduler.get("max_iterations", iterations)
+    _require(horizon <= iterations, f"{prefix}scheduler.max_iterations: {horizon} is more than the "
+                                    f"{iterations} iterations a trial runs (optim.iterations)")
+    for key in ("grace_period", "perturbation_interval"):
+        _require(scheduler.get(key, 0) <= horizon, f"{prefix}scheduler.{key}: {scheduler.get(key)} is more than "
+                                                   f"the {horizon} iterations a trial runs")
 
 
 def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:

@@ -35,25 +35,28 @@ def test_saved_config_loads_back_identical(tmp_path):
     assert load_config(save_config(cfg, tmp_path / "out" / "config.yaml")) == cfg
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["loss.lamda_target=0.1"], "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
-        (["optimiser.lr=0.1"], "optimiser: unknown key; did you mean 'optim'?"),
-        (["optim.lr=-0.001"], "optim.lr: -0.001 is out of range; it must be > 0"),
-        (["loss.threshold=1.0"], "loss.threshold: 1.0 is out of range; it must be < 1"),
-        (["loss.threshold=0"], "loss.threshold: 0.0 is out of range; it must be > 0"),
-        (["loss.target=maxsquares"], "loss.target: 'maxsquares' is not allowed; choose one of 'none'"),
-        (["data.batch_size=two"], "data.batch_size: expected an integer, got 'two'"),
-        (["data.batch_size=2.5"], "data.batch_size: expected an integer, got 2.5"),
-        (["model.multi_level=1"], "model.multi_level: expected true or false, got 1"),
-        (["data.target_size=[1024]"], "data.target_size: expected 2 values, got [1024]"),
-        (["data.target_size=[1024, -512]"], "data.target_size: [1024, -512] is out of range; it must be > 0"),
-        (["loss=0.1"], "loss: expected a mapping of LossConfig keys, got 0.1"),
-        (["loss.target=hard", "loss.target.x=1"], "loss.target: is a value, so 'loss.target.x' cannot be set"),
-        (["lambda_target"], "expected KEY=VALUE"),
-    ],
-)
+# Every kind of bad value, with the message it must give (tests/test_errors.py runs each through the CLI too).
+BAD_OVERRIDES = [
+    (["loss.lamda_target=0.1"], "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
+    (["optimiser.lr=0.1"], "optimiser: unknown key; did you mean 'optim'?"),
+    (["optim.lr=-0.001"], "optim.lr: -0.001 is out of range; it must be > 0"),
+    (["optim.lr=.inf"], "optim.lr: expected a finite number, got inf"),
+    (["loss.lambda_target=nan"], "loss.lambda_target: expected a finite number, got nan"),
+    (["loss.threshold=1.0"], "loss.threshold: 1.0 is out of range; it must be < 1"),
+    (["loss.threshold=0"], "loss.threshold: 0.0 is out of range; it must be > 0"),
+    (["loss.target=maxsquares"], "loss.target: 'maxsquares' is not allowed; choose one of 'none'"),
+    (["data.batch_size=two"], "data.batch_size: expected an integer, got 'two'"),
+    (["data.batch_size=2.5"], "data.batch_size: expected an integer, got 2.5"),
+    (["model.multi_level=1"], "model.multi_level: expected true or false, got 1"),
+    (["data.target_size=[1024]"], "data.target_size: expected 2 values, got [1024]"),
+    (["data.target_size=[1024, -512]"], "data.target_size: [1024, -512] is out of range; it must be > 0"),
+    (["loss=0.1"], "loss: expected a mapping of LossConfig keys, got 0.1"),
+    (["loss.target=hard", "loss.target.x=1"], "loss.target: is a value, so 'loss.target.x' cannot be set"),
+    (["lambda_target"], "expected KEY=VALUE"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "expected"), BAD_OVERRIDES)
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, expected):
     with pytest.raises(ConfigError) as error:
         load_config(None, overrides)

@@ -27,6 +27,7 @@ from msl.data import (
     main_verify,
     verify_dataset,
 )
+from msl.data.files import read_rgb
 
 H, W = 32, 64
 
@@ -421,3 +422,25 @@ def test_main_verify_reports_counts_histogram_and_problems(cityscapes: Path, cap
     assert str(bad_ids) in out and "result: 3 problem(s)" in out
     assert main_verify(verify_args(cityscapes / "nowhere")) == 1
     assert "root not found" in capsys.readouterr().out
+
+
+def test_a_truncated_jpeg_raises_in_the_loader_and_in_verify(tmp_path: Path, capsys) -> None:
+    city = tmp_path / "Rome"
+    for k in range(2):
+        save(city / "Images" / "Train" / f"pano_{k:05d}_0_0.jpg", scene_image(k))
+    whole, cut = sorted((city / "Images" / "Train").glob("*.jpg"))
+    whole.write_bytes(whole.read_bytes() + bytes(64))  # zero padding after the end marker is allowed
+    cut.write_bytes(cut.read_bytes()[: int(cut.stat().st_size * 0.6)])
+    assert read_rgb(whole).shape == (H, W, 3)
+    with pytest.raises(DatasetError, match=f"truncated JPEG.*{re.escape(str(cut))}"):
+        build_dataset("crosscity", tmp_path, "train", city="Rome", num_classes=13)[1]
+    assert main_verify(verify_args(tmp_path, dataset="crosscity", city="Rome", split="train", num_classes=13)) == 1
+    assert f"truncated JPEG: no end-of-image marker): {cut}" in capsys.readouterr().out
+
+
+def test_verify_reports_an_empty_split(cityscapes: Path, capsys) -> None:
+    for image in (cityscapes / "leftImg8bit" / "val").rglob("*.png"):
+        image.unlink()
+    assert main_verify(verify_args(cityscapes)) == 1
+    out = capsys.readouterr().out
+    assert "problem: [val] no images in split 'val'" in out and "result: 1 problem(s)" in out

@@ -338,7 +338,8 @@ def test_cli_writes_the_report(tmp_path, capsys):
     assert args.handler(args) == 0
     assert str(tmp_path / "cli" / "report.md") in capsys.readouterr().out
     not_a_study = parser.parse_args(["report", str(tmp_path)])
-    assert not_a_study.handler(not_a_study) == 2
+    with pytest.raises(FileNotFoundError, match="not a study directory"):
+        not_a_study.handler(not_a_study)
 
 
 # --- the selection audit (study.selection), against numbers computed here ----------------------------------

@@ -61,32 +61,41 @@ def test_source_stage_takes_the_data_and_model_but_not_the_optimisation_of_the_t
     assert (source.data.batch_size, source.model.aspp_branches, source.optim.iterations) == (3, 4, 50)
 
 
-@pytest.mark.parametrize(
-    ("space", "message"),
-    [
-        ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
-        ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
-        ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
-        ({"params": {"optim.lr": {"lognormal": [1, 2]}}}, "params.optim.lr.lognormal: unknown key"),
-        ({"params": {"optim.lr": {"uniform": [0.2, 0.1]}}}, "lower bound must be below the upper bound"),
-        ({"params": {"loss.lamda_target": {"choice": [0.1]}}},
-         "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
-        ({"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
-         "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1"),
-        ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine: loss.target: 'maxsquares'"),
-        ({"metric": "miou"}, "metric: 'miou' is not a metric the trainer reports"),
-        ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
-        ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
-        ({"resources": {"gpu": 1.5}}, "resources.gpu: expected 0, a fraction of one GPU"),
-        ({"scheduler": {"name": "asha", "grace_periods": 3}},
-         "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?"),
-        ({"scheduler": {"name": "pbt", "perturbation_interval": 10}}, "pbt needs perturbation_interval and mutations"),
-        ({"scheduler": {"name": "pbt", "perturbation_interval": 10, "synch": "yes",
-                        "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}}}}, "synch: expected true or false"),
-        ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
-        ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
-    ],
-)
+# Every kind of mistake in a space file, with the message it must give (tests/test_errors.py runs each through
+# the CLI too).
+BAD_SPACES = [
+    ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
+    ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
+    ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
+    ({"params": {"optim.lr": {"lognormal": [1, 2]}}}, "params.optim.lr.lognormal: unknown key"),
+    ({"params": {"optim.lr": {"uniform": [0.2, 0.1]}}}, "lower bound must be below the upper bound"),
+    ({"params": {"loss.lamda_target": {"choice": [0.1]}}},
+     "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
+    ({"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
+     "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1"),
+    ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine: loss.target: 'maxsquares'"),
+    ({"metric": "miou"}, "metric: 'miou' is not a metric the trainer reports"),
+    ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
+    ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
+    ({"resources": {"gpu": 1.5}}, "resources.gpu: expected 0, a fraction of one GPU"),
+    ({"scheduler": {"name": "asha", "grace_periods": 3}},
+     "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?"),
+    ({"scheduler": {"name": "pbt", "perturbation_interval": 10}}, "pbt needs perturbation_interval and mutations"),
+    ({"scheduler": {"name": "pbt", "perturbation_interval": 10, "synch": "yes",
+                    "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}}}}, "synch: expected true or false"),
+    ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
+    ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
+    ({"scheduler": {"name": "asha", "grace_period": 200}},
+     "scheduler.grace_period: 200 is more than the 100 iterations a trial runs"),
+    ({"scheduler": {"name": "asha", "max_iterations": 400}},
+     "scheduler.max_iterations: 400 is more than the 100 iterations a trial runs (optim.iterations)"),
+    ({"experiments": {"../escaped": {}}}, "experiments.../escaped: '../escaped' is not allowed as a name"),
+    ({"name": "/tmp/elsewhere"}, "name: '/tmp/elsewhere' is not allowed as a name"),
+    ({"variants": {"a/b": {}}}, "variants.a/b: 'a/b' is not allowed as a name"),
+]
+
+
+@pytest.mark.parametrize(("space", "message"), BAD_SPACES)
 def test_mistakes_fail_with_the_key(tmp_path, space, message):
     with pytest.raises(SpaceError) as error:
         load_space(write(tmp_path, **space))
@@ -99,9 +108,9 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
     assert "ORACLE" in describe_plan(load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)))
 
 
-def test_dry_run_of_a_bad_space_exits_with_the_message(tmp_path):
-    with pytest.raises(SpaceError, match="seedz"):
-        main(["run", str(write(tmp_path, seedz=[1])), "--dry-run"])
+def test_dry_run_of_a_bad_space_exits_with_the_message(tmp_path, capsys):
+    assert main(["run", str(write(tmp_path, seedz=[1])), "--dry-run"]) == 2
+    assert "seedz: unknown key" in capsys.readouterr().err
 
 
 def _tune_then_confirm(tmp_path, confirm: dict, confirm_seeds: list[int], **tune) -> Path:
@@ -144,7 +153,7 @@ def test_a_confirmation_checks_the_earlier_search_space_in_its_own_settings(tmp_
     path = _tune_then_confirm(tmp_path, {"from": "tune"}, [1])
     space = yaml.safe_load(path.read_text())
     space["experiments"]["tune"]["params"] = {"loss.iw_ratio": {"uniform": [0.0, 0.5]}}
-    space["experiments"]["confirm"]["set"] = {"loss.iw_ratio": 2.0}  # overridden by the tuned value: fine
+    space["experiments"]["confirm"]["set"] = {"loss.iw_ratio": 0.3}  # the tuned value replaces it
     path.write_text(yaml.safe_dump(space, sort_keys=False))
     load_space(path)
     space["experiments"]["tune"]["params"] = {"loss.iw_ratio": {"uniform": [0.0, 1.5]}}

@@ -133,6 +133,7 @@ def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(s
 
     result = msl_study("resume", study)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     status = read(study, "main", layout.STATUS_FILE)
     assert len(status) == 3 and all(s["status"] == "finished" for s in status.values())
     for name, metrics in finished_before.items():  # finished trials kept as they were

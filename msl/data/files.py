@@ -4,7 +4,9 @@ Why not PIL everywhere: PIL (and imageio's default plugin) silently truncate 16-
 SYNTHIA's labels, to 8 bits, and OpenCV decodes 8-bit colour PNGs about 1.5x faster. Why not OpenCV
 everywhere: it expands palette PNGs (GTA5's labels) to colours, losing the indices that are the label ids. So
 colour images and 16-bit labels go through OpenCV, 8-bit labels through PIL. Truncated files raise: PIL's
-LOAD_TRUNCATED_IMAGES (which the reference sets) is left off, and OpenCV returns no image for them.
+LOAD_TRUNCATED_IMAGES (which the reference sets) is left off, OpenCV returns no image for a truncated PNG, and a
+JPEG must end with its end-of-image marker (OpenCV decodes a truncated JPEG with grey where the data stop, and
+only warns).
 """
 
 from __future__ import annotations
@@ -32,10 +34,21 @@ def read_rgb(path: Path) -> np.ndarray:
     EXIF orientation is ignored, as by PIL (the reference's reader), so images stay aligned with their labels.
     """
     require_file(path)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)  # (H, W, 3)
+    data = np.fromfile(path, dtype=np.uint8)  # (N,) the file's bytes
+    if _is_truncated_jpeg(data):
+        raise DatasetError(f"cannot decode image (truncated JPEG: no end-of-image marker): {path}")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None  # (H, W, 3)
     if bgr is None:
         raise DatasetError(f"cannot decode image (truncated or not an image): {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _is_truncated_jpeg(data: np.ndarray) -> bool:
+    """Whether `data` (a file's bytes) is a JPEG stream that does not end with the EOI marker FF D9 (padding
+    zero bytes after it are allowed)."""
+    if bytes(data[:3]) != b"\xff\xd8\xff":
+        return False
+    return not bytes(data[-4096:]).rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def read_label_ids_8bit(path: Path) -> np.ndarray:

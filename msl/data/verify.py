@@ -82,7 +82,7 @@ class VerifyReport:
 def _verify_split(
     split: str, samples: list[Sample], encoding: LabelEncoding, num_classes: int, labelled: bool
 ) -> SplitReport:
-    problems: list[str] = []
+    problems: list[str] = [] if samples else [f"no images in split {split!r}"]
     histogram = np.zeros(num_classes + 1, dtype=np.int64)
     labels = 0
     for sample in tqdm(samples, desc=f"verify {split}", disable=None, leave=False):

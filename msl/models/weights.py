@@ -20,16 +20,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
+from msl.checkpoint import load_file
 from msl.models.deeplab import HEAD_MODULES
 
 WeightsFormat = Literal["deeplab_init", "torchvision", "msl"]
 _SHOWN_KEYS = 10
-# What numpy's RNG state (stored in our training checkpoints) needs beyond torch.load's weights-only allowlist.
-_NUMPY_RNG_STATE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class WeightsMismatchError(RuntimeError):
@@ -39,10 +37,7 @@ class WeightsMismatchError(RuntimeError):
 def load_weights(model: nn.Module, path: str | Path) -> WeightsFormat:
     """Load the weights file at `path` into `model` in place and return the detected format."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    with torch.serialization.safe_globals(_NUMPY_RNG_STATE_GLOBALS):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code from the file
+    loaded = load_file(path, "weights")  # no arbitrary code from the file
     weights_format, state = _to_model_keys(loaded)
     _check_fits(model.state_dict(), state, weights_format, path)
     model.load_state_dict(state, strict=False)
