@@ -16,6 +16,7 @@ from pathlib import Path
 
 # Lines of the run kept in the clean log: make's commands, the generator's summary, the plan, the study's progress.
 KEPT = re.compile(r"^(\.venv/bin/msl|MSL_SYNTH=|\s+--name|wrote |\d+ images of|  \S|study '|\[msl-study|report: |END-TO-END)")
+DROPPED = re.compile(r"pip-build-env|^\s*!!|\*{10}|WheelFile")  # pip's and setuptools' messages
 
 
 def timed_lines(path: Path) -> list[tuple[datetime, str]]:
@@ -53,7 +54,8 @@ def phases(lines: list[tuple[datetime, str]]) -> list[tuple[str, float]]:
 
 
 def clean(lines: list[tuple[datetime, str]], root: str) -> str:
-    kept = [text.replace(root.rstrip("/") + "/", "").replace(root, ".") for _, text in lines if KEPT.match(text)]
+    kept = [text.replace(root.rstrip("/") + "/", "").replace(root, ".") for _, text in lines
+            if KEPT.match(text) and not DROPPED.search(text)]
     return "\n".join(kept) + "\n"
 
 

@@ -20,7 +20,8 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
                    capture_output=True, timeout=120)
     space = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
     space["source"] = {"set": {"optim.iterations": 6}}
-    space["set"].update({"optim.iterations": 6, "eval.every": 3})
+    for settings in [space["set"], space["experiments"]["sweep"]["set"]]:
+        settings.update({"optim.iterations": 6, "eval.every": 3})
     tune, confirm = space["experiments"]["tune"], space["experiments"]["confirm"]
     tune["variants"] = {"source_only": {}, "iw_maxsquare": {"params": {"loss.lambda_target": {"grid": [0.3, 3.0]}}}}
     confirm.update(seeds=[1], variants=["source_only", "iw_maxsquare"])
