@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+from synth_runs import machine
 
 from msl.checkpoint import load_checkpoint
 from msl.config import load_config
@@ -75,6 +76,7 @@ def main() -> None:
             gradient_norm(model, next(batches)[0], cfg, cfg.model.multi_level) for _ in range(args.batches))
     say("# Target-loss gradient scale")
     say()
+    say(f"- machine: {machine()}")
     say(f"- date: {datetime.date.today().isoformat()}; command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     say(f"- model: {base.model.arch} from `{args.checkpoint}`; {args.batches} target-train batches of "
         f"{base.data.batch_size} (no labels read); iw_ratio {base.loss.iw_ratio}, threshold {base.loss.threshold}, "
