@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
-from synth_runs import machine
+from synth_runs import Report, machine
 
 from msl.checkpoint import load_checkpoint
 from msl.config import load_config
@@ -58,11 +58,8 @@ def main() -> None:
     torch.manual_seed(0)
     checkpoint = load_checkpoint(args.checkpoint)
     base = load_config(checkpoint["config"])
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     norms: dict[str, float] = {}
     for variant in ADAPTING:
@@ -88,9 +85,7 @@ def main() -> None:
     for variant, norm in norms.items():
         ratio = norm / norms[args.reference]
         say(f"| {variant} | {norm:.4g} | {ratio:.3g} | {args.reference_lambda / ratio:.3g} |")
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text("\n".join(lines) + "\n")
+    report.write(args.report)
 
 
 if __name__ == "__main__":

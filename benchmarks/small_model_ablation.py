@@ -31,6 +31,7 @@ from synth_runs import (
     DEFAULT_SHIFT,
     UDA_STAGE,
     Job,
+    Report,
     header,
     percent,
     run_jobs,
@@ -68,11 +69,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     data = synthetic_set(args.work, DEFAULT_SHIFT)
     runs = args.work / "runs"
@@ -109,9 +107,7 @@ def main() -> None:
             f"({', '.join(f'{100 * g:+.1f}' for g in gains)}) | {100 * spread:.1f} "
             f"| {'–' if p_value is None else f'{p_value:.3f}'} |")
     say()
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text("\n".join(lines) + "\n")
+    report.write(args.report)
 
 
 if __name__ == "__main__":

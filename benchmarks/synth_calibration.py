@@ -32,6 +32,7 @@ from synth_runs import (
     DEFAULT_SHIFT,
     UDA_STAGE,
     Job,
+    Report,
     header,
     oracle_overrides,
     percent,
@@ -89,11 +90,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     args = parser.parse_args()
-    lines: list[str] = []
-
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
+    report = Report()
+    say = report.say
 
     iterations = load_config(CONFIG).optim.iterations
     sets = {shift: synthetic_set(args.work, shift) for shift in args.shifts}
@@ -123,9 +121,7 @@ def main() -> None:
         say_convergence(args, records, iterations, say)
     if args.uda_seeds and DEFAULT_SHIFT in args.shifts:
         say_controls(args, sets[DEFAULT_SHIFT], records, say)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text("\n".join(lines) + "\n")
+    report.write(args.report)
 
 
 def say_convergence(args: argparse.Namespace, records: dict, iterations: int, say) -> None:

@@ -102,5 +102,21 @@ def header(title: str, say) -> None:
     say()
 
 
+class Report:
+    """Markdown lines, printed as they come and written to a file at the end when one is given."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def write(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("\n".join(self.lines) + "\n")
+
+
 def percent(value: float) -> str:
     return f"{100 * value:.1f}"

@@ -167,8 +167,8 @@ def uda_iteration(setup: Setup, cfg: TrainConfig, case: Case, device: torch.devi
                (setup.source_images, setup.source_labels), setup.target_images, setup.target_loss, device)
 
 
-def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, iterations: int) -> tuple[float, float]:
-    """(median ms per iteration, peak memory in MiB) of `case`."""
+def warmed_up(case: Case, cfg: TrainConfig, device: torch.device, warmup: int):
+    """The set-up of `case` after `warmup` iterations, with the peak-memory counter reset."""
     set_tf32(case.tf32)
     setup = build_setup(case, cfg, device)
     for iteration in range(warmup):
@@ -176,6 +176,13 @@ def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, i
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    return setup
+
+
+def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, iterations: int) -> tuple[float, float]:
+    """(median ms per iteration, peak memory in MiB) of `case`."""
+    setup = warmed_up(case, cfg, device, warmup)
+    if device.type == "cuda":
         events = [torch.cuda.Event(enable_timing=True) for _ in range(iterations + 1)]
         events[0].record()
         for index in range(iterations):
@@ -222,13 +229,7 @@ def peak_memory_mib(device: torch.device) -> float:
 def packing_worker(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, seconds: float) -> None:
     """One packed trial: warm up, say `ready`, wait for `go` on stdin, then run iterations for `seconds` and
     print, as JSON, how many the device finished inside the window and their median time."""
-    set_tf32(case.tf32)
-    setup = build_setup(case, cfg, device)
-    for iteration in range(warmup):
-        uda_iteration(setup, cfg, case, device, iteration)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    setup = warmed_up(case, cfg, device, warmup)
     print("ready", flush=True)
     sys.stdin.readline()
     cuda = device.type == "cuda"
