@@ -3,7 +3,7 @@
 The embedded benchmark has target labels, so every validator's choices can be scored. For each generator shift
 and seed: the source model of `synth_calibration.py` (synth.yaml's source stage, reused when already trained
 under --work), then UDA runs of every variant (study.space.VARIANTS) from it with the quickstart's UDA stage
-(`synth_calibration.UDA_STAGE`), evaluated every `--eval-every` iterations; each evaluation reports the
+(`synth_runs.UDA_STAGE`), evaluated every `--eval-every` iterations; each evaluation reports the
 per-checkpoint validators and saves the validator images' softmax maps. Per shift, the runs form one experiment
 whose configurations are the variants, and study.selection audits every validator (and the study-level ones
 computed from the maps): regret at the checkpoint level (within runs) and at the configuration level (which
@@ -11,23 +11,21 @@ variant, every run at its last checkpoint). Prints a markdown table, validators 
 over the two levels and the shifts, and saves a plot. No validator is tuned here; the target labels only score.
 
 Usage: python benchmarks/validator_calibration.py [--work DIR] [--shifts 0.25 0.5 0.75] [--seeds 0 1 2]
-           [--variants source_only maxsquare ...] [--eval-every 10] [--set KEY=VALUE] [--uda-set KEY=VALUE]
+           [--variants source_only maxsquare ...] [--eval-every 10] [--uda-set KEY=VALUE]
            [--parallel 2] [--report FILE.md] [--plot FILE.png]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from synth_calibration import UDA_STAGE, Job, calibration_jobs, machine, run_jobs, synthetic_set
+from synth_calibration import source_jobs
+from synth_runs import CONFIG, UDA_STAGE, Job, Report, header, run_jobs, synthetic_set
 
-from msl.config import parse_override
+from msl.config import load_config, parse_override
 from study import layout
 from study.report import VALIDATOR_MODES
 from study.results import ExperimentResults, read_metrics
@@ -40,12 +38,12 @@ LEVELS = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
 
 def uda_jobs(args: argparse.Namespace, sets: dict[float, Path]) -> tuple[list[Job], list[Job]]:
     """The source jobs (one per shift and seed) and the UDA jobs (per shift, variant and seed)."""
-    source_overrides = dict(map(parse_override, args.overrides))
     uda_overrides = dict(map(parse_override, args.uda_overrides))
+    iterations = load_config(CONFIG).optim.iterations
     sources, runs = [], []
     for shift in args.shifts:
         for seed in args.seeds:
-            source, _ = calibration_jobs(args.work, sets[shift], shift, seed, source_overrides)
+            source, _ = source_jobs(args.work, sets[shift], shift, seed, every=iterations)
             sources.append(source)
             for variant in args.variants:
                 trial = layout.trials_dir(study_dir(args.work), f"shift{shift:g}") / f"{variant}_s{seed}"
@@ -146,37 +144,32 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--eval-every", type=int, default=10, help="UDA iterations between evaluations")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override synth.yaml for the source models, e.g. optim.iterations=300")
     parser.add_argument("--uda-set", dest="uda_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the UDA runs, e.g. optim.iterations=60")
     parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
     parser.add_argument("--plot", type=Path, default=Path("validator_calibration.png"))
     args = parser.parse_args()
 
-    sets = {shift: synthetic_set(args.work, shift)[0] for shift in args.shifts}
+    sets = {shift: synthetic_set(args.work, shift) for shift in args.shifts}
     sources, runs = uda_jobs(args, sets)
     run_jobs(sources, args.parallel)
     run_jobs(runs, args.parallel)
     results = {shift: audit(experiment(args.work, shift, args.variants, args.seeds)) for shift in args.shifts}
     frame = table(results)
+    report = Report()
+    header("Validator calibration on the synthetic benchmark", report.say)
     lines = [
-        "# Validator calibration on the synthetic benchmark", "",
-        f"- machine: {machine()} (load average at start: {os.getloadavg()[0]:.1f})",
-        f"- date: {datetime.date.today().isoformat()}",
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- shifts {args.shifts}, seeds {args.seeds}, variants {args.variants}; UDA {UDA_STAGE} with "
-        f"eval.every={args.eval_every} and {args.uda_overrides or 'no other overrides'}", "",
+        f"Shifts {args.shifts}, seeds {args.seeds}, variants {args.variants}; the UDA stage above with "
+        f"eval.every={args.eval_every} and {args.uda_overrides or 'no other overrides'}.", "",
         "Regret: target mIoU points (%) below the oracle's choice (study.selection): *checkpoint* within each run "
         "(mean over runs), *configuration* = which variant, every run at its last checkpoint (mean over seeds); "
         "*worst*: worst run / worst single seed; weighted Spearman: powerful-benchmarker's weighting; all means "
         "over shifts. Ordered by the mean of the two regrets.", "",
         markdown(frame), "", f"![regret per validator]({args.plot.name})"]
-    print("\n".join(lines))
+    for line in lines:
+        report.say(line)
     plot(frame, args.plot)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text("\n".join(lines) + "\n")
+    report.write(args.report)
 
 
 if __name__ == "__main__":
