@@ -85,7 +85,7 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
     assert "comparison: 4/4 trials ended" in result.stdout and "ETA" in result.stdout
 
     status = {name.split("_s0_")[0]: s for name, s in read(study, "failing", layout.STATUS_FILE).items()}
-    assert status["broken"]["status"] == "error" and "non-finite" in status["broken"]["error"]
+    assert status["broken"]["status"] == "diverged" and "non-finite" in status["broken"]["error"]
     assert status["maxsquare"]["status"] == "finished"  # the failure did not stop the study
     assert all(s["status"] == "finished" for s in read(study, "comparison", layout.STATUS_FILE).values())
 
