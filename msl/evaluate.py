@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from msl.metrics import ConfusionMatrix, predicted_classes
 
-VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")  # directions:
-# msl.config.METRIC_MODES
+# Directions: msl.config.METRIC_MODES.
+VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
 SND_PIXELS = 4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats
 

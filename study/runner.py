@@ -337,8 +337,8 @@ class StudyCallback(tune.Callback):
         elapsed = now - self.started
         eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
         _log(f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), best {self.metric} so far "
-             f"{self.best:.4f}, {elapsed / 60:.1f} min{eta}")
+             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
+             f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}")
 
 
 def _trial_name(trial) -> str:
