@@ -30,6 +30,7 @@ quickstart: setup
 		--name quickstart-$$(date +%Y%m%d-%H%M%S) --report
 
 lint: setup
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 clean:

@@ -27,8 +27,9 @@ def run(space: dict, scheduler: dict, work: Path, name: str) -> Path:
     space["experiments"] = {"sweep": {**space["experiments"]["sweep"], "scheduler": scheduler}}
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))  # key order = Optuna's sampling order
-    subprocess.run([str(Path(sys.executable).parent / "msl-study"), "run", str(path), "--storage", str(work)],
-                   check=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "msl-study"), "run", str(path), "--storage", str(work)], check=True
+    )
     return work / name
 
 
@@ -39,10 +40,14 @@ def summary(study_dir: Path) -> dict:
     best = evals.loc[evals[metric].idxmin() if mode == "min" else evals[metric].idxmax()]
     trial = experiment.trials.set_index("trial_name").loc[best["trial_name"]]
     params = {key.removeprefix("param:"): trial[key] for key in trial.index if key.startswith("param:")}
-    return {"trial_iterations": int(experiment.trials["iterations"].sum()),
-            "full_budget": int(experiment.plan["max_iterations"]) * len(experiment.trials),
-            "pick": config_label(params), "iteration": int(best["iteration"]),
-            "objective": float(best[metric]), "oracle_miou": 100 * float(best["oracle_miou"])}
+    return {
+        "trial_iterations": int(experiment.trials["iterations"].sum()),
+        "full_budget": int(experiment.plan["max_iterations"]) * len(experiment.trials),
+        "pick": config_label(params),
+        "iteration": int(best["iteration"]),
+        "objective": float(best[metric]),
+        "oracle_miou": 100 * float(best["oracle_miou"]),
+    }
 
 
 def main() -> None:
@@ -54,11 +59,15 @@ def main() -> None:
     space["base"] = str(ROOT / "msl" / "configs" / "synth.yaml")
     asha = summary(run(space, space["experiments"]["sweep"]["scheduler"], args.work, "sweep_asha"))
     full = summary(run(space, {"name": "fifo"}, args.work, "sweep_full"))
-    print("| run | trial-iterations | of a full run | picked configuration | at iteration | target_im | target mIoU % |")
+    print(
+        "| run | trial-iterations | of a full run | picked configuration | at iteration | target_im | target mIoU % |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, row in (("ASHA", asha), ("every trial to the end", full)):
-        print(f"| {name} | {row['trial_iterations']} | {row['trial_iterations'] / row['full_budget']:.0%} | "
-              f"{row['pick']} | {row['iteration']} | {row['objective']:.4f} | {row['oracle_miou']:.1f} |")
+        print(
+            f"| {name} | {row['trial_iterations']} | {row['trial_iterations'] / row['full_budget']:.0%} | "
+            f"{row['pick']} | {row['iteration']} | {row['objective']:.4f} | {row['oracle_miou']:.1f} |"
+        )
     print(f"\nsame configuration picked: {asha['pick'] == full['pick']}")
 
 

@@ -49,11 +49,15 @@ def gradient_norm(model: torch.nn.Module, images: torch.Tensor, cfg, multi_level
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True, help="an msl checkpoint (its config is used)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="an msl checkpoint (its config is used)"
+    )
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--reference", default="iw_maxsquare", choices=ADAPTING)
     parser.add_argument("--reference-lambda", type=float, default=1.0)
-    parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="also write the output to this markdown file"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     checkpoint = load_checkpoint(args.checkpoint)
@@ -70,17 +74,24 @@ def main() -> None:
         data = build_run_data(cfg, cfg.data.normalization)
         batches = batch_stream(data.target_train, cfg.data.batch_size, seed=0, start_batch=0, num_workers=0)
         norms[variant] = statistics.mean(
-            gradient_norm(model, next(batches)[0], cfg, cfg.model.multi_level) for _ in range(args.batches))
+            gradient_norm(model, next(batches)[0], cfg, cfg.model.multi_level) for _ in range(args.batches)
+        )
     say("# Target-loss gradient scale")
     say()
     say(f"- machine: {machine()}")
-    say(f"- date: {datetime.date.today().isoformat()}; command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    say(f"- model: {base.model.arch} from `{args.checkpoint}`; {args.batches} target-train batches of "
+    say(
+        f"- date: {datetime.date.today().isoformat()}; command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+    )
+    say(
+        f"- model: {base.model.arch} from `{args.checkpoint}`; {args.batches} target-train batches of "
         f"{base.data.batch_size} (no labels read); iw_ratio {base.loss.iw_ratio}, threshold {base.loss.threshold}, "
-        f"lambda_seg {base.loss.lambda_seg}")
+        f"lambda_seg {base.loss.lambda_seg}"
+    )
     say()
-    say(f"| variant | gradient norm at lambda 1 | ratio to {args.reference} | lambda for the same step as "
-        f"{args.reference} at {args.reference_lambda:g} |")
+    say(
+        f"| variant | gradient norm at lambda 1 | ratio to {args.reference} | lambda for the same step as "
+        f"{args.reference} at {args.reference_lambda:g} |"
+    )
     say("|---|---:|---:|---:|")
     for variant, norm in norms.items():
         ratio = norm / norms[args.reference]

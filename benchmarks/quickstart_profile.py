@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 # Lines of the run kept in the clean log: make's commands, the generator's summary, the plan, the study's progress.
-KEPT = re.compile(r"^(\.venv/bin/msl|MSL_SYNTH=|\s+--name|wrote |\d+ images of|  \S|study '|\[msl-study|report: |END-TO-END)")
+KEPT = re.compile(
+    r"^(\.venv/bin/msl|MSL_SYNTH=|\s+--name|wrote |\d+ images of|  \S|study '|\[msl-study|report: |END-TO-END)"
+)
 DROPPED = re.compile(r"pip-build-env|^\s*!!|\*{10}|WheelFile")  # pip's and setuptools' messages
 
 
@@ -54,8 +56,11 @@ def phases(lines: list[tuple[datetime, str]]) -> list[tuple[str, float]]:
 
 
 def clean(lines: list[tuple[datetime, str]], root: str) -> str:
-    kept = [text.replace(root.rstrip("/") + "/", "").replace(root, ".") for _, text in lines
-            if KEPT.match(text) and not DROPPED.search(text)]
+    kept = [
+        text.replace(root.rstrip("/") + "/", "").replace(root, ".")
+        for _, text in lines
+        if KEPT.match(text) and not DROPPED.search(text)
+    ]
     return "\n".join(kept) + "\n"
 
 
@@ -63,12 +68,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("log", type=Path, help="timed.log written by benchmarks/quickstart_timed.sh")
     parser.add_argument("--clean-log", type=Path, default=None, help="write the study's own lines here")
-    parser.add_argument("--root", default=None, help="the clone's path, made relative in the clean log "
-                                                     "(default: the log's folder)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="the clone's path, made relative in the clean log (default: the log's folder)",
+    )
     args = parser.parse_args()
     lines = timed_lines(args.log)
     span = (lines[-1][0] - lines[0][0]).total_seconds()
-    measured = re.match(r"END-TO-END (\d+) s", lines[-1][1])  # the shell's own count, from before `make` started
+    measured = re.match(
+        r"END-TO-END (\d+) s", lines[-1][1]
+    )  # the shell's own count, from before `make` started
     total = float(measured.group(1)) if measured else span
     rows = [("before make's first line of output", total - span), *phases(lines)]
     print("| phase | seconds | share |")

@@ -51,9 +51,11 @@ ROWS = {  # name -> overrides of the source stage; the UDA stage takes their mod
     "old source recipe": {"optim.iterations": 300, "data.batch_size": 4, "optim.head_lr_mult": 2.0},
     "deeplab_resnet18_small": {"model.arch": "deeplab_resnet18_small", "runtime.channels_last": True},
 }
-UDA = {"source_only": {"loss.target": "none"},
-       "adabn": {"loss.target": "none", "loss.adabn": True},
-       "iw_maxsquare": {"loss.target": "iw_maxsquare", "loss.lambda_target": 1.0}}
+UDA = {
+    "source_only": {"loss.target": "none"},
+    "adabn": {"loss.target": "none", "loss.adabn": True},
+    "iw_maxsquare": {"loss.target": "iw_maxsquare", "loss.lambda_target": 1.0},
+}
 
 
 def _shared(overrides: dict) -> dict:
@@ -64,9 +66,15 @@ def _shared(overrides: dict) -> dict:
 def gain(values: list[float], baseline: list[float]) -> str:
     """Mean paired difference in points, per seed in brackets, and the paired t-test's p-value."""
     differences = [a - b for a, b in zip(values, baseline, strict=True)]
-    p_value = stats.ttest_rel(values, baseline).pvalue if len(differences) > 1 and len(set(differences)) > 1 else None
-    return (f"{100 * statistics.mean(differences):+.1f} ({', '.join(f'{100 * d:+.1f}' for d in differences)}), "
-            f"p {'–' if p_value is None else f'{p_value:.3f}'}")
+    p_value = (
+        stats.ttest_rel(values, baseline).pvalue
+        if len(differences) > 1 and len(set(differences)) > 1
+        else None
+    )
+    return (
+        f"{100 * statistics.mean(differences):+.1f} ({', '.join(f'{100 * d:+.1f}' for d in differences)}), "
+        f"p {'–' if p_value is None else f'{p_value:.3f}'}"
+    )
 
 
 def slug(name: str) -> str:
@@ -75,11 +83,17 @@ def slug(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/synth_calibration"),
-                        help="where the generated set and run directories go (shared with synth_calibration.py)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/synth_calibration"),
+        help="where the generated set and run directories go (shared with synth_calibration.py)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="also write the output to this markdown file"
+    )
     args = parser.parse_args()
     report = Report()
     say = report.say
@@ -88,33 +102,60 @@ def main() -> None:
     runs = args.work / "runs"
 
     def source_dir(row: str, seed: int) -> Path:  # the design row's runs are the calibration's source runs
-        name = f"shift{DEFAULT_SHIFT:g}_seed{seed}_source" if row == "small_segnet" else f"ablation_{slug(row)}_seed{seed}"
+        name = (
+            f"shift{DEFAULT_SHIFT:g}_seed{seed}_source"
+            if row == "small_segnet"
+            else f"ablation_{slug(row)}_seed{seed}"
+        )
         return runs / name
 
-    sources = [Job(f"{row} {seed}", source_dir(row, seed), {**source_overrides(data, seed), **overrides})
-               for row, overrides in ROWS.items() for seed in args.seeds]
+    sources = [
+        Job(f"{row} {seed}", source_dir(row, seed), {**source_overrides(data, seed), **overrides})
+        for row, overrides in ROWS.items()
+        for seed in args.seeds
+    ]
     source_records = run_jobs(sources, args.parallel)
-    uda_jobs = [Job(f"{row} {seed} {variant}", runs / f"ablation_{slug(row)}_seed{seed}_{variant}",
-                    {**source_overrides(data, seed), **_shared(ROWS[row]), **UDA_STAGE, **UDA[variant],
-                     "model.weights": str(source_dir(row, seed) / "checkpoints" / "last.pt")})
-                for row in ROWS for seed in args.seeds for variant in UDA]
+    uda_jobs = [
+        Job(
+            f"{row} {seed} {variant}",
+            runs / f"ablation_{slug(row)}_seed{seed}_{variant}",
+            {
+                **source_overrides(data, seed),
+                **_shared(ROWS[row]),
+                **UDA_STAGE,
+                **UDA[variant],
+                "model.weights": str(source_dir(row, seed) / "checkpoints" / "last.pt"),
+            },
+        )
+        for row in ROWS
+        for seed in args.seeds
+        for variant in UDA
+    ]
     uda = run_jobs(uda_jobs, args.parallel)
 
     header("Which differences of the benchmark network matter", say)
-    say(f"Target val mIoU (%) at shift {DEFAULT_SHIFT:g}, whole val split, seeds {args.seeds}, mean over seeds. "
+    say(
+        f"Target val mIoU (%) at shift {DEFAULT_SHIFT:g}, whole val split, seeds {args.seeds}, mean over seeds. "
         "*gain vs X*: iw_maxsquare (lambda_target 1) minus X after the same UDA stage from the same source model, "
-        "mean (per seed) and the p-value of a paired t-test over seeds.")
+        "mean (per seed) and the p-value of a paired t-test over seeds."
+    )
     say()
-    say("| row | source model | source_only | adabn | iw_maxsquare | gain vs source_only (per seed), p "
-        "| gain vs adabn (per seed), p |")
+    say(
+        "| row | source model | source_only | adabn | iw_maxsquare | gain vs source_only (per seed), p "
+        "| gain vs adabn (per seed), p |"
+    )
     say("|---|---:|---:|---:|---:|---|---|")
     for row in ROWS:
         start = [source_records[f"{row} {seed}"][-1]["oracle_miou"] for seed in args.seeds]
-        final = {variant: [uda[f"{row} {seed} {variant}"][-1]["oracle_miou"] for seed in args.seeds]
-                 for variant in UDA}
+        final = {
+            variant: [uda[f"{row} {seed} {variant}"][-1]["oracle_miou"] for seed in args.seeds]
+            for variant in UDA
+        }
         means = " | ".join(percent(statistics.mean(final[variant])) for variant in UDA)
-        say(f"| {row} | {percent(statistics.mean(start))} | {means} | {gain(final['iw_maxsquare'], final['source_only'])} "
-            f"| {gain(final['iw_maxsquare'], final['adabn'])} |")
+        say(
+            f"| {row} | {percent(statistics.mean(start))} | {means} | {gain(final['iw_maxsquare'], final['source_only'])} "
+            f"| {gain(final['iw_maxsquare'], final['adabn'])} |"
+        )
     say()
     report.write(args.report)
 

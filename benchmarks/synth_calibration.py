@@ -61,34 +61,60 @@ def present_classes(target: Path) -> int:
 def source_jobs(work: Path, data: Path, shift: float, seed: int, every: int) -> tuple[Job, Job]:
     """The source-only and the oracle source stage of one (shift, seed), evaluating every `every` iterations."""
     common = {"eval.every": every}
-    return (Job(f"source {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_source",
-                {**source_overrides(data, seed), **common}),
-            Job(f"oracle {shift:g} {seed}", work / "runs" / f"shift{shift:g}_seed{seed}_oracle",
-                {**oracle_overrides(data, seed), **common}))
+    return (
+        Job(
+            f"source {shift:g} {seed}",
+            work / "runs" / f"shift{shift:g}_seed{seed}_source",
+            {**source_overrides(data, seed), **common},
+        ),
+        Job(
+            f"oracle {shift:g} {seed}",
+            work / "runs" / f"shift{shift:g}_seed{seed}_oracle",
+            {**oracle_overrides(data, seed), **common},
+        ),
+    )
 
 
 def uda_jobs(work: Path, data: Path, seed: int) -> list[Job]:
     """The UDA-budget controls from the seed's source model at the default shift."""
     weights = str(work / "runs" / f"shift{DEFAULT_SHIFT:g}_seed{seed}_source" / "checkpoints" / "last.pt")
     stage = {**source_overrides(data, seed), **UDA_STAGE, "model.weights": weights}
-    runs = {"source_only": {"loss.target": "none"},
-            "iw_maxsquare": {"loss.target": "iw_maxsquare", "loss.lambda_target": 1.0},
-            # Supervised on the target train labels for the UDA stage's budget: a stage-source run from the model.
-            "target_supervised": {**oracle_overrides(data, seed), "stage": "source"}}
-    return [Job(f"{name} {seed}", work / "runs" / f"uda_shift{DEFAULT_SHIFT:g}_seed{seed}_{name}",
-                {**stage, **overrides}) for name, overrides in runs.items()]
+    runs = {
+        "source_only": {"loss.target": "none"},
+        "iw_maxsquare": {"loss.target": "iw_maxsquare", "loss.lambda_target": 1.0},
+        # Supervised on the target train labels for the UDA stage's budget: a stage-source run from the model.
+        "target_supervised": {**oracle_overrides(data, seed), "stage": "source"},
+    }
+    return [
+        Job(
+            f"{name} {seed}",
+            work / "runs" / f"uda_shift{DEFAULT_SHIFT:g}_seed{seed}_{name}",
+            {**stage, **overrides},
+        )
+        for name, overrides in runs.items()
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/synth_calibration"),
-                        help="where generated sets and run directories go (reused when rerun)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/synth_calibration"),
+        help="where generated sets and run directories go (reused when rerun)",
+    )
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.25, DEFAULT_SHIFT, 0.75])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--uda-seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the UDA controls")
-    parser.add_argument("--curve-every", type=int, default=80, help="evaluation interval of the convergence curve")
+    parser.add_argument(
+        "--uda-seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the UDA controls"
+    )
+    parser.add_argument(
+        "--curve-every", type=int, default=80, help="evaluation interval of the convergence curve"
+    )
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="also write the output to this markdown file"
+    )
     args = parser.parse_args()
     report = Report()
     say = report.say
@@ -106,15 +132,19 @@ def main() -> None:
     say("## Source-only versus oracle, target val mIoU (%), whole val split")
     say()
     thin = [metric_class_names(19).index(name) for name in THIN_CLASSES]
-    say("| shift | seed | source-only | oracle | gap | chance | oracle IoU " + " / ".join(THIN_CLASSES) + " |")
+    say(
+        "| shift | seed | source-only | oracle | gap | chance | oracle IoU " + " / ".join(THIN_CLASSES) + " |"
+    )
     say("|---|---|---:|---:|---:|---:|---|")
     for shift in args.shifts:
         chance = 1 / present_classes(sets[shift] / "target")
         for seed in args.seeds:
             source, oracle = (records[f"{kind} {shift:g} {seed}"][-1] for kind in ("source", "oracle"))
-            say(f"| {shift:g} | {seed} | {percent(source['oracle_miou'])} | {percent(oracle['oracle_miou'])} "
+            say(
+                f"| {shift:g} | {seed} | {percent(source['oracle_miou'])} | {percent(oracle['oracle_miou'])} "
                 f"| {percent(oracle['oracle_miou'] - source['oracle_miou'])} | {percent(chance)} "
-                f"| {' / '.join(percent(oracle['oracle_iou'][k]) for k in thin)} |")
+                f"| {' / '.join(percent(oracle['oracle_iou'][k]) for k in thin)} |"
+            )
     say()
 
     if DEFAULT_SHIFT in args.shifts:
@@ -149,19 +179,25 @@ def say_convergence(args: argparse.Namespace, records: dict, iterations: int, sa
         at = {r["iteration"]: r["source_val_miou"] for r in curves[seed]}
         changes.append(f"seed {seed}: {100 * (at[iterations] - at[start]):+.1f}")
     say()
-    say(f"Change of the source-val mIoU from iteration {start} to {iterations} (the last "
-        f"{100 * (iterations - start) / iterations:.0f}% of the stage): {', '.join(changes)} points.")
+    say(
+        f"Change of the source-val mIoU from iteration {start} to {iterations} (the last "
+        f"{100 * (iterations - start) / iterations:.0f}% of the stage): {', '.join(changes)} points."
+    )
     say()
 
 
 def say_controls(args: argparse.Namespace, data: Path, records: dict, say) -> None:
     jobs = [job for seed in args.uda_seeds for job in uda_jobs(args.work, data, seed)]
     uda = run_jobs(jobs, args.parallel)
-    say(f"## Controls and noise at the UDA budget, shift {DEFAULT_SHIFT:g}: target val mIoU (%) at the last iteration")
+    say(
+        f"## Controls and noise at the UDA budget, shift {DEFAULT_SHIFT:g}: target val mIoU (%) at the last iteration"
+    )
     say()
-    say("Each row starts from that seed's source model (column *source model*). *source_only*: the UDA stage with "
+    say(
+        "Each row starts from that seed's source model (column *source model*). *source_only*: the UDA stage with "
         "no target data at all; *target_supervised*: the same stage trained on the target train labels; "
-        "*iw_maxsquare*: lambda_target 1.")
+        "*iw_maxsquare*: lambda_target 1."
+    )
     say()
     names = ("source_only", "target_supervised", "iw_maxsquare")
     say("| seed | source model | " + " | ".join(names) + " | iw_maxsquare - source_only |")
@@ -171,16 +207,21 @@ def say_controls(args: argparse.Namespace, data: Path, records: dict, say) -> No
         start = records[f"source {DEFAULT_SHIFT:g} {seed}"][-1]["oracle_miou"]
         final = {name: uda[f"{name} {seed}"][-1]["oracle_miou"] for name in names}
         differences.append(final["iw_maxsquare"] - final["source_only"])
-        say(f"| {seed} | {percent(start)} | " + " | ".join(percent(final[name]) for name in names)
-            + f" | {100 * differences[-1]:+.1f} |")
+        say(
+            f"| {seed} | {percent(start)} | "
+            + " | ".join(percent(final[name]) for name in names)
+            + f" | {100 * differences[-1]:+.1f} |"
+        )
     say()
     if len(differences) > 1:
         spread = statistics.stdev(differences)
         detectable = stats.t.ppf(0.975, len(differences) - 1) * spread / len(differences) ** 0.5
-        say(f"Paired difference iw_maxsquare - source_only over {len(differences)} seeds: mean "
+        say(
+            f"Paired difference iw_maxsquare - source_only over {len(differences)} seeds: mean "
             f"{100 * statistics.mean(differences):+.1f}, standard deviation {100 * spread:.1f} points; a paired "
             f"t-test over {len(differences)} seeds reaches p < 0.05 (two-sided) for a mean difference above "
-            f"{100 * detectable:.1f} points at that spread.")
+            f"{100 * detectable:.1f} points at that spread."
+        )
         say()
 
 

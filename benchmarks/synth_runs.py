@@ -24,8 +24,14 @@ from msl.data.synth import SYNTH_VERSION, generate
 CONFIG = Path(msl.__file__).parent / "configs" / "synth.yaml"
 DEFAULT_SHIFT = 0.5  # msl.data.synth.generate's default
 # The UDA stage of the quickstart (search_spaces/quickstart.yaml), on top of synth.yaml (the source stage).
-UDA_STAGE = {"stage": "uda", "optim.optimizer": "sgd", "optim.lr": 0.01, "optim.iterations": 60,
-             "eval.every": 30, "model.multi_level": False}
+UDA_STAGE = {
+    "stage": "uda",
+    "optim.optimizer": "sgd",
+    "optim.lr": 0.01,
+    "optim.iterations": 60,
+    "eval.every": 30,
+    "model.multi_level": False,
+}
 
 
 @dataclass
@@ -71,20 +77,36 @@ def synthetic_set(work: Path, shift: float) -> Path:
 
 def source_overrides(data: Path, seed: int) -> dict:
     """synth.yaml's source stage on the set in `data`, scored on its whole target val split."""
-    return {"data.source_root": str(data / "source"), "data.target_root": str(data / "target"),
-            "runtime.seed": seed, "runtime.progress": False}
+    return {
+        "data.source_root": str(data / "source"),
+        "data.target_root": str(data / "target"),
+        "runtime.seed": seed,
+        "runtime.progress": False,
+    }
 
 
 def oracle_overrides(data: Path, seed: int) -> dict:
     """The same stage trained on the target train split *with* its labels (the oracle)."""
-    return {**source_overrides(data, seed), "data.source": "cityscapes", "data.source_root": str(data / "target"),
-            "data.source_train_split": "train", "data.source_val_split": "val"}
+    return {
+        **source_overrides(data, seed),
+        "data.source": "cityscapes",
+        "data.source_root": str(data / "target"),
+        "data.source_train_split": "train",
+        "data.source_val_split": "val",
+    }
 
 
 def machine() -> str:
     cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")] if cpuinfo.is_file() else []
+    models = (
+        [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if cpuinfo.is_file()
+        else []
+    )
     return f"{models[0] if models else platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores"
 
 
@@ -96,9 +118,11 @@ def header(title: str, say) -> None:
     say(f"- machine: {machine()} (load average at start: {os.getloadavg()[0]:.1f})")
     say(f"- date: {datetime.date.today().isoformat()}")
     say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    say(f"- base config: msl/configs/synth.yaml ({base.model.arch}, batch {base.data.batch_size}, "
+    say(
+        f"- base config: msl/configs/synth.yaml ({base.model.arch}, batch {base.data.batch_size}, "
         f"{base.optim.optimizer} lr {base.optim.lr}, {base.optim.iterations} source iterations, "
-        f"{base.runtime.threads} thread per run); UDA stage: {', '.join(f'{k}={v}' for k, v in UDA_STAGE.items())}")
+        f"{base.runtime.threads} thread per run); UDA stage: {', '.join(f'{k}={v}' for k, v in UDA_STAGE.items())}"
+    )
     say()
 
 

@@ -105,10 +105,14 @@ def paper_cases(smoke: bool, compiled: list[str]) -> list[Case]:
     """Every mode, then the compiled twins of the modes in `compiled` (or of all), then bf16+channels_last with
     the reference's repeated backbone steps."""
     modes = paper_modes(smoke)
-    twins = [dataclasses.replace(case, name=f"{case.name}+compile", compile=True) for case in modes
-             if "all" in compiled or case.name in compiled]
-    reference = dataclasses.replace(modes[-1], name=f"{modes[-1].name}+reference_param_groups",
-                                    reference_param_groups=True)
+    twins = [
+        dataclasses.replace(case, name=f"{case.name}+compile", compile=True)
+        for case in modes
+        if "all" in compiled or case.name in compiled
+    ]
+    reference = dataclasses.replace(
+        modes[-1], name=f"{modes[-1].name}+reference_param_groups", reference_param_groups=True
+    )
     return [*modes, *twins, reference]
 
 
@@ -148,8 +152,12 @@ def build_setup(case: Case, cfg: TrainConfig, device: torch.device, weights: str
     optimizer = build_optimizer(optim, model)
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
     batch = case.batch_size
-    source_images = torch.randn(batch, 3, *case.source_hw, device=device).contiguous(memory_format=memory_format)
-    target_images = torch.randn(batch, 3, *case.target_hw, device=device).contiguous(memory_format=memory_format)
+    source_images = torch.randn(batch, 3, *case.source_hw, device=device).contiguous(
+        memory_format=memory_format
+    )
+    target_images = torch.randn(batch, 3, *case.target_hw, device=device).contiguous(
+        memory_format=memory_format
+    )
     source_labels = torch.randint(0, NUM_CLASSES, (batch, *case.source_hw), device=device)
     forward = training_forward(model, case.compile)
     return Setup(forward, optimizer, target_loss, source_images, source_labels, target_images)
@@ -163,8 +171,16 @@ def case_config(cfg: TrainConfig, case: Case) -> TrainConfig:
 def uda_iteration(setup: Setup, cfg: TrainConfig, case: Case, device: torch.device, iteration: int) -> None:
     """One optimiser step of msl.trainer.train's UDA loop: the trainer's own `train_step`."""
     lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
-    train_step(setup.forward, setup.optimizer, case_config(cfg, case), lr,
-               (setup.source_images, setup.source_labels), setup.target_images, setup.target_loss, device)
+    train_step(
+        setup.forward,
+        setup.optimizer,
+        case_config(cfg, case),
+        lr,
+        (setup.source_images, setup.source_labels),
+        setup.target_images,
+        setup.target_loss,
+        device,
+    )
 
 
 def warmed_up(case: Case, cfg: TrainConfig, device: torch.device, warmup: int):
@@ -179,7 +195,9 @@ def warmed_up(case: Case, cfg: TrainConfig, device: torch.device, warmup: int):
     return setup
 
 
-def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, iterations: int) -> tuple[float, float]:
+def time_case(
+    case: Case, cfg: TrainConfig, device: torch.device, warmup: int, iterations: int
+) -> tuple[float, float]:
     """(median ms per iteration, peak memory in MiB) of `case`."""
     setup = warmed_up(case, cfg, device, warmup)
     if device.type == "cuda":
@@ -199,7 +217,9 @@ def time_case(case: Case, cfg: TrainConfig, device: torch.device, warmup: int, i
     return statistics.median(times), peak_memory_mib(device)
 
 
-def compare_precisions(cases: list[Case], cfg: TrainConfig, device: torch.device, weights: str | None) -> list[str]:
+def compare_precisions(
+    cases: list[Case], cfg: TrainConfig, device: torch.device, weights: str | None
+) -> list[str]:
     """Table rows: each loss term of one forward pass in strict fp32 and in bf16, same weights and input."""
     values = {}
     for case in (cases[0], next(c for c in cases if c.bf16 and not c.compile and not c.channels_last)):
@@ -208,8 +228,10 @@ def compare_precisions(cases: list[Case], cfg: TrainConfig, device: torch.device
         with torch.no_grad(), autocast(device, case.bf16):
             terms = _supervised_loss(setup.forward(setup.source_images), setup.source_labels, cfg)
             main, aux = setup.forward(setup.target_images)  # (B, C, Ht, Wt) each
-        terms |= {"target_loss": setup.target_loss(main),
-                  "target_guidance": multi_level_guidance_loss(main, aux, cfg.loss.threshold)}
+        terms |= {
+            "target_loss": setup.target_loss(main),
+            "target_guidance": multi_level_guidance_loss(main, aux, cfg.loss.threshold),
+        }
         values[case.name] = {name: value.item() for name, value in terms.items()}
     (fp32_name, fp32), (bf16_name, bf16) = values.items()
     rows = [f"| term | {fp32_name} | {bf16_name} | relative difference |", "|---|---|---|---|"]
@@ -237,7 +259,9 @@ def packing_worker(case: Case, cfg: TrainConfig, device: torch.device, warmup: i
     start_event = torch.cuda.Event(enable_timing=True) if cuda else None
     if cuda:
         start_event.record()
-    while time.perf_counter() - started < seconds:  # the host runs at most a few iterations ahead of the device
+    while (
+        time.perf_counter() - started < seconds
+    ):  # the host runs at most a few iterations ahead of the device
         uda_iteration(setup, cfg, case, device, iteration)
         iteration += 1
         if cuda:
@@ -251,16 +275,45 @@ def packing_worker(case: Case, cfg: TrainConfig, device: torch.device, warmup: i
     done = [end for end in ends if end <= 1000 * seconds]
     times = [later - earlier for earlier, later in itertools.pairwise([0.0, *done])]
     reserved = torch.cuda.max_memory_reserved() / 2**20 if cuda else None  # what the allocator holds
-    print(json.dumps({"iterations": len(done), "median_ms": statistics.median(times) if times else None,
-                      "peak_mib": peak_memory_mib(device), "reserved_mib": reserved}), flush=True)
+    print(
+        json.dumps(
+            {
+                "iterations": len(done),
+                "median_ms": statistics.median(times) if times else None,
+                "peak_mib": peak_memory_mib(device),
+                "reserved_mib": reserved,
+            }
+        ),
+        flush=True,
+    )
 
 
 def run_packed(processes: int, args: argparse.Namespace) -> list[dict]:
     """`processes` workers of this script started together on one device; each one's JSON result."""
-    command = [sys.executable, __file__, "--worker", "--mode", args.mode, "--device", args.device,
-               "--warmup", str(args.warmup), "--seconds", str(args.seconds), "--threads", str(args.threads[0])]
-    workers = [subprocess.Popen(command + (["--smoke"] if args.smoke else []), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True) for _ in range(processes)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--mode",
+        args.mode,
+        "--device",
+        args.device,
+        "--warmup",
+        str(args.warmup),
+        "--seconds",
+        str(args.seconds),
+        "--threads",
+        str(args.threads[0]),
+    ]
+    workers = [
+        subprocess.Popen(
+            command + (["--smoke"] if args.smoke else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     for worker in workers:
         if worker.stdout.readline().strip() != "ready":
             raise RuntimeError(f"a packing worker failed while warming up (exit code {worker.wait()})")
@@ -277,8 +330,15 @@ def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpuinfo = Path("/proc/cpuinfo")
-    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-              if line.startswith("model name")] if cpuinfo.is_file() else []
+    models = (
+        [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        if cpuinfo.is_file()
+        else []
+    )
     cpu = models[0] if models else platform.processor() or "unknown CPU"
     return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start (shared machine?)"
 
@@ -288,24 +348,45 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="CPU thread counts to time")
     parser.add_argument("--iterations", type=int, default=20, help="timed iterations per case")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first (compile needs a few)")
-    parser.add_argument("--weights", default=None, help="weights for the bf16/fp32 loss comparison (default: init)")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed iterations first (compile needs a few)"
+    )
+    parser.add_argument(
+        "--weights", default=None, help="weights for the bf16/fp32 loss comparison (default: init)"
+    )
     parser.add_argument("--smoke", action="store_true", help="run the CUDA case list here at a tiny size")
-    parser.add_argument("--compile", nargs="*", default=["bf16+channels_last"], metavar="MODE",
-                        help="modes also timed under torch.compile, 'all', or none (default: bf16+channels_last)")
-    parser.add_argument("--processes", type=int, nargs="+", default=None, metavar="N",
-                        help="packing: N processes at once on one device, for each N given (e.g. 1 2 4)")
-    parser.add_argument("--mode", default="bf16+channels_last", help="the mode of the packing run's processes")
+    parser.add_argument(
+        "--compile",
+        nargs="*",
+        default=["bf16+channels_last"],
+        metavar="MODE",
+        help="modes also timed under torch.compile, 'all', or none (default: bf16+channels_last)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="packing: N processes at once on one device, for each N given (e.g. 1 2 4)",
+    )
+    parser.add_argument(
+        "--mode", default="bf16+channels_last", help="the mode of the packing run's processes"
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="the packing run's timed window")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one packed process
-    parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="also write the output to this markdown file"
+    )
     args = parser.parse_args()
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(auto if args.device == "auto" else args.device)
     cfg = load_config(SYNTH_CONFIG if device.type == "cpu" and not args.smoke else None, UDA_OVERRIDES)
     unknown = set(args.compile) - {case.name for case in paper_modes(args.smoke)} - {"all"}
     if unknown:
-        parser.error(f"--compile: unknown modes {sorted(unknown)}; choose among {[c.name for c in paper_modes(True)]}")
+        parser.error(
+            f"--compile: unknown modes {sorted(unknown)}; choose among {[c.name for c in paper_modes(True)]}"
+        )
     if args.worker or args.processes:
         modes = {case.name: case for case in paper_cases(args.smoke, ["all"])}
         if args.mode not in modes:
@@ -326,12 +407,16 @@ def main() -> None:
     say(f"- date: {datetime.date.today().isoformat()}")
     say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
     if args.processes:
-        say(f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up iterations "
-            f"each; iterations finished within a {args.seconds:g} s window; data loading not included")
+        say(
+            f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up iterations "
+            f"each; iterations finished within a {args.seconds:g} s window; data loading not included"
+        )
         say()
         case = modes[args.mode]
-        say("| arch | source HxW | target HxW | processes | ms/iteration (median of medians) | trial-iterations/s "
-            "| speed-up | peak MiB per process | reserved MiB per process |")
+        say(
+            "| arch | source HxW | target HxW | processes | ms/iteration (median of medians) | trial-iterations/s "
+            "| speed-up | peak MiB per process | reserved MiB per process |"
+        )
         say("|---|---|---|---|---|---|---|---|---|")
         single = None
         for processes in args.processes:
@@ -342,12 +427,16 @@ def main() -> None:
             medians = [r["median_ms"] for r in results if r["median_ms"] is not None]
             ms = f"{statistics.median(medians):.1f}" if medians else "-"
             reserved = max((r["reserved_mib"] or 0) for r in results)
-            say(f"| {case.arch} | {'x'.join(map(str, case.source_hw))} | {'x'.join(map(str, case.target_hw))} "
+            say(
+                f"| {case.arch} | {'x'.join(map(str, case.source_hw))} | {'x'.join(map(str, case.target_hw))} "
                 f"| {processes} | {ms} | {rate:.2f} | {speedup} | {max(r['peak_mib'] for r in results):.0f} "
-                f"| {f'{reserved:.0f}' if reserved else '-'} |")
+                f"| {f'{reserved:.0f}' if reserved else '-'} |"
+            )
         say()
-        say("Peak MiB: torch's peak allocation per process on CUDA (plus the CUDA context, not counted) or its "
-            "peak resident set size on the CPU; reserved: what CUDA's caching allocator held.")
+        say(
+            "Peak MiB: torch's peak allocation per process on CUDA (plus the CUDA context, not counted) or its "
+            "peak resident set size on the CPU; reserved: what CUDA's caching allocator held."
+        )
         write_report(args.report, lines)
         return
     say(f"- median of {args.iterations} iterations after {args.warmup} warm-up; data loading not included")
@@ -357,7 +446,9 @@ def main() -> None:
 
     def row(case: Case, threads: int | str, ms: float, peak: float) -> None:
         sizes = " | ".join("x".join(map(str, hw)) for hw in (case.source_hw, case.target_hw))
-        say(f"| {case.arch} | {case.batch_size} | {sizes} | {case.name} | {threads} | {ms:.1f} | {peak:.0f} |")
+        say(
+            f"| {case.arch} | {case.batch_size} | {sizes} | {case.name} | {threads} | {ms:.1f} | {peak:.0f} |"
+        )
 
     if device.type == "cpu" and not args.smoke:
         for case, threads in itertools.product(quickstart_cases(), args.threads):
@@ -371,7 +462,11 @@ def main() -> None:
         for case in cases:
             row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
         say()
-        init = f"weights {args.weights}" if args.weights else "seeded random init: guidance is 0 if no pixel is confident"
+        init = (
+            f"weights {args.weights}"
+            if args.weights
+            else "seeded random init: guidance is 0 if no pixel is confident"
+        )
         say(f"## Loss terms of one forward pass, bf16 versus strict fp32 ({init})")
         say()
         for text in compare_precisions(cases, cfg, device, args.weights):

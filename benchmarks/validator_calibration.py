@@ -47,10 +47,21 @@ def uda_jobs(args: argparse.Namespace, sets: dict[float, Path]) -> tuple[list[Jo
             sources.append(source)
             for variant in args.variants:
                 trial = layout.trials_dir(study_dir(args.work), f"shift{shift:g}") / f"{variant}_s{seed}"
-                runs.append(Job(f"{variant} {shift:g} {seed}", trial / layout.RUN_DIR, {
-                    **source.overrides, **UDA_STAGE, "eval.every": args.eval_every, **VARIANTS[variant],
-                    "model.weights": str(source.run_dir / "checkpoints" / "last.pt"), "runtime.seed": seed,
-                    **uda_overrides}))
+                runs.append(
+                    Job(
+                        f"{variant} {shift:g} {seed}",
+                        trial / layout.RUN_DIR,
+                        {
+                            **source.overrides,
+                            **UDA_STAGE,
+                            "eval.every": args.eval_every,
+                            **VARIANTS[variant],
+                            "model.weights": str(source.run_dir / "checkpoints" / "last.pt"),
+                            "runtime.seed": seed,
+                            **uda_overrides,
+                        },
+                    )
+                )
     return sources, runs
 
 
@@ -65,8 +76,13 @@ def experiment(work: Path, shift: float, variants: list[str], seeds: list[int]) 
     trials, evals = [], []
     for variant in variants:
         for seed in seeds:
-            trial = {"trial_name": f"{variant}_s{seed}", "variant": variant, "seed": seed, "config": "default",
-                     "status": "finished"}
+            trial = {
+                "trial_name": f"{variant}_s{seed}",
+                "variant": variant,
+                "seed": seed,
+                "config": "default",
+                "status": "finished",
+            }
             trials.append(trial)
             run = layout.trials_dir(study_dir(work), name) / trial["trial_name"] / layout.RUN_DIR
             evals.extend({**trial, **record} for record in read_metrics(run / layout.METRICS_FILE))
@@ -77,17 +93,27 @@ def experiment(work: Path, shift: float, variants: list[str], seeds: list[int]) 
 
 def audit(exp: ExperimentResults) -> pd.DataFrame:
     """One row per validator and level: regret, worst regret, Spearman and weighted Spearman."""
-    validators = {name: (name, mode) for name, mode in VALIDATOR_MODES.items()
-                  if name in exp.evals and exp.evals[name].notna().any()}
+    validators = {
+        name: (name, mode)
+        for name, mode in VALIDATOR_MODES.items()
+        if name in exp.evals and exp.evals[name].notna().any()
+    }
     rows = []
     for name, (column, mode) in {**validators, **REFERENCES}.items():
         for level, function in LEVELS.items():
             if level == "configuration" and column == "iteration":
                 continue  # every run ends at the same iteration
             result = function(exp.evals, column, mode)
-            rows.append({"validator": name, "level": level, "regret": 100 * result["regret"],
-                         "worst_regret": 100 * result["worst_regret"], "spearman": result["spearman"],
-                         "weighted_spearman": result["weighted_spearman"]})
+            rows.append(
+                {
+                    "validator": name,
+                    "level": level,
+                    "regret": 100 * result["regret"],
+                    "worst_regret": 100 * result["worst_regret"],
+                    "spearman": result["spearman"],
+                    "weighted_spearman": result["weighted_spearman"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -108,8 +134,14 @@ def markdown(frame: pd.DataFrame) -> str:
     columns = list(frame.columns)
     lines = ["| validator | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     for name, row in frame.iterrows():
-        cells = ["–" if pd.isna(value) else f"{value:.2f}" if "Spearman" in column or "spearman" in column else f"{value:.1f}"
-                 for column, value in row.items()]
+        cells = [
+            "–"
+            if pd.isna(value)
+            else f"{value:.2f}"
+            if "Spearman" in column or "spearman" in column
+            else f"{value:.1f}"
+            for column, value in row.items()
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -137,16 +169,28 @@ def plot(frame: pd.DataFrame, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/validator_calibration"),
-                        help="generated sets and run directories (shared with synth_calibration.py; reused)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=Path("runs/validator_calibration"),
+        help="generated sets and run directories (shared with synth_calibration.py; reused)",
+    )
     parser.add_argument("--shifts", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--eval-every", type=int, default=10, help="UDA iterations between evaluations")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("--uda-set", dest="uda_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the UDA runs, e.g. optim.iterations=60")
-    parser.add_argument("--report", type=Path, default=None, help="also write the output to this markdown file")
+    parser.add_argument(
+        "--uda-set",
+        dest="uda_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the UDA runs, e.g. optim.iterations=60",
+    )
+    parser.add_argument(
+        "--report", type=Path, default=None, help="also write the output to this markdown file"
+    )
     parser.add_argument("--plot", type=Path, default=Path("validator_calibration.png"))
     args = parser.parse_args()
 
@@ -160,12 +204,17 @@ def main() -> None:
     header("Validator calibration on the synthetic benchmark", report.say)
     lines = [
         f"Shifts {args.shifts}, seeds {args.seeds}, variants {args.variants}; the UDA stage above with "
-        f"eval.every={args.eval_every} and {args.uda_overrides or 'no other overrides'}.", "",
+        f"eval.every={args.eval_every} and {args.uda_overrides or 'no other overrides'}.",
+        "",
         "Regret: target mIoU points (%) below the oracle's choice (study.selection): *checkpoint* within each run "
         "(mean over runs), *configuration* = which variant, every run at its last checkpoint (mean over seeds); "
         "*worst*: worst run / worst single seed; weighted Spearman: powerful-benchmarker's weighting; all means "
-        "over shifts. Ordered by the mean of the two regrets.", "",
-        markdown(frame), "", f"![regret per validator]({args.plot.name})"]
+        "over shifts. Ordered by the mean of the two regrets.",
+        "",
+        markdown(frame),
+        "",
+        f"![regret per validator]({args.plot.name})",
+    ]
     for line in lines:
         report.say(line)
     plot(frame, args.plot)

@@ -55,11 +55,17 @@ def load_file(path: str | Path, what: str = "checkpoint") -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as error:
         if unsafe := re.search(r"unsupported (?:global: )?GLOBAL ([\w.]*\w)", str(error), re.IGNORECASE):
-            raise CheckpointError(f"{what} {path} holds {unsafe[1]}, not only tensors and plain data; it could run "
-                                  "code, so it is not loaded") from None
-        cause = re.sub(r"\s+", " ", str(error).split("Check the documentation")[0]).strip() or type(error).__name__
-        raise CheckpointError(f"cannot read {what} {path} (truncated, empty or not a torch file?): "
-                              f"{cause[-200:]}") from None
+            raise CheckpointError(
+                f"{what} {path} holds {unsafe[1]}, not only tensors and plain data; it could run "
+                "code, so it is not loaded"
+            ) from None
+        cause = (
+            re.sub(r"\s+", " ", str(error).split("Check the documentation")[0]).strip()
+            or type(error).__name__
+        )
+        raise CheckpointError(
+            f"cannot read {what} {path} (truncated, empty or not a torch file?): {cause[-200:]}"
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

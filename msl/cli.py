@@ -30,8 +30,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         last = out / "checkpoints" / "last.pt"
         if not last.is_file():
-            raise FileNotFoundError(f"nothing to resume: {last} does not exist (a run that never reached its first "
-                                    "evaluation starts again without --resume)")
+            raise FileNotFoundError(
+                f"nothing to resume: {last} does not exist (a run that never reached its first "
+                "evaluation starts again without --resume)"
+            )
         _check_same_config(read_yaml(out / "config.yaml"), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
     record = train(cfg, out, resume_from=out / "checkpoints" / "last.pt" if args.resume else None)
@@ -50,15 +52,23 @@ def _check_same_config(saved: dict, cfg) -> None:
             continue
         for key, value in values.items():
             if (section, key) != ("data", "normalization") and saved.get(section, {}).get(key) != value:
-                raise ConfigError(f"--resume: {section}.{key} is {value!r} but the run was started with "
-                                 f"{saved.get(section, {}).get(key)!r}; resume with the run's own config.yaml")
+                raise ConfigError(
+                    f"--resume: {section}.{key} is {value!r} but the run was started with "
+                    f"{saved.get(section, {}).get(key)!r}; resume with the run's own config.yaml"
+                )
 
 
 def _eval(args: argparse.Namespace) -> int:
     from msl.evaluate_checkpoint import evaluate_checkpoint
 
-    return evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.set, domain=args.domain,
-                               flip=args.flip, save_predictions=args.save_predictions)
+    return evaluate_checkpoint(
+        args.checkpoint,
+        config=args.config,
+        overrides=args.set,
+        domain=args.domain,
+        flip=args.flip,
+        save_predictions=args.save_predictions,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--shift", type=float, default=0.5, help="domain shift strength in [0, 1]")
     synth.set_defaults(handler=_data_synth)
 
-    verify = data_commands.add_parser("verify", help="check a dataset tree: files, sizes, label ids, histogram")
+    verify = data_commands.add_parser(
+        "verify", help="check a dataset tree: files, sizes, label ids, histogram"
+    )
     verify.add_argument("--dataset", required=True, choices=("gta5", "synthia", "cityscapes", "crosscity"))
     verify.add_argument("--root", required=True)
     verify.add_argument("--split", default=None, help="one split (default: every split found)")
@@ -86,21 +98,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one model (stage source or uda) from a config file")
     train.add_argument("config", help="YAML run configuration (see msl/config.py for every key)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set loss.lambda_target=0.09 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set loss.lambda_target=0.09 (repeatable)",
+    )
     train.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on a labelled split")
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--config", default=None, help="config file (default: the checkpoint's own config)")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    evaluate.add_argument("--domain", choices=("target", "source"), default="target",
-                          help="evaluate on data.target_val_split (default) or data.source_val_split")
+    evaluate.add_argument(
+        "--domain",
+        choices=("target", "source"),
+        default="target",
+        help="evaluate on data.target_val_split (default) or data.source_val_split",
+    )
     evaluate.add_argument("--flip", action="store_true", help="flip test-time augmentation")
-    evaluate.add_argument("--save-predictions", dest="save_predictions", default=None, metavar="DIR",
-                          help="write predictions as Cityscapes labelIds PNGs and colour PNGs")
+    evaluate.add_argument(
+        "--save-predictions",
+        dest="save_predictions",
+        default=None,
+        metavar="DIR",
+        help="write predictions as Cityscapes labelIds PNGs and colour PNGs",
+    )
     evaluate.set_defaults(handler=_eval)
     return parser
 

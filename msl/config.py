@@ -44,8 +44,16 @@ class ConfigError(ValueError):
     """A configuration value or key that is not allowed; the message names its dotted path."""
 
 
-def _spec(default: Any, *, choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
-          le: float | None = None, lt: float | None = None, length: int | None = None) -> Any:
+def _spec(
+    default: Any,
+    *,
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    length: int | None = None,
+) -> Any:
     """A dataclass field with the constraints `_check_value` enforces."""
     meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "length": length}
     if isinstance(default, list):
@@ -150,7 +158,9 @@ class RuntimeConfig:
     seed: int = _spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/uda_iteration.py)
-    compile: bool = False  # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
+    compile: bool = (
+        False  # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
+    )
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
     threads: int | None = _spec(None, ge=1)  # CPU intra-op threads; None: torch's default
     log_every: int = _spec(50, ge=1)  # iterations between reading losses back to the host
@@ -234,15 +244,20 @@ def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
     if meta.get("length") is not None and len(value) != meta["length"]:
         raise ConfigError(f"{path}: expected {meta['length']} values, got {value!r}")
     for item in value if isinstance(value, list) else [value]:
-        bounds = [("ge", ">=", lambda a, b: a >= b), ("gt", ">", lambda a, b: a > b),
-                  ("le", "<=", lambda a, b: a <= b), ("lt", "<", lambda a, b: a < b)]
+        bounds = [
+            ("ge", ">=", lambda a, b: a >= b),
+            ("gt", ">", lambda a, b: a > b),
+            ("le", "<=", lambda a, b: a <= b),
+            ("lt", "<", lambda a, b: a < b),
+        ]
         for key, symbol, ok in bounds:
             if meta.get(key) is not None and not ok(item, meta[key]):
                 raise ConfigError(f"{path}: {value!r} is out of range; it must be {symbol} {meta[key]}")
 
 
-def check_known_keys(raw: typing.Mapping, known: typing.Sequence[str], prefix: str = "",
-                     error: type[ValueError] = ConfigError) -> None:
+def check_known_keys(
+    raw: typing.Mapping, known: typing.Sequence[str], prefix: str = "", error: type[ValueError] = ConfigError
+) -> None:
     """Raise `error` for the first key of `raw` not in `known`, naming its dotted path and the closest name."""
     for key in raw:
         if key not in known:
@@ -308,8 +323,9 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
-def load_config(source: str | Path | dict | None = None,
-                overrides: typing.Iterable[str] | typing.Mapping[str, Any] = ()) -> TrainConfig:
+def load_config(
+    source: str | Path | dict | None = None, overrides: typing.Iterable[str] | typing.Mapping[str, Any] = ()
+) -> TrainConfig:
     """The checked TrainConfig from a YAML path or a mapping (None: the defaults), with overrides on top."""
     raw = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
     try:

@@ -12,8 +12,11 @@ EXIT_ERROR = 2
 
 
 def add_debug_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debug", action="store_true",
-                        help=f"show the full traceback of an error (or set {DEBUG_VARIABLE}=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of an error (or set {DEBUG_VARIABLE}=1)",
+    )
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
@@ -40,6 +43,8 @@ def describe(error: BaseException) -> str:
     message = str(error).strip() or type(error).__name__
     ours = type(error).__module__.split(".")[0] in ("msl", "study")
     if not ours and not isinstance(error, (ValueError, OSError)):
-        message = (f"{type(error).__name__}: {message} (an internal error: rerun with --debug for the traceback "
-                   "and report it)")
+        message = (
+            f"{type(error).__name__}: {message} (an internal error: rerun with --debug for the traceback "
+            "and report it)"
+        )
     return message

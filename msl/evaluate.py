@@ -20,7 +20,9 @@ from msl.metrics import ConfusionMatrix, predicted_classes
 # Directions: msl.config.METRIC_MODES.
 VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
-SND_PIXELS = 4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats
+SND_PIXELS = (
+    4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats
+)
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -31,7 +33,9 @@ def autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, images: Tensor, size: tuple[int, int] | None = None, flip: bool = False) -> Tensor:
+def predict_probs(
+    model: nn.Module, images: Tensor, size: tuple[int, int] | None = None, flip: bool = False
+) -> Tensor:
     """Softmax of the main head `(B, C, H, W)` at `size` (default: the input size), in float32."""
     logits = model(images)[0].float()  # (B, C, h, w)
     if size is not None and tuple(logits.shape[-2:]) != tuple(size):
@@ -43,9 +47,17 @@ def predict_probs(model: nn.Module, images: Tensor, size: tuple[int, int] | None
     return probs
 
 
-def evaluate(model: nn.Module, batches: Iterable, num_classes: int, device: torch.device, *, flip: bool = False,
-             bf16: bool = True, channels_last: bool = False,
-             on_prediction: Callable[[Tensor, list[str]], None] | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable,
+    num_classes: int,
+    device: torch.device,
+    *,
+    flip: bool = False,
+    bf16: bool = True,
+    channels_last: bool = False,
+    on_prediction: Callable[[Tensor, list[str]], None] | None = None,
+) -> dict:
     """Metrics of `msl.metrics.ConfusionMatrix.compute` over batches of `(images, labels, names)`.
 
     `on_prediction(predictions (B, H, W), names)` sees every prediction (e.g. to save it as a PNG)."""
@@ -109,8 +121,14 @@ class LabelFreeValidators:
     float16, for the study-level validators (`low_res_probs`).
     """
 
-    def __init__(self, device: torch.device, *, num_images: int | None = None,
-                 probs_size: tuple[int, int] | list[int] | None = None, seed: int = 0):
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        num_images: int | None = None,
+        probs_size: tuple[int, int] | list[int] | None = None,
+        seed: int = 0,
+    ):
         self.device = device
         self.per_image = SND_PIXELS if num_images is None else -(-SND_PIXELS // num_images)
         self.generator = torch.Generator().manual_seed(seed)
@@ -134,8 +152,9 @@ class LabelFreeValidators:
         gram = (flat.T @ flat).double()  # (C, C)
         self.gram = gram if self.gram is None else self.gram + gram
         per_image = min(self.per_image, height * width)
-        index = torch.stack([torch.randperm(height * width, generator=self.generator)[:per_image]
-                             for _ in range(batch)])  # (B, K)
+        index = torch.stack(
+            [torch.randperm(height * width, generator=self.generator)[:per_image] for _ in range(batch)]
+        )  # (B, K)
         index = index + torch.arange(batch)[:, None] * (height * width)  # rows of `flat`
         self.samples.append(flat[index.flatten().to(self.device, non_blocking=True)])  # (B*K, C)
         if self.probs_size is not None:
@@ -148,15 +167,19 @@ class LabelFreeValidators:
             return {name: math.nan for name in VALIDATORS}
         samples = torch.cat(self.samples)  # (N, C)
         if len(samples) > SND_PIXELS:
-            samples = samples[torch.randperm(len(samples), generator=self.generator)[:SND_PIXELS].to(self.device)]
+            samples = samples[
+                torch.randperm(len(samples), generator=self.generator)[:SND_PIXELS].to(self.device)
+            ]
         mean_entropy = self.entropy_sum / self.pixels
-        values = torch.stack([
-            mean_entropy,
-            mean_entropy - torch.special.entr(self.class_mass / self.pixels).sum(),
-            self.square_sum / self.pixels,
-            soft_neighbourhood_density(samples),
-            batch_nuclear_norm(self.gram, self.pixels),
-        ]).tolist()
+        values = torch.stack(
+            [
+                mean_entropy,
+                mean_entropy - torch.special.entr(self.class_mass / self.pixels).sum(),
+                self.square_sum / self.pixels,
+                soft_neighbourhood_density(samples),
+                batch_nuclear_norm(self.gram, self.pixels),
+            ]
+        ).tolist()
         return dict(zip(VALIDATORS, values, strict=True))
 
     def low_res_probs(self) -> Tensor | None:
@@ -164,9 +187,17 @@ class LabelFreeValidators:
         return torch.cat(self.low_res).cpu() if self.low_res else None
 
 
-def label_free_validators(model: nn.Module, images_batches: Iterable[Tensor], device: torch.device, *,
-                          num_images: int | None = None, probs_size: tuple[int, int] | list[int] | None = None,
-                          flip: bool = False, bf16: bool = True, channels_last: bool = False) -> LabelFreeValidators:
+def label_free_validators(
+    model: nn.Module,
+    images_batches: Iterable[Tensor],
+    device: torch.device,
+    *,
+    num_images: int | None = None,
+    probs_size: tuple[int, int] | list[int] | None = None,
+    flip: bool = False,
+    bf16: bool = True,
+    channels_last: bool = False,
+) -> LabelFreeValidators:
     """`LabelFreeValidators` of the model's predictions on every image of `images_batches` ((B, 3, H, W) each)."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

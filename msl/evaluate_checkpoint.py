@@ -24,7 +24,11 @@ from msl.visualize import colourise
 def _prediction_writer(out: Path, num_classes: int):
     """Writes each prediction twice: Cityscapes label ids (the official submission format that cityscapesscripts'
     evaluator scores) under `labelIds/`, and Cityscapes colours under `colour/`."""
-    label_ids = class_to_label_id(num_classes) if num_classes in NUM_CLASSES_CHOICES else np.arange(num_classes, dtype=np.uint8)
+    label_ids = (
+        class_to_label_id(num_classes)
+        if num_classes in NUM_CLASSES_CHOICES
+        else np.arange(num_classes, dtype=np.uint8)
+    )
     (out / "labelIds").mkdir(parents=True, exist_ok=True)
     (out / "colour").mkdir(parents=True, exist_ok=True)
 
@@ -37,8 +41,15 @@ def _prediction_writer(out: Path, num_classes: int):
     return write
 
 
-def evaluate_checkpoint(checkpoint: str | Path, *, config: str | None = None, overrides=(), domain: str = "target",
-                        flip: bool = False, save_predictions: str | None = None) -> int:
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    config: str | None = None,
+    overrides=(),
+    domain: str = "target",
+    flip: bool = False,
+    save_predictions: str | None = None,
+) -> int:
     payload = load_file(checkpoint)
     if config is None and not (isinstance(payload, dict) and "config" in payload):
         raise ConfigError(f"{checkpoint} carries no config (not an msl checkpoint): pass --config")
@@ -50,15 +61,29 @@ def evaluate_checkpoint(checkpoint: str | Path, *, config: str | None = None, ov
     normalization = resolve_normalization(cfg, weights_format, payload.get("config"))
 
     d = cfg.data
-    name, root, split, size = ((d.target, d.target_root, d.target_val_split, d.target_size) if domain == "target"
-                               else (d.source, d.source_root, d.source_val_split, d.source_size))
-    dataset = build_dataset(name, expand_path(root), split, size=size, num_classes=d.num_classes,
-                            city=d.target_city if domain == "target" else None, normalization=normalization,
-                            full_res_label=d.full_res_eval_labels)
+    name, root, split, size = (
+        (d.target, d.target_root, d.target_val_split, d.target_size)
+        if domain == "target"
+        else (d.source, d.source_root, d.source_val_split, d.source_size)
+    )
+    dataset = build_dataset(
+        name,
+        expand_path(root),
+        split,
+        size=size,
+        num_classes=d.num_classes,
+        city=d.target_city if domain == "target" else None,
+        normalization=normalization,
+        full_res_label=d.full_res_eval_labels,
+    )
     loader = DataLoader(dataset, batch_size=1, num_workers=d.num_workers)
     writer = _prediction_writer(Path(save_predictions), d.num_classes) if save_predictions else None
-    result = evaluate(model, loader, d.num_classes, device, flip=flip, bf16=cfg.runtime.bf16, on_prediction=writer)
-    print(f"{name} {split}: {len(dataset)} images, flip={flip}, pixel accuracy {100 * result['pixel_acc']:.2f}%")
+    result = evaluate(
+        model, loader, d.num_classes, device, flip=flip, bf16=cfg.runtime.bf16, on_prediction=writer
+    )
+    print(
+        f"{name} {split}: {len(dataset)} images, flip={flip}, pixel accuracy {100 * result['pixel_acc']:.2f}%"
+    )
     print(format_table(result))
     if save_predictions:
         print(f"predictions written to {save_predictions}/labelIds and {save_predictions}/colour")

@@ -28,7 +28,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def _cause(error: BaseException) -> str:
     message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, RuntimeError) or getattr(error, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+    if isinstance(error, RuntimeError) or getattr(error, "errno", None) in (
+        errno.ENOSPC,
+        errno.EFBIG,
+        errno.EDQUOT,
+    ):
         message += " (is the disk full?)"
     return message
 

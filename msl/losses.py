@@ -61,8 +61,7 @@ def _pixel_entropy(logits: Tensor) -> Tensor:
 
 
 def _image_wise_weighted_sum(pixel_values: Tensor, logits: Tensor, ratio: float) -> Tensor:
-    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (docs/losses.md §1.2 item 6).
-    """
+    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (docs/losses.md §1.2 item 6)."""
     batch_size, num_classes = logits.shape[:2]
     return (image_wise_weights(logits, ratio) * pixel_values).sum() / (batch_size * num_classes)
 
@@ -89,8 +88,7 @@ def iw_max_square_loss(logits: Tensor, ratio: float = 0.2) -> Tensor:
 
 
 def entropy_loss(logits: Tensor) -> Tensor:
-    """Entropy minimisation loss, the mean over all B·C·H·W elements of −p·log p (docs/losses.md §1.3).
-    """
+    """Entropy minimisation loss, the mean over all B·C·H·W elements of −p·log p (docs/losses.md §1.3)."""
     logits = logits.float()
     return _pixel_entropy(logits).mean() / logits.shape[1]
 

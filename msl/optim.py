@@ -41,9 +41,16 @@ class RepeatedSGD(torch.optim.Optimizer):
     `momentum_buffer` per parameter, so checkpoints resume the same way.
     """
 
-    def __init__(self, params: Iterable[nn.Parameter] | Iterable[dict], lr: float, momentum: float = 0.0,
-                 weight_decay: float = 0.0):
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "repeats": None})
+    def __init__(
+        self,
+        params: Iterable[nn.Parameter] | Iterable[dict],
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ):
+        super().__init__(
+            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "repeats": None}
+        )
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -52,8 +59,10 @@ class RepeatedSGD(torch.optim.Optimizer):
             group["repeats"] = [1] * len(group["params"])
         repeats = group["repeats"] = list(group["repeats"])
         if len(repeats) != len(group["params"]) or not all(isinstance(k, int) and k >= 1 for k in repeats):
-            raise ValueError(f"param group {len(self.param_groups) - 1}: 'repeats' must hold one int >= 1 per "
-                             f"parameter ({len(group['params'])}), got {repeats}")
+            raise ValueError(
+                f"param group {len(self.param_groups) - 1}: 'repeats' must hold one int >= 1 per "
+                f"parameter ({len(group['params'])}), got {repeats}"
+            )
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -65,7 +74,9 @@ class RepeatedSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            stepped = [(p, k) for p, k in zip(group["params"], group["repeats"], strict=True) if p.grad is not None]
+            stepped = [
+                (p, k) for p, k in zip(group["params"], group["repeats"], strict=True) if p.grad is not None
+            ]
             # The 2019 SGD grew .grad itself across listings; these copies do that and leave .grad as it is.
             directions = {p: p.grad.clone() for p, _ in stepped}
             for round_ in range(max((k for _, k in stepped), default=0)):
@@ -76,8 +87,11 @@ class RepeatedSGD(torch.optim.Optimizer):
                 updates = grads
                 if momentum:
                     states = [self.state[p] for p in params]
-                    carried = [(s["momentum_buffer"], d) for s, d in zip(states, grads, strict=True)
-                               if "momentum_buffer" in s]
+                    carried = [
+                        (s["momentum_buffer"], d)
+                        for s, d in zip(states, grads, strict=True)
+                        if "momentum_buffer" in s
+                    ]
                     if carried:
                         buffers, carried_grads = ([pair[i] for pair in carried] for i in (0, 1))
                         torch._foreach_mul_(buffers, momentum)

@@ -44,4 +44,6 @@ def load_probs(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False).astype(np.float32)
     except ValueError as error:
-        raise ValueError(f"{path}: not a validator probability map ({error}); delete it and re-evaluate") from None
+        raise ValueError(
+            f"{path}: not a validator probability map ({error}); delete it and re-evaluate"
+        ) from None

@@ -32,7 +32,10 @@ def git_revision() -> str:
     """The commit of the msl checkout (with `+dirty` for uncommitted changes), or 'unknown' outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
-        run = lambda *args: subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)  # noqa: E731
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+
         revision = run("rev-parse", "HEAD")
         if revision.returncode != 0:
             return "unknown"
@@ -60,7 +63,9 @@ def write_run_info(path: Path, seed: int, device: torch.device, resumed: bool = 
         "git_revision": git_revision(),
         "versions": package_versions(),
         "seed": seed,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
         "command": sys.argv,
         "hostname": platform.node(),
@@ -68,6 +73,8 @@ def write_run_info(path: Path, seed: int, device: torch.device, resumed: bool = 
     }
     if resumed and path.is_file():
         original = json.loads(path.read_text())
-        resume = {("resumed" if key == "started" else key): value for key, value in info.items() if key != "seed"}
+        resume = {
+            ("resumed" if key == "started" else key): value for key, value in info.items() if key != "seed"
+        }
         info = {**original, "resumes": [*original.get("resumes", []), resume]}
     write_text_atomic(path, json.dumps(info, indent=2) + "\n")

@@ -75,17 +75,26 @@ def build_optimizer(optim: OptimConfig, model: nn.Module) -> torch.optim.Optimiz
     with `optim.reference_param_groups`, SGD stepping each backbone parameter as often as the reference lists it."""
     if optim.reference_param_groups:
         if optim.optimizer != "sgd":
-            raise ConfigError(f"optim.reference_param_groups: reproduces the reference's SGD only; set "
-                              f"optim.optimizer: sgd or turn it off (optimizer is {optim.optimizer!r})")
+            raise ConfigError(
+                f"optim.reference_param_groups: reproduces the reference's SGD only; set "
+                f"optim.optimizer: sgd or turn it off (optimizer is {optim.optimizer!r})"
+            )
         if not isinstance(model, DeepLabMulti):
-            raise ConfigError(f"optim.reference_param_groups: only for the DeepLab ResNet archs "
-                              f"({', '.join(sorted(ARCHS))}); turn it off for {type(model).__name__}")
-        return RepeatedSGD(reference_param_groups(model, optim.head_lr_mult), lr=optim.lr,
-                           momentum=optim.momentum, weight_decay=optim.weight_decay)
+            raise ConfigError(
+                f"optim.reference_param_groups: only for the DeepLab ResNet archs "
+                f"({', '.join(sorted(ARCHS))}); turn it off for {type(model).__name__}"
+            )
+        return RepeatedSGD(
+            reference_param_groups(model, optim.head_lr_mult),
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+        )
     groups = param_groups(model, optim.head_lr_mult)
     if optim.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.momentum, 0.999),
-                                 weight_decay=optim.weight_decay)
+        return torch.optim.AdamW(
+            groups, lr=optim.lr, betas=(optim.momentum, 0.999), weight_decay=optim.weight_decay
+        )
     return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
 
 
@@ -101,7 +110,9 @@ def poly_lr(base_lr: float, iteration: int, horizon: int, power: float) -> float
     return base_lr * max(0.0, 1.0 - iteration / horizon) ** power
 
 
-def resolve_normalization(cfg: TrainConfig, weights_format: str | None, checkpoint_config: dict | None) -> str:
+def resolve_normalization(
+    cfg: TrainConfig, weights_format: str | None, checkpoint_config: dict | None
+) -> str:
     """`data.normalization`, with `auto` following the weights: BGR mean for the DeepLab init checkpoint, the
     ImageNet mean/std for torchvision weights (and for random init), whatever an msl checkpoint trained with."""
     if cfg.data.normalization != "auto":
@@ -116,21 +127,45 @@ def build_run_data(cfg: TrainConfig, normalization: str) -> RunData:
     common = {"num_classes": d.num_classes, "normalization": normalization}
     augment = {"flip": d.flip, "blur": d.blur, "random_scale": d.random_scale, "random_crop": d.random_crop}
     source_root, target_root = expand_path(d.source_root), expand_path(d.target_root)
-    source_train = build_dataset(d.source, source_root, d.source_train_split, size=d.source_size, train=True,
-                                 **common, **augment)
-    source_val = build_dataset(d.source, source_root, d.source_val_split, size=d.source_size,
-                               full_res_label=d.full_res_eval_labels, **common)
+    source_train = build_dataset(
+        d.source, source_root, d.source_train_split, size=d.source_size, train=True, **common, **augment
+    )
+    source_val = build_dataset(
+        d.source,
+        source_root,
+        d.source_val_split,
+        size=d.source_size,
+        full_res_label=d.full_res_eval_labels,
+        **common,
+    )
     target_train = target_val = validator_images = None
     if target_root:
         target = {"city": d.target_city, **common}
-        target_train = build_dataset(d.target, target_root, d.target_train_split, size=d.target_size, train=True,
-                                     labels=False, **target, **augment)
-        target_val = build_dataset(d.target, target_root, d.target_val_split, size=d.target_size,
-                                   full_res_label=d.full_res_eval_labels, **target)
-        unaugmented = build_dataset(d.target, target_root, d.target_train_split, size=d.target_size,
-                                    labels=False, **target)
+        target_train = build_dataset(
+            d.target,
+            target_root,
+            d.target_train_split,
+            size=d.target_size,
+            train=True,
+            labels=False,
+            **target,
+            **augment,
+        )
+        target_val = build_dataset(
+            d.target,
+            target_root,
+            d.target_val_split,
+            size=d.target_size,
+            full_res_label=d.full_res_eval_labels,
+            **target,
+        )
+        unaugmented = build_dataset(
+            d.target, target_root, d.target_train_split, size=d.target_size, labels=False, **target
+        )
         step = max(1, len(unaugmented) // cfg.eval.validator_images)
-        validator_images = Subset(unaugmented, list(range(0, len(unaugmented), step))[: cfg.eval.validator_images])
+        validator_images = Subset(
+            unaugmented, list(range(0, len(unaugmented), step))[: cfg.eval.validator_images]
+        )
     elif cfg.stage == "uda":
         raise ValueError("stage 'uda' needs data.target_root")
     return RunData(source_train, target_train, source_val, target_val, validator_images)
@@ -139,27 +174,53 @@ def build_run_data(cfg: TrainConfig, normalization: str) -> RunData:
 def _eval_loader(dataset: Dataset, cfg: TrainConfig, max_images: int | None) -> DataLoader:
     if max_images is not None and max_images < len(dataset):
         dataset = Subset(dataset, list(range(max_images)))
-    return DataLoader(dataset, batch_size=1 if cfg.data.full_res_eval_labels else cfg.data.batch_size,
-                      num_workers=cfg.data.num_workers, pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=1 if cfg.data.full_res_eval_labels else cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
-def run_evaluation(model: nn.Module, data: RunData, cfg: TrainConfig, device: torch.device,
-                   probs_dir: Path | None = None, iteration: int = 0) -> dict:
+def run_evaluation(
+    model: nn.Module,
+    data: RunData,
+    cfg: TrainConfig,
+    device: torch.device,
+    probs_dir: Path | None = None,
+    iteration: int = 0,
+) -> dict:
     """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs. With `probs_dir`
     (a run directory) the validator images' low-resolution softmax maps go there (`msl.probs_maps`)."""
     options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": cfg.runtime.channels_last}
     record: dict = {}
-    source = evaluate(model, _eval_loader(data.source_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
-                      device, **options)
+    source = evaluate(
+        model,
+        _eval_loader(data.source_val, cfg, cfg.eval.max_images),
+        cfg.data.num_classes,
+        device,
+        **options,
+    )
     record.update(source_val_miou=source["miou"], source_val_iou=source["iou"])
     if data.target_val is not None:
-        target = evaluate(model, _eval_loader(data.target_val, cfg, cfg.eval.max_images), cfg.data.num_classes,
-                          device, **options)
+        target = evaluate(
+            model,
+            _eval_loader(data.target_val, cfg, cfg.eval.max_images),
+            cfg.data.num_classes,
+            device,
+            **options,
+        )
         record.update({f"oracle_{k}": v for k, v in target.items() if k.startswith("miou") or k == "iou"})
         record["oracle_pixel_acc"] = target["pixel_acc"]
         images = (batch[0] for batch in _eval_loader(data.validator_images, cfg, None))
-        validators = label_free_validators(model, images, device, num_images=len(data.validator_images),
-                                           probs_size=cfg.eval.probs_size, **options)
+        validators = label_free_validators(
+            model,
+            images,
+            device,
+            num_images=len(data.validator_images),
+            probs_size=cfg.eval.probs_size,
+            **options,
+        )
         record.update(validators.compute())
         if probs_dir is not None and (probs := validators.low_res_probs()) is not None:
             save_probs(probs_dir, iteration, probs.numpy())
@@ -218,9 +279,16 @@ def uses_target_batches(cfg: TrainConfig) -> bool:
     return cfg.stage == "uda" and (trains_target_term(cfg) or cfg.loss.adabn)
 
 
-def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainConfig, lr: float,
-               source: tuple[Tensor, Tensor], target_images: Tensor | None,
-               target_loss: Callable[[Tensor], Tensor], device: torch.device) -> dict[str, Tensor]:
+def train_step(
+    forward: Callable,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    lr: float,
+    source: tuple[Tensor, Tensor],
+    target_images: Tensor | None,
+    target_loss: Callable[[Tensor], Tensor],
+    device: torch.device,
+) -> dict[str, Tensor]:
     """One optimiser step in the reference's order: learning rate, source batch forward+backward, target batch
     forward+backward (gradients accumulate), step. Returns the loss terms, still on the device.
 
@@ -240,8 +308,10 @@ def train_step(forward: Callable, optimizer: torch.optim.Optimizer, cfg: TrainCo
         target_terms = {"target_loss": target_loss(main)}
         if cfg.model.multi_level:
             target_terms["target_guidance"] = multi_level_guidance_loss(main, aux, cfg.loss.threshold)
-        (lambda_t * target_terms["target_loss"]
-         + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)).backward()
+        (
+            lambda_t * target_terms["target_loss"]
+            + lambda_seg * lambda_t * target_terms.get("target_guidance", 0.0)
+        ).backward()
         terms.update(target_terms)
     elif target_images is not None:
         with torch.no_grad(), autocast(device, cfg.runtime.bf16):
@@ -273,8 +343,9 @@ def _to_device(batch: Tensor, device: torch.device, channels_last: bool) -> Tens
     return batch.to(device, non_blocking=True, memory_format=fmt)
 
 
-def _log_images(writer, model: nn.Module, data: RunData, cfg: TrainConfig, device, normalization: str,
-                iteration: int) -> None:
+def _log_images(
+    writer, model: nn.Module, data: RunData, cfg: TrainConfig, device, normalization: str, iteration: int
+) -> None:
     if data.target_val is None or cfg.eval.logged_images == 0:
         return
     model.eval()
@@ -288,8 +359,13 @@ def _log_images(writer, model: nn.Module, data: RunData, cfg: TrainConfig, devic
     model.train()
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | None = None,
-          on_eval: EvalCallback | None = None) -> dict:
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume_from: str | Path | None = None,
+    on_eval: EvalCallback | None = None,
+) -> dict:
     """Run the configured stage in `run_dir` and return the last evaluation record.
 
     `resume_from` continues from a checkpoint (model, optimiser, iteration, RNG, history, best record) under
@@ -311,7 +387,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     elif cfg.model.weights:
         weights_format = load_weights(model, expand_path(cfg.model.weights))
     trained_config = checkpoint["config"] if checkpoint is not None else None
-    if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights were trained with
+    if (
+        weights_format == "msl" and cfg.data.normalization == "auto"
+    ):  # keep what the weights were trained with
         trained_config = load_file(expand_path(cfg.model.weights), "weights").get("config")
     normalization = resolve_normalization(cfg, weights_format, trained_config)
     channels_last = cfg.runtime.channels_last
@@ -326,7 +404,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
         set_rng_state(checkpoint["rng"])
 
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, normalization=normalization))
-    data = build_run_data(cfg, normalization)  # before the run directory is written: a bad data root leaves none
+    data = build_run_data(
+        cfg, normalization
+    )  # before the run directory is written: a bad data root leaves none
     resolved = config_to_dict(cfg)
     save_config(cfg, run_dir / "config.yaml")
     write_run_info(run_dir / "run_info.json", cfg.runtime.seed, device, resumed=checkpoint is not None)
@@ -334,12 +414,24 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
 
     target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
     pin = device.type == "cuda"
-    source_batches = batch_stream(data.source_train, cfg.data.batch_size, seed=cfg.runtime.seed, start_batch=start,
-                                  num_workers=cfg.data.num_workers, pin_memory=pin)
+    source_batches = batch_stream(
+        data.source_train,
+        cfg.data.batch_size,
+        seed=cfg.runtime.seed,
+        start_batch=start,
+        num_workers=cfg.data.num_workers,
+        pin_memory=pin,
+    )
     target_batches: Iterator | None = None
     if uses_target_batches(cfg):
-        target_batches = batch_stream(data.target_train, cfg.data.batch_size, seed=cfg.runtime.seed + 1,
-                                      start_batch=start, num_workers=cfg.data.num_workers, pin_memory=pin)
+        target_batches = batch_stream(
+            data.target_train,
+            cfg.data.batch_size,
+            seed=cfg.runtime.seed + 1,
+            start_batch=start,
+            num_workers=cfg.data.num_workers,
+            pin_memory=pin,
+        )
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -348,8 +440,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
     window_losses: dict[str, float] = {}
     total = cfg.optim.iterations
     started = time.perf_counter()
-    bar = tqdm(range(start, total), initial=start, total=total, disable=not cfg.runtime.progress,
-               desc=f"{cfg.stage} {run_dir.name}", dynamic_ncols=True)
+    bar = tqdm(
+        range(start, total),
+        initial=start,
+        total=total,
+        disable=not cfg.runtime.progress,
+        desc=f"{cfg.stage} {run_dir.name}",
+        dynamic_ncols=True,
+    )
     record = history[-1] if history else {}
     for iteration in bar:
         lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
@@ -368,11 +466,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
             for name, value in window_losses.items():
                 writer.add_scalar(f"loss/{name.removeprefix('loss_')}", value, done)
             writer.add_scalar("learning_rate", lr, done)
-            bar.set_postfix({k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False)
+            bar.set_postfix(
+                {k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False
+            )
         if evaluating:
             evaluation = run_evaluation(model, data, cfg, device, run_dir, done)
-            record = {"iteration": done, "lr": lr, **window_losses, **evaluation,
-                      "elapsed_s": time.perf_counter() - started, "time": time.time()}
+            record = {
+                "iteration": done,
+                "lr": lr,
+                **window_losses,
+                **evaluation,
+                "elapsed_s": time.perf_counter() - started,
+                "time": time.time(),
+            }
             best = _update_best(best, record, cfg)
             record["is_best"] = best["iteration"] == done
             history.append(record)
@@ -380,9 +486,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume_from: str | Path | No
                 if isinstance(value, float) and name not in window_losses and name != "lr":
                     writer.add_scalar(f"metrics/{name}", value, done)
             _log_images(writer, model, data, cfg, device, normalization, done)
-            payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iteration": done,
-                       "rng": rng_state(), "config": resolved, "history": history, "best": best}
-            if record["is_best"]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
+            payload = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": done,
+                "rng": rng_state(),
+                "config": resolved,
+                "history": history,
+                "best": best,
+            }
+            if record[
+                "is_best"
+            ]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
                 save_atomic(payload, run_dir / "checkpoints" / "best.pt")
             last = save_atomic(payload, run_dir / "checkpoints" / "last.pt")
             _write_history(run_dir / "metrics.jsonl", history)
@@ -399,9 +514,14 @@ def _update_best(best: dict | None, record: dict, cfg: TrainConfig) -> dict:
     value = record.get(cfg.selection.metric, math.nan)
     if value is None or math.isnan(value):
         return best or {"iteration": -1, "metric": cfg.selection.metric, "value": math.nan}
-    better = (best is None or math.isnan(best["value"])
-              or (value > best["value"] if cfg.selection.direction == "max" else value < best["value"]))
-    return {"iteration": record["iteration"], "metric": cfg.selection.metric, "value": value} if better else best
+    better = (
+        best is None
+        or math.isnan(best["value"])
+        or (value > best["value"] if cfg.selection.direction == "max" else value < best["value"])
+    )
+    return (
+        {"iteration": record["iteration"], "metric": cfg.selection.metric, "value": value} if better else best
+    )
 
 
 def _json_ready(value):
@@ -413,5 +533,8 @@ def _json_ready(value):
 
 def _write_history(path: Path, history: list[dict]) -> None:
     """Rewrite metrics.jsonl from the checkpointed history, so a resumed run never duplicates or loses a line."""
-    lines = (json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n" for record in history)
+    lines = (
+        json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n"
+        for record in history
+    )
     write_text_atomic(path, "".join(lines))

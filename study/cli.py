@@ -46,13 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="validate a search space file and run it as a Ray Tune study")
     run.add_argument("space", help="search space YAML (see search_spaces/)")
     run.add_argument("--name", default=None, help="study name (default: the space's name)")
-    run.add_argument("--storage", default="studies", help="folder that holds studies; shared storage on a cluster")
-    run.add_argument("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    run.add_argument(
+        "--storage", default="studies", help="folder that holds studies; shared storage on a cluster"
+    )
+    run.add_argument(
+        "--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray)"
+    )
     run.add_argument("--dry-run", action="store_true", help="validate and print the trial plan, run nothing")
     run.add_argument("--report", action="store_true", help="build the report when the study ends")
     run.set_defaults(handler=_run)
 
-    resume = commands.add_parser("resume", help="continue a study whose driver stopped; nothing done is redone")
+    resume = commands.add_parser(
+        "resume", help="continue a study whose driver stopped; nothing done is redone"
+    )
     resume.add_argument("study", help="the study directory")
     resume.add_argument("--address", default=None)
     resume.set_defaults(handler=_resume)

@@ -58,8 +58,10 @@ def is_safe_name(name: object) -> bool:
 def check_name(name: object, what: str) -> str:
     """`name` if it is safe as a folder name, else ValueError naming `what`."""
     if not is_safe_name(name):
-        raise ValueError(f"{what}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and '.', "
-                         "starting with a letter or a digit")
+        raise ValueError(
+            f"{what}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and '.', "
+            "starting with a letter or a digit"
+        )
     return name
 
 

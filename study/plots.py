@@ -39,8 +39,9 @@ def _panels(count: int, columns: int = 3) -> tuple[Figure, list]:
     return figure, axes[:count]
 
 
-def sensitivity(points: pd.DataFrame, x: str, colors: dict[str, tuple], *, log: bool, xlabel: str,
-                title: str) -> Figure:
+def sensitivity(
+    points: pd.DataFrame, x: str, colors: dict[str, tuple], *, log: bool, xlabel: str, title: str
+) -> Figure:
     """Target mIoU (%) of each trial (column `value`) against one parameter (column `x`), one colour per
     variant; stopped trials (column `stopped`) hollow, since they ran fewer iterations."""
     figure, (axis,) = _panels(1)
@@ -55,8 +56,14 @@ def sensitivity(points: pd.DataFrame, x: str, colors: dict[str, tuple], *, log: 
         axis.set_xscale("log")
     for variant, group in points.groupby("variant", sort=False):
         for stopped, subset in group.groupby("stopped"):
-            axis.scatter(numeric[subset.index], 100 * subset["value"], s=28, label=f"{variant} (stopped)" if stopped else variant,
-                         facecolors="none" if stopped else colors[variant], edgecolors=colors[variant])
+            axis.scatter(
+                numeric[subset.index],
+                100 * subset["value"],
+                s=28,
+                label=f"{variant} (stopped)" if stopped else variant,
+                facecolors="none" if stopped else colors[variant],
+                edgecolors=colors[variant],
+            )
     axis.set_xlabel(xlabel)
     axis.set_ylabel("target mIoU (%)")
     axis.set_title(title, fontsize=9)
@@ -65,16 +72,23 @@ def sensitivity(points: pd.DataFrame, x: str, colors: dict[str, tuple], *, log: 
     return figure
 
 
-def validator_scatter(evals: pd.DataFrame, validators: list[str], target: str,
-                      colors: dict[str, tuple]) -> Figure:
+def validator_scatter(
+    evals: pd.DataFrame, validators: list[str], target: str, colors: dict[str, tuple]
+) -> Figure:
     """Each validator against the target mIoU over every evaluation, one colour per variant: the picture behind
     the rank correlations."""
     figure, axes = _panels(len(validators))
     for axis, validator in zip(axes, validators, strict=True):
         scale = 100 if is_percent(validator) else 1
         for variant, group in evals.groupby("variant", sort=False):
-            axis.scatter(scale * group[validator], 100 * group[target], s=10, alpha=0.7, color=colors[variant],
-                         label=variant)
+            axis.scatter(
+                scale * group[validator],
+                100 * group[target],
+                s=10,
+                alpha=0.7,
+                color=colors[variant],
+                label=variant,
+            )
         axis.set_xlabel(metric_label(validator))
         axis.set_ylabel(f"{target} (%)")
         axis.grid(alpha=0.3)
@@ -91,8 +105,13 @@ def budget_curve(curve: pd.DataFrame, objective: str) -> Figure:
     left.step(curve["trial_iterations"], scale * curve["best_objective"], where="post")
     left.set_ylabel(f"best {metric_label(objective)} so far")
     right.step(curve["trial_iterations"], 100 * curve["pick_target"], where="post", label="objective's pick")
-    right.step(curve["trial_iterations"], 100 * curve["best_target"], where="post", linestyle="--",
-               label="best seen (oracle)")
+    right.step(
+        curve["trial_iterations"],
+        100 * curve["best_target"],
+        where="post",
+        linestyle="--",
+        label="best seen (oracle)",
+    )
     right.set_ylabel("target mIoU (%)")
     right.legend(fontsize=7)
     for axis in (left, right):

@@ -112,14 +112,29 @@ def select(exp: ExperimentResults) -> Selection:
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
     for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
-        evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values("iteration", kind="stable")
+        evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values(
+            "iteration", kind="stable"
+        )
         if evals.empty:
             continue
         selected = best_label(evals[metric], mode)
         objective = math.nan if selected is None else evals.at[selected, metric]
-        picks.append({**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]})
-    picks = pd.DataFrame(picks, columns=["trial_name", "variant", "seed", "config", "status", "objective",
-                                         "selected_row", "final_row"])
+        picks.append(
+            {**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]}
+        )
+    picks = pd.DataFrame(
+        picks,
+        columns=[
+            "trial_name",
+            "variant",
+            "seed",
+            "config",
+            "status",
+            "objective",
+            "selected_row",
+            "final_row",
+        ],
+    )
     configs = {}
     for variant in variants_of(exp):
         scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
@@ -152,7 +167,11 @@ def paired_change(values: pd.Series, baseline: pd.Series) -> dict[str, float]:
     p_value = math.nan
     if len(seeds) > 1 and difference.std() > 0:
         p_value = stats.ttest_rel(values[seeds], baseline[seeds]).pvalue
-    return {"change": difference.mean() if len(seeds) else math.nan, "p_value": p_value, "n_pairs": len(seeds)}
+    return {
+        "change": difference.mean() if len(seeds) else math.nan,
+        "p_value": p_value,
+        "n_pairs": len(seeds),
+    }
 
 
 def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[str, float]:
@@ -163,8 +182,11 @@ def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[s
     if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
         return {"spearman": math.nan, "kendall": math.nan, "n": len(pairs)}
     first, second = sign * pairs.iloc[:, 0], pairs.iloc[:, 1]
-    return {"spearman": stats.spearmanr(first, second).statistic,
-            "kendall": stats.kendalltau(first, second).statistic, "n": len(pairs)}
+    return {
+        "spearman": stats.spearmanr(first, second).statistic,
+        "kendall": stats.kendalltau(first, second).statistic,
+        "n": len(pairs),
+    }
 
 
 # --- the paper's numbers ------------------------------------------------------------------------------------
@@ -232,8 +254,11 @@ def _missing(value) -> bool:
 
 def _right_aligned(frame: pd.DataFrame) -> list[bool]:
     """Per column: right-align a column of numbers (possibly with ±, brackets, signs or the missing mark)."""
+
     def numeric(cells: pd.Series) -> bool:
-        return len(cells) > 0 and all(re.match(r"^[\[(<+\-]?\s*\d", cell) or cell == MISSING for cell in cells)
+        return len(cells) > 0 and all(
+            re.match(r"^[\[(<+\-]?\s*\d", cell) or cell == MISSING for cell in cells
+        )
 
     return [numeric(frame[column].astype(str)) for column in frame.columns]
 
@@ -246,7 +271,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
     widths = [max([len(name), 3, *(len(row[i]) for row in body)]) for i, name in enumerate(header)]
 
     def line(cells: list[str]) -> str:
-        padded = (cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(cells, widths, right, strict=True))
+        padded = (
+            cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(cells, widths, right, strict=True)
+        )
         return "| " + " | ".join(padded) + " |"
 
     rules = ("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right, strict=True))
@@ -284,7 +311,10 @@ class _ReportWriter:
         """`numbers` go to the csv, `shown` (formatted strings) to the tex file and the markdown."""
         numbers.to_csv(self.out_dir / "tables" / f"{name}.csv", index=False)
         (self.out_dir / "tables" / f"{name}.tex").write_text(latex_table(shown))
-        self.add(markdown_table(shown), f"<sub>[{name}.csv](tables/{name}.csv) · [{name}.tex](tables/{name}.tex)</sub>")
+        self.add(
+            markdown_table(shown),
+            f"<sub>[{name}.csv](tables/{name}.csv) · [{name}.tex](tables/{name}.tex)</sub>",
+        )
 
     def figure(self, name: str, figure, caption: str) -> None:
         figure.savefig(self.out_dir / "plots" / f"{name}.png", dpi=100)
@@ -311,10 +341,14 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
             _confirmation(report, exp, selection, by_name[tuned], selections[tuned])
 
     _overview(report, results)
-    for title, section in [("1. Variant comparison", comparison), ("2. Per-class IoU", _per_class_iou),
-                           ("3. Hyperparameter sensitivity", _sensitivity),
-                           ("4. Label-free model selection", _label_free_selection),
-                           ("5. Pruning budget", _pruning_budget), ("6. Learning curves", _learning_curves)]:
+    for title, section in [
+        ("1. Variant comparison", comparison),
+        ("2. Per-class IoU", _per_class_iou),
+        ("3. Hyperparameter sensitivity", _sensitivity),
+        ("4. Label-free model selection", _label_free_selection),
+        ("5. Pruning budget", _pruning_budget),
+        ("6. Learning curves", _learning_curves),
+    ]:
         report.add(f"## {title}")
         for exp in experiments:
             section(report, exp, selections[exp.name])
@@ -336,19 +370,29 @@ def _kind(value, default: str) -> str:
 
 def _overview(report: _ReportWriter, results: StudyResults) -> None:
     study = results.study
-    report.add(f"# Study `{study.get('name', results.path.name)}`",
-               f"Created {study.get('created', MISSING)} · git revision `{study.get('git_revision', MISSING)}` · "
-               f"target mIoU (`{TARGET}`) is measured on the target val labels, in percent.")
+    report.add(
+        f"# Study `{study.get('name', results.path.name)}`",
+        f"Created {study.get('created', MISSING)} · git revision `{study.get('git_revision', MISSING)}` · "
+        f"target mIoU (`{TARGET}`) is measured on the target val labels, in percent.",
+    )
     rows = []
     for name, plan in results.plans.items():
         trials = results.trials[results.trials["experiment"] == name]
         counts = trials["status"].value_counts()
-        rows.append({"experiment": name, "scheduler": _kind(plan.get("scheduler"), "fifo"),
-                     "search": _kind(plan.get("search"), MISSING), "objective": _objective_words(plan),
-                     "variants": len(plan.get("variants") or {}), "seeds": len(plan.get("seeds") or []),
-                     "trials planned": plan.get("num_trials", MISSING), "trials started": len(trials),
-                     **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES},
-                     "max iterations": plan.get("max_iterations", MISSING)})
+        rows.append(
+            {
+                "experiment": name,
+                "scheduler": _kind(plan.get("scheduler"), "fifo"),
+                "search": _kind(plan.get("search"), MISSING),
+                "objective": _objective_words(plan),
+                "variants": len(plan.get("variants") or {}),
+                "seeds": len(plan.get("seeds") or []),
+                "trials planned": plan.get("num_trials", MISSING),
+                "trials started": len(trials),
+                **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES},
+                "max iterations": plan.get("max_iterations", MISSING),
+            }
+        )
     numbers = pd.DataFrame(rows)
     report.table("overview", numbers, numbers.astype(str))
 
@@ -365,26 +409,41 @@ def _objective_words(plan: dict) -> str:
 def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
     paper = paper_benchmark(exp.plan) or {}
-    extra_metrics = [key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()]
+    extra_metrics = [
+        key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()
+    ]
     baseline = selection.values(BASELINE) if BASELINE in selection.configs else None
     exposed = selection.values(EXPOSED_BASELINE) if EXPOSED_BASELINE in selection.configs else None
     numbers, shown = [], []
     for variant in selection.configs:
         chosen = selection.values(variant)
         final = selection.values(variant, which="final")
-        row = {"variant": variant, "config": _configuration(exp, variant, selection),
-               **seed_statistics(chosen),
-               **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")}}
+        row = {
+            "variant": variant,
+            "config": _configuration(exp, variant, selection),
+            **seed_statistics(chosen),
+            **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")},
+        }
         if baseline is not None and variant != BASELINE:
             row.update(paired_change(chosen, baseline))
         if exposed is not None and variant not in (BASELINE, EXPOSED_BASELINE):
-            row.update({f"{EXPOSED_BASELINE}_{key}": value for key, value in paired_change(chosen, exposed).items()})
+            row.update(
+                {f"{EXPOSED_BASELINE}_{key}": value for key, value in paired_change(chosen, exposed).items()}
+            )
         for key in extra_metrics:
             extra = seed_statistics(selection.values(variant, f"oracle_{key}"))
-            row.update({f"{key}_mean": extra["mean"], f"{key}_std": extra["std"], f"paper_{key}": paper[key].get(variant)})
+            row.update(
+                {
+                    f"{key}_mean": extra["mean"],
+                    f"{key}_std": extra["std"],
+                    f"paper_{key}": paper[key].get(variant),
+                }
+            )
         row["paper"] = paper.get("miou", {}).get(variant)
         numbers.append(row)
-        shown.append(_variant_row_shown(row, exp, paper, baseline is not None, exposed is not None, extra_metrics))
+        shown.append(
+            _variant_row_shown(row, exp, paper, baseline is not None, exposed is not None, extra_metrics)
+        )
     numbers = pd.DataFrame(numbers)
     for column in numbers.columns:
         if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
@@ -401,8 +460,14 @@ def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -
     return selection.configs[variant]
 
 
-def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: bool, paired_exposed: bool,
-                       extra_metrics: list[str]) -> dict:
+def _variant_row_shown(
+    row: dict,
+    exp: ExperimentResults,
+    paper: dict,
+    paired: bool,
+    paired_exposed: bool,
+    extra_metrics: list[str],
+) -> dict:
     shown = {"variant": row["variant"]}
     if exp.searched or exp.plan.get("confirm"):
         shown["configuration"] = row["config"] or MISSING
@@ -415,7 +480,9 @@ def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: b
         shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
         shown["p (paired t)"] = p_value_text(row.get("p_value", math.nan))
     if paired_exposed:
-        shown[f"change vs {EXPOSED_BASELINE}"] = signed_percent(row.get(f"{EXPOSED_BASELINE}_change", math.nan))
+        shown[f"change vs {EXPOSED_BASELINE}"] = signed_percent(
+            row.get(f"{EXPOSED_BASELINE}_change", math.nan)
+        )
         shown[f"p vs {EXPOSED_BASELINE}"] = p_value_text(row.get(f"{EXPOSED_BASELINE}_p_value", math.nan))
     for key in extra_metrics:
         name = key.replace("miou", "mIoU")
@@ -426,42 +493,65 @@ def _variant_row_shown(row: dict, exp: ExperimentResults, paper: dict, paired: b
 
 def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) -> str:
     """The sentence every comparison table needs: how its rows were selected and over what."""
-    kind = ("an **oracle** selection: the objective reads the target test labels, so these numbers are optimistic"
-            if selection.oracle else "a **label-free** selection: no target labels are read to choose")
+    kind = (
+        "an **oracle** selection: the objective reads the target test labels, so these numbers are optimistic"
+        if selection.oracle
+        else "a **label-free** selection: no target labels are read to choose"
+    )
     seeds = exp.plan.get("seeds") or sorted(exp.trials["seed"].dropna().unique().tolist())
-    words = [f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
-             f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
-             f"Rows are over the seeds {seeds} (column *seeds*: how many had a value); 95% CI: Student t over seeds. "
-             "*final*: the last checkpoint of the same trials, no checkpoint selection."]
+    words = [
+        f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
+        f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
+        f"Rows are over the seeds {seeds} (column *seeds*: how many had a value); 95% CI: Student t over seeds. "
+        "*final*: the last checkpoint of the same trials, no checkpoint selection."
+    ]
     if exp.searched:
-        words.append("A variant's *configuration* is the one whose objective, averaged over seeds, is best "
-                     f"among those tried ({', '.join(exp.searched)}).")
+        words.append(
+            "A variant's *configuration* is the one whose objective, averaged over seeds, is best "
+            f"among those tried ({', '.join(exp.searched)})."
+        )
     confirm = exp.plan.get("confirm")
     if confirm:
-        words.append(f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
-                     "experiment's own objective (best mean over its seeds); these seeds never took part in that "
-                     "selection (*fixed*: a variant that was not searched).")
+        words.append(
+            f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
+            "experiment's own objective (best mean over its seeds); these seeds never took part in that "
+            "selection (*fixed*: a variant that was not searched)."
+        )
     if BASELINE in selection.configs:
-        words.append(f"*change*: mean paired difference to `{BASELINE}` over the seeds both have, p-value of a "
-                     "paired t-test over those seeds.")
+        words.append(
+            f"*change*: mean paired difference to `{BASELINE}` over the seeds both have, p-value of a "
+            "paired t-test over those seeds."
+        )
     if EXPOSED_BASELINE in selection.configs:
-        words.append(f"*change vs {EXPOSED_BASELINE}*: the same against `{EXPOSED_BASELINE}`, which forwards the "
-                     "target batches without a loss as every adapting variant does: that difference is the loss's "
-                     "alone, not batch normalisation's.")
+        words.append(
+            f"*change vs {EXPOSED_BASELINE}*: the same against `{EXPOSED_BASELINE}`, which forwards the "
+            "target batches without a loss as every adapting variant does: that difference is the loss's "
+            "alone, not batch normalisation's."
+        )
     if paper.get("miou"):
-        words.append(f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
-                     f"(source: {paper.get('source', MISSING)}).")
+        words.append(
+            f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
+            f"(source: {paper.get('source', MISSING)})."
+        )
     counts = exp.trials["status"].value_counts()
-    if failed := [f"{counts[status]} {'errored' if status == 'error' else status}" for status in FAILED_STATUSES
-                  if counts.get(status, 0)]:
+    if failed := [
+        f"{counts[status]} {'errored' if status == 'error' else status}"
+        for status in FAILED_STATUSES
+        if counts.get(status, 0)
+    ]:
         words.append(f"Left out: {' and '.join(failed)} trial(s), listed in section 7.")
     if counts.get("running", 0):
         words.append(f"Provisional: {counts['running']} trial(s) still running.")
     return " ".join(words)
 
 
-def _confirmation(report: _ReportWriter, exp: ExperimentResults, selection: Selection, tuned: ExperimentResults,
-                  tuned_selection: Selection) -> None:
+def _confirmation(
+    report: _ReportWriter,
+    exp: ExperimentResults,
+    selection: Selection,
+    tuned: ExperimentResults,
+    tuned_selection: Selection,
+) -> None:
     """How much of what the tuning showed holds on the confirmation's fresh seeds."""
     numbers, shown = [], []
     for variant, params in exp.plan["confirm"]["selected"].items():
@@ -473,25 +563,41 @@ def _confirmation(report: _ReportWriter, exp: ExperimentResults, selection: Sele
             tuning_change = paired_change(tuning, tuned_selection.values(BASELINE))
         if BASELINE in selection.configs:
             confirmed_change = paired_change(confirmed, selection.values(BASELINE))
-        kept = confirmed_change["change"] / tuning_change["change"] if tuning_change["change"] > 0 else math.nan
-        row = {"variant": variant, "config": config_label(params), "tuning_mean": tuning.mean(),
-               "confirmed_mean": confirmed.mean(), "tuning_change": tuning_change["change"],
-               "confirmed_change": confirmed_change["change"], "confirmed_p_value": confirmed_change["p_value"],
-               "kept": kept}
+        kept = (
+            confirmed_change["change"] / tuning_change["change"] if tuning_change["change"] > 0 else math.nan
+        )
+        row = {
+            "variant": variant,
+            "config": config_label(params),
+            "tuning_mean": tuning.mean(),
+            "confirmed_mean": confirmed.mean(),
+            "tuning_change": tuning_change["change"],
+            "confirmed_change": confirmed_change["change"],
+            "confirmed_p_value": confirmed_change["p_value"],
+            "kept": kept,
+        }
         numbers.append(row)
-        shown.append({"variant": variant, "configuration": row["config"],
-                      f"mIoU in {tuned.name}": percent(row["tuning_mean"]), "mIoU confirmed": percent(row["confirmed_mean"]),
-                      f"change vs {BASELINE} in {tuned.name}": signed_percent(row["tuning_change"]),
-                      "change confirmed": signed_percent(row["confirmed_change"]),
-                      "p confirmed": p_value_text(row["confirmed_p_value"]),
-                      "margin kept": MISSING if _missing(kept) else f"{100 * kept:.0f}%"})
+        shown.append(
+            {
+                "variant": variant,
+                "configuration": row["config"],
+                f"mIoU in {tuned.name}": percent(row["tuning_mean"]),
+                "mIoU confirmed": percent(row["confirmed_mean"]),
+                f"change vs {BASELINE} in {tuned.name}": signed_percent(row["tuning_change"]),
+                "change confirmed": signed_percent(row["confirmed_change"]),
+                "p confirmed": p_value_text(row["confirmed_p_value"]),
+                "margin kept": MISSING if _missing(kept) else f"{100 * kept:.0f}%",
+            }
+        )
     if not numbers:
         return
-    report.add(f"Tune, then confirm: each variant's configuration as selected in `{tuned.name}` (seeds "
-               f"{tuned.plan.get('seeds')}) and as measured again on the fresh seeds {exp.plan.get('seeds')} of "
-               f"`{exp.name}`. *margin kept*: the confirmed change against `{BASELINE}` as a share of the change "
-               "seen during tuning (the tuning picked the best of several configurations on its own seeds, so its "
-               "margin is optimistic; – where the tuning showed no gain).")
+    report.add(
+        f"Tune, then confirm: each variant's configuration as selected in `{tuned.name}` (seeds "
+        f"{tuned.plan.get('seeds')}) and as measured again on the fresh seeds {exp.plan.get('seeds')} of "
+        f"`{exp.name}`. *margin kept*: the confirmed change against `{BASELINE}` as a share of the change "
+        "seen during tuning (the tuning picked the best of several configurations on its own seeds, so its "
+        "margin is optimistic; – where the tuning showed no gain)."
+    )
     numbers = pd.DataFrame(numbers)
     for column in ("tuning_mean", "confirmed_mean", "tuning_change", "confirmed_change"):
         numbers[column] = 100 * numbers[column]
@@ -524,8 +630,10 @@ def _per_class_iou(report: _ReportWriter, exp: ExperimentResults, selection: Sel
         shown[column] = numbers[column].map(paper_number)
     words = ["Target IoU per class (%) at the selected checkpoints of section 1, mean over seeds."]
     if not present.all():
-        words.append(f"Classes never present in the target labels nor predicted are left out: "
-                     f"{', '.join(ours.index[~present])}.")
+        words.append(
+            f"Classes never present in the target labels nor predicted are left out: "
+            f"{', '.join(ours.index[~present])}."
+        )
     report.add(" ".join(words))
     report.table(f"per_class_{slug(exp.name)}", numbers, shown)
 
@@ -546,32 +654,41 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         report.add("No searched parameters.")
         return
     points = selection.picks.dropna(subset=["selected_row"])
-    points = points.assign(value=selection.evals.loc[points["selected_row"].astype(int), TARGET].to_numpy(),
-                           stopped=points["status"] == "stopped")
+    points = points.assign(
+        value=selection.evals.loc[points["selected_row"].astype(int), TARGET].to_numpy(),
+        stopped=points["status"] == "stopped",
+    )
     points = points.merge(exp.trials[["trial_name", *map(param_column, exp.searched)]], on="trial_name")
-    report.add("Target mIoU (%) of each trial at the checkpoint its objective selects, mean (and count) per "
-               "value of one parameter, all other parameters and seeds pooled. Stopped trials are included at "
-               "the checkpoint they reached (hollow markers in the plots).")
+    report.add(
+        "Target mIoU (%) of each trial at the checkpoint its objective selects, mean (and count) per "
+        "value of one parameter, all other parameters and seeds pooled. Stopped trials are included at "
+        "the checkpoint they reached (hollow markers in the plots)."
+    )
     colors = plots.variant_colors(variants_of(exp))
     for key in exp.searched:
         column = param_column(key)
         log = "log" in json.dumps(exp.plan["searched"][key])
         levels = _levels(points[column], log)
-        summary = (points.assign(level=levels).groupby(["level", "variant"], observed=True, sort=True)["value"]
-                   .agg(["mean", "count"]).reset_index())
+        summary = (
+            points.assign(level=levels)
+            .groupby(["level", "variant"], observed=True, sort=True)["value"]
+            .agg(["mean", "count"])
+            .reset_index()
+        )
         pivot = summary.pivot(index="level", columns="variant", values="mean")
         counts = summary.pivot(index="level", columns="variant", values="count")
         shown = pivot.copy().astype(object)
         for variant in pivot.columns:
-            shown[variant] = [MISSING if _missing(mean) else f"{percent(mean)} ({count:.0f})"
-                              for mean, count in zip(pivot[variant], counts[variant], strict=True)]
+            shown[variant] = [
+                MISSING if _missing(mean) else f"{percent(mean)} ({count:.0f})"
+                for mean, count in zip(pivot[variant], counts[variant], strict=True)
+            ]
         name = f"sensitivity_{slug(exp.name)}_{slug(key)}"
         report.add(f"**{key}**")
         numbers = summary.assign(mean=100 * summary["mean"]).rename(columns={"level": key})
         report.table(name, numbers, shown.rename_axis(key).reset_index().astype(str))
         figure = plots.sensitivity(points, column, colors, log=log, xlabel=key, title=f"{exp.name}: {key}")
-        report.figure(name, figure,
-                      f"target mIoU against {key}")
+        report.figure(name, figure, f"target mIoU against {key}")
 
 
 def _levels(values: pd.Series, log: bool) -> pd.Series:
@@ -613,38 +730,65 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     for validator in validators:
         mode = VALIDATOR_MODES[validator]
         pick = evals.loc[best_label(evals[validator], mode)]
-        seed_picks = [group.at[best_label(group[validator], mode), TARGET]
-                      for _, group in evals.groupby("seed") if group[validator].notna().any()]
-        row = {"validator": validator, "mode": mode, "objective": validator == selection.metric,
-               "variant": pick["variant"], "config": pick["config"], "seed": pick["seed"],
-               "iteration": pick["iteration"], "pick_target": pick[TARGET], "oracle_best": oracle_best,
-               "gap": oracle_best - pick[TARGET], "seed_pick_target": np.mean(seed_picks), "seed_oracle_best": seed_best,
-               **rank_agreement(evals[validator], evals[TARGET], mode)}
+        seed_picks = [
+            group.at[best_label(group[validator], mode), TARGET]
+            for _, group in evals.groupby("seed")
+            if group[validator].notna().any()
+        ]
+        row = {
+            "validator": validator,
+            "mode": mode,
+            "objective": validator == selection.metric,
+            "variant": pick["variant"],
+            "config": pick["config"],
+            "seed": pick["seed"],
+            "iteration": pick["iteration"],
+            "pick_target": pick[TARGET],
+            "oracle_best": oracle_best,
+            "gap": oracle_best - pick[TARGET],
+            "seed_pick_target": np.mean(seed_picks),
+            "seed_oracle_best": seed_best,
+            **rank_agreement(evals[validator], evals[TARGET], mode),
+        }
         numbers.append(row)
-        shown.append({"validator": f"{validator}{' (objective)' if row['objective'] else ''}", "mode": mode,
-                      "picks": _pick_words(row, exp), "its mIoU": percent(row["pick_target"]),
-                      "oracle best": percent(oracle_best), "gap": percent(row["gap"]),
-                      "per seed: pick / best": f"{percent(row['seed_pick_target'])} / {percent(seed_best)}",
-                      "Spearman": plain(row["spearman"]), "Kendall": plain(row["kendall"]), "n": str(row["n"])})
+        shown.append(
+            {
+                "validator": f"{validator}{' (objective)' if row['objective'] else ''}",
+                "mode": mode,
+                "picks": _pick_words(row, exp),
+                "its mIoU": percent(row["pick_target"]),
+                "oracle best": percent(oracle_best),
+                "gap": percent(row["gap"]),
+                "per seed: pick / best": f"{percent(row['seed_pick_target'])} / {percent(seed_best)}",
+                "Spearman": plain(row["spearman"]),
+                "Kendall": plain(row["kendall"]),
+                "n": str(row["n"]),
+            }
+        )
     numbers = pd.DataFrame(numbers)
     for column in ("pick_target", "oracle_best", "gap", "seed_pick_target", "seed_oracle_best"):
         numbers[column] = 100 * numbers[column]
-    report.add("For each label-free validator: the checkpoint (trial and iteration) with its best value over all "
-               f"{len(evals)} evaluations of the experiment, that checkpoint's target mIoU (%) against the best "
-               "target mIoU of any checkpoint (*gap*), the same choice made within each seed (mean over seeds), "
-               "and the rank correlation with the target mIoU over all evaluations, signed so that positive "
-               "means the validator (in its own direction) agrees with the target.")
+    report.add(
+        "For each label-free validator: the checkpoint (trial and iteration) with its best value over all "
+        f"{len(evals)} evaluations of the experiment, that checkpoint's target mIoU (%) against the best "
+        "target mIoU of any checkpoint (*gap*), the same choice made within each seed (mean over seeds), "
+        "and the rank correlation with the target mIoU over all evaluations, signed so that positive "
+        "means the validator (in its own direction) agrees with the target."
+    )
     report.table(f"selection_{slug(exp.name)}", numbers, pd.DataFrame(shown))
     figure = plots.validator_scatter(evals, validators, TARGET, plots.variant_colors(variants_of(exp)))
     report.figure(f"selection_{slug(exp.name)}", figure, "validators against target mIoU")
     _selection_audit(report, exp, evals, validators)
 
 
-def _selection_audit(report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame,
-                     validators: list[str]) -> None:
+def _selection_audit(
+    report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame, validators: list[str]
+) -> None:
     """The audit of study.selection at the checkpoint and the configuration level, with reference rows."""
-    references = {"checkpoint": [(TARGET, "max", "oracle: target mIoU"), ("iteration", "max", "no selection: last")],
-                  "configuration": [(TARGET, "max", "oracle: target mIoU")]}
+    references = {
+        "checkpoint": [(TARGET, "max", "oracle: target mIoU"), ("iteration", "max", "no selection: last")],
+        "configuration": [(TARGET, "max", "oracle: target mIoU")],
+    }
     audits = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
     for level, audit in audits.items():
         numbers, shown = [], []
@@ -654,27 +798,35 @@ def _selection_audit(report: _ReportWriter, exp: ExperimentResults, evals: pd.Da
             for column in ("regret", "worst_regret", *(f"top{k}" for k in TOP_K)):
                 row[column] = 100 * row[column]
             numbers.append(row)
-            shown.append({"validator": name, "mode": mode, "regret": percent(row["regret"] / 100),
-                          "worst": percent(row["worst_regret"] / 100),
-                          **{f"top-{k}": percent(row[f"top{k}"] / 100) for k in TOP_K},
-                          "Spearman [95% CI]": _with_interval(row["spearman"], row["spearman_low"],
-                                                              row["spearman_high"]),
-                          "weighted Spearman [95% CI]": _with_interval(row["weighted_spearman"], row["weighted_low"],
-                                                                       row["weighted_high"]),
-                          "n": str(row["n"])})
+            shown.append(
+                {
+                    "validator": name,
+                    "mode": mode,
+                    "regret": percent(row["regret"] / 100),
+                    "worst": percent(row["worst_regret"] / 100),
+                    **{f"top-{k}": percent(row[f"top{k}"] / 100) for k in TOP_K},
+                    "Spearman [95% CI]": _with_interval(
+                        row["spearman"], row["spearman_low"], row["spearman_high"]
+                    ),
+                    "weighted Spearman [95% CI]": _with_interval(
+                        row["weighted_spearman"], row["weighted_low"], row["weighted_high"]
+                    ),
+                    "n": str(row["n"]),
+                }
+            )
         report.add(f"**{level.capitalize()} level** ({AUDIT_WORDS[level]})")
         report.table(f"selection_{level}s_{slug(exp.name)}", pd.DataFrame(numbers), pd.DataFrame(shown))
 
 
 AUDIT_WORDS = {
     "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus that of "
-                  "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
-                  "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
-                  "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
+    "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
+    "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
+    "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
     "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration at "
-                     "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
-                     "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
-                     "mIoU of the k best configurations; rank correlations over the *n* configurations",
+    "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
+    "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
+    "mIoU of the k best configurations; rank correlations over the *n* configurations",
 }
 
 
@@ -702,15 +854,30 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
     planned = exp.plan.get("num_trials") or len(trials)
     full = planned * exp.plan["max_iterations"]
     used = int(trials["iterations"].sum())
-    budget = pd.DataFrame([{"scheduler": scheduler, "trials planned": planned, "trials started": len(trials),
-                            "trial-iterations used": used, "every trial to the end": full,
-                            "used (%)": 100 * used / full if full else math.nan}])
-    report.add(f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
-               f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they ran).")
-    report.table(f"budget_{slug(exp.name)}", budget, budget.map(lambda v: f"{v:.1f}" if isinstance(v, float)
-                                                                  else str(v)))
+    budget = pd.DataFrame(
+        [
+            {
+                "scheduler": scheduler,
+                "trials planned": planned,
+                "trials started": len(trials),
+                "trial-iterations used": used,
+                "every trial to the end": full,
+                "used (%)": 100 * used / full if full else math.nan,
+            }
+        ]
+    )
+    report.add(
+        f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
+        f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they ran)."
+    )
+    report.table(
+        f"budget_{slug(exp.name)}",
+        budget,
+        budget.map(lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)),
+    )
     rungs = pd.crosstab(trials["iterations"], trials["status"]).reindex(
-        columns=[s for s in TRIAL_STATUSES if s in set(trials["status"])])
+        columns=[s for s in TRIAL_STATUSES if s in set(trials["status"])]
+    )
     rungs = rungs.rename_axis("last iteration reached").reset_index()
     rungs.columns.name = None
     report.add("Trials by the last iteration they reached (a stopped trial's rung).")
@@ -720,11 +887,16 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
         return
     name = f"budget_curve_{slug(exp.name)}"
     curve.to_csv(report.out_dir / "tables" / f"{name}.csv", index=False)
-    report.add("Best result found against compute spent: evaluations in wall-clock order, each adding the "
-               f"iterations its trial ran since its previous evaluation ([{name}.csv](tables/{name}.csv), "
-               "metrics as stored: fractions, not percent).")
-    report.figure(f"budget_{slug(exp.name)}", plots.budget_curve(curve, selection.metric),
-                  "best result against cumulative trial-iterations")
+    report.add(
+        "Best result found against compute spent: evaluations in wall-clock order, each adding the "
+        f"iterations its trial ran since its previous evaluation ([{name}.csv](tables/{name}.csv), "
+        "metrics as stored: fractions, not percent)."
+    )
+    report.figure(
+        f"budget_{slug(exp.name)}",
+        plots.budget_curve(curve, selection.metric),
+        "best result against cumulative trial-iterations",
+    )
 
 
 def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
@@ -735,13 +907,21 @@ def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     rows, best_objective, pick_target, best_target = [], math.nan, math.nan, math.nan
     for (_, event), cumulative in zip(events.iterrows(), spent.cumsum(), strict=True):
         value = event[metric]
-        if not _missing(value) and (_missing(best_objective)
-                                    or (value > best_objective if mode == "max" else value < best_objective)):
+        if not _missing(value) and (
+            _missing(best_objective) or (value > best_objective if mode == "max" else value < best_objective)
+        ):
             best_objective, pick_target = value, event[TARGET]
         best_target = np.nanmax([best_target, event[TARGET]])
-        rows.append({"trial_iterations": cumulative, "trial_name": event["trial_name"],
-                     "iteration": event["iteration"], "best_objective": best_objective,
-                     "pick_target": pick_target, "best_target": best_target})
+        rows.append(
+            {
+                "trial_iterations": cumulative,
+                "trial_name": event["trial_name"],
+                "iteration": event["iteration"],
+                "best_objective": best_objective,
+                "pick_target": pick_target,
+                "best_target": best_target,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -765,10 +945,15 @@ def _learning_curves(report: _ReportWriter, exp: ExperimentResults, selection: S
     curves = curves[["variant", "metric", "iteration", "mean", "std", "count"]]
     name = f"curves_{slug(exp.name)}"
     curves.to_csv(report.out_dir / "tables" / f"{name}.csv", index=False)
-    report.add(f"Mean over seeds with a band of ±1 standard deviation, per variant (its selected configuration), "
-               f"every evaluation ([{name}.csv](tables/{name}.csv), metrics as stored: fractions, not percent).")
-    report.figure(name, plots.learning_curves(curves, metrics, plots.variant_colors(variants_of(exp))),
-                  f"learning curves of {exp.name}")
+    report.add(
+        f"Mean over seeds with a band of ±1 standard deviation, per variant (its selected configuration), "
+        f"every evaluation ([{name}.csv](tables/{name}.csv), metrics as stored: fractions, not percent)."
+    )
+    report.figure(
+        name,
+        plots.learning_curves(curves, metrics, plots.variant_colors(variants_of(exp))),
+        f"learning curves of {exp.name}",
+    )
 
 
 # --- 7. unfinished trials -----------------------------------------------------------------------------------
@@ -779,14 +964,31 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
     if results.trials.empty or trials.empty:
         report.add("No trial has started yet." if results.trials.empty else "Every trial finished.")
         return
-    numbers = trials[["experiment", "trial_name", "variant", "seed", "config", "status", "iterations",
-                      "evaluations", "error", "reason"]]
-    shown = numbers[["experiment", "trial_name", "variant", "seed", "config", "status", "iterations",
-                     "evaluations"]].astype(str)
-    shown["reason or error"] = [_message_line(error if isinstance(error, str) else reason)
-                                for error, reason in zip(numbers["error"], numbers["reason"], strict=True)]
-    report.add("Errored and diverged trials are left out of every table above (their compute still counts in section 5); "
-               "stopped trials count at the checkpoint they reached; running trials with what they have so far.")
+    numbers = trials[
+        [
+            "experiment",
+            "trial_name",
+            "variant",
+            "seed",
+            "config",
+            "status",
+            "iterations",
+            "evaluations",
+            "error",
+            "reason",
+        ]
+    ]
+    shown = numbers[
+        ["experiment", "trial_name", "variant", "seed", "config", "status", "iterations", "evaluations"]
+    ].astype(str)
+    shown["reason or error"] = [
+        _message_line(error if isinstance(error, str) else reason)
+        for error, reason in zip(numbers["error"], numbers["reason"], strict=True)
+    ]
+    report.add(
+        "Errored and diverged trials are left out of every table above (their compute still counts in section 5); "
+        "stopped trials count at the checkpoint they reached; running trials with what they have so far."
+    )
     report.table("unfinished_trials", numbers, shown)
 
 

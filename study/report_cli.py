@@ -17,7 +17,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `report` on the `msl-study` subcommands; works on finished, running or partly failed studies."""
-    report = subparsers.add_parser("report", help="tables (md, csv, tex) and plots of a finished or running study")
+    report = subparsers.add_parser(
+        "report", help="tables (md, csv, tex) and plots of a finished or running study"
+    )
     report.add_argument("study", help="the study directory")
     report.add_argument("--out", default=None, help="output directory (default: <study>/report)")
     report.set_defaults(handler=_report)

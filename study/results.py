@@ -89,11 +89,20 @@ def load_study(path: str | Path) -> StudyResults:
         for trial_dir in trial_dirs:
             trial, records = _load_trial(trial_dir, experiment, searched)
             trial_rows.append(trial)
-            ids = {key: value for key, value in trial.items() if key in ID_COLUMNS or key.startswith(PARAM_PREFIX)}
+            ids = {
+                key: value
+                for key, value in trial.items()
+                if key in ID_COLUMNS or key.startswith(PARAM_PREFIX)
+            }
             eval_rows.extend({**ids, **record} for record in records)
     trials = pd.DataFrame(trial_rows, columns=_trial_columns(plans))
     evals = pd.DataFrame(eval_rows)
-    for column in [*ID_COLUMNS, "iteration", "wall_time", *METRIC_MODES]:  # present even when nothing was evaluated yet
+    for column in [
+        *ID_COLUMNS,
+        "iteration",
+        "wall_time",
+        *METRIC_MODES,
+    ]:  # present even when nothing was evaluated yet
         if column not in evals:
             evals[column] = pd.Series(dtype=object if column in ID_COLUMNS else float)
     return StudyResults(path, study, plans, trials, evals)
@@ -108,7 +117,9 @@ def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> tuple[
     """A trial's row (trial.json + status.json) and its evaluation records (metrics.jsonl)."""
     info = _read_optional(trial_dir / layout.TRIAL_FILE)
     status = _read_optional(trial_dir / layout.STATUS_FILE) or {"status": "running"}
-    records = [_clean_record(record) for record in read_metrics(trial_dir / layout.RUN_DIR / layout.METRICS_FILE)]
+    records = [
+        _clean_record(record) for record in read_metrics(trial_dir / layout.RUN_DIR / layout.METRICS_FILE)
+    ]
     for record in records:
         record["wall_time"] = _wall_time(trial_dir, record)
     params = _flatten(info.get("params") or {})
@@ -168,6 +179,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 def _clean_record(record: dict) -> dict:
     """JSON null (an undefined IoU or metric) becomes NaN, in scalars and inside per-class lists."""
+
     def clean(value: Any) -> Any:
         if value is None:
             return math.nan
@@ -192,12 +204,16 @@ def config_label(params: dict) -> str:
 
     Values keep 4 significant digits: configurations equal to that precision count as one. "default" when
     nothing is searched."""
-    params = {key: value for key, value in params.items() if value is not None}  # keys this trial did not search
+    params = {
+        key: value for key, value in params.items() if value is not None
+    }  # keys this trial did not search
     if not params:
         return "default"
     short = [key.rsplit(".", 1)[-1] for key in params]
     names = short if len(set(short)) == len(short) else list(params)
-    return ", ".join(f"{name}={format_value(value)}" for name, value in zip(names, params.values(), strict=True))
+    return ", ".join(
+        f"{name}={format_value(value)}" for name, value in zip(names, params.values(), strict=True)
+    )
 
 
 def format_value(value: Any) -> str:

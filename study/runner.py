@@ -63,14 +63,26 @@ def _expand_paths(space: Space) -> Space:
     for section, key in PATH_KEYS:
         if base.get(section, {}).get(key):
             base[section][key] = expand(base[section][key])
-    experiments = [dataclasses.replace(e, overrides=expand_overrides(e.overrides),
-                                       variants={name: expand_overrides(v) for name, v in e.variants.items()})
-                   for e in space.experiments]
+    experiments = [
+        dataclasses.replace(
+            e,
+            overrides=expand_overrides(e.overrides),
+            variants={name: expand_overrides(v) for name, v in e.variants.items()},
+        )
+        for e in space.experiments
+    ]
     checkpoint = expand_path(space.source_checkpoint) if space.source_checkpoint else None
-    expanded = dataclasses.replace(space, base=base, source_overrides=expand_overrides(space.source_overrides),
-                                   source_checkpoint=checkpoint, experiments=experiments)
+    expanded = dataclasses.replace(
+        space,
+        base=base,
+        source_overrides=expand_overrides(space.source_overrides),
+        source_checkpoint=checkpoint,
+        experiments=experiments,
+    )
     for experiment in expanded.experiments:
-        sources = [] if checkpoint else [expanded.source_config(experiment, seed) for seed in experiment.seeds]
+        sources = (
+            [] if checkpoint else [expanded.source_config(experiment, seed) for seed in experiment.seeds]
+        )
         checks = [(cfg, PATH_KEYS) for cfg in sources]  # a trial's model.weights is its source checkpoint
         checks.append((representative_config(expanded, experiment), PATH_KEYS[:2]))
         for cfg, keys in checks:
@@ -78,8 +90,9 @@ def _expand_paths(space: Space) -> Space:
                 try:
                     expand_path(getattr(getattr(cfg, section), key))
                 except ValueError as error:
-                    raise SpaceError(f"experiments.{experiment.name}: {cfg.stage} stage: {section}.{key}: "
-                                     f"{error}") from None
+                    raise SpaceError(
+                        f"experiments.{experiment.name}: {cfg.stage} stage: {section}.{key}: {error}"
+                    ) from None
     return expanded
 
 
@@ -94,7 +107,7 @@ def _resolved_space_yaml(space: Space, original: dict) -> str:
 
 def _to_tune(spec: dict[str, Any]):
     """A checked distribution spec (study.space) as a Tune search-space object."""
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind == "choice":
         return tune.choice(args)
     if kind == "grid":
@@ -113,9 +126,11 @@ def connect(address: str | None) -> None:
         try:
             ray.init(address=address, log_to_driver=False)
         except ConnectionError as error:
-            raise ConnectionError(f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
-                                  "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
-                                  "RAY_AUTH_TOKEN or ~/.ray/auth_token") from error
+            raise ConnectionError(
+                f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
+                "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
+                "RAY_AUTH_TOKEN or ~/.ray/auth_token"
+            ) from error
         _log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
@@ -131,9 +146,11 @@ def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) 
         if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
             continue
         have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
-        raise SpaceError(f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
-                         f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
-                         f"{have or 'none'}); lower `resources` in the space or add such a node")
+        raise SpaceError(
+            f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
+            f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
+            f"{have or 'none'}); lower `resources` in the space or add such a node"
+        )
 
 
 def prepare_cluster(space: Space, address: str | None) -> None:
@@ -199,10 +216,13 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
     pending = {}
     for key, (cfg, run_dir, experiment) in to_train.items():
         cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
-        task = ray.remote(_train_source).options(num_cpus=cpus, num_gpus=experiment.resources["gpu"],
-                                                 max_retries=experiment.retries)
-        _log(f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in {run_dir} "
-             f"({cpus:.2g} CPU)")
+        task = ray.remote(_train_source).options(
+            num_cpus=cpus, num_gpus=experiment.resources["gpu"], max_retries=experiment.retries
+        )
+        _log(
+            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in {run_dir} "
+            f"({cpus:.2g} CPU)"
+        )
         pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
     started = time.perf_counter()
     for key, ref in pending.items():
@@ -219,8 +239,15 @@ def _scalars(record: dict) -> dict[str, float]:
     return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: str, sources: dict,
-              confirmed: dict[str, dict]) -> None:
+def run_trial(
+    config: dict,
+    *,
+    space: Space,
+    experiment_name: str,
+    study_dir: str,
+    sources: dict,
+    confirmed: dict[str, dict],
+) -> None:
     """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints. `confirmed`
     maps variants to the configuration a confirmation runs them with (see `confirmed_configurations`)."""
     experiment = next(e for e in space.experiments if e.name == experiment_name)
@@ -230,14 +257,26 @@ def run_trial(config: dict, *, space: Space, experiment_name: str, study_dir: st
     trial_name = tune.get_context().get_trial_name()
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
     run_dir = trial_dir / layout.RUN_DIR
-    cfg = _in_worker(space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-                     experiment.resources["cpu"])
-    layout.write_json(trial_dir / layout.TRIAL_FILE, {
-        "trial_name": trial_name, "experiment": experiment_name, "variant": variant, "seed": seed,
-        "params": params, "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
-        "source_run": str(Path(sources[seed]).parent.parent)})
+    cfg = _in_worker(
+        space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
+        experiment.resources["cpu"],
+    )
+    layout.write_json(
+        trial_dir / layout.TRIAL_FILE,
+        {
+            "trial_name": trial_name,
+            "experiment": experiment_name,
+            "variant": variant,
+            "seed": seed,
+            "params": params,
+            "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
+            "source_run": str(Path(sources[seed]).parent.parent),
+        },
+    )
 
-    resume_from = _resume_point(run_dir, tune.get_checkpoint(), own_checkpoint_ok=experiment.scheduler["name"] != "pbt")
+    resume_from = _resume_point(
+        run_dir, tune.get_checkpoint(), own_checkpoint_ok=experiment.scheduler["name"] != "pbt"
+    )
     if resume_from is None and run_dir.exists():  # an attempt that failed before its first checkpoint
         run_dir.rename(trial_dir / f"run.failed-{datetime.now():%Y%m%d-%H%M%S}")
     reported = []
@@ -286,7 +325,11 @@ class StudyCallback(tune.Callback):
 
     def __init__(self, study_dir: Path, experiment: Experiment, total_trials: int, iterations: int):
         self.study_dir, self.experiment = str(study_dir), experiment.name
-        self.metric, self.mode, self.scheduler = experiment.metric, experiment.mode, experiment.scheduler["name"]
+        self.metric, self.mode, self.scheduler = (
+            experiment.metric,
+            experiment.mode,
+            experiment.scheduler["name"],
+        )
         self.total, self.iterations = total_trials, iterations
         self.ended: dict[str, str] = {}
         self.started = time.time()
@@ -302,20 +345,25 @@ class StudyCallback(tune.Callback):
             status = "stopped"
         if status == "error" and error and NonFiniteLossError.__name__ in error:
             status = "diverged"
-        reason = {"stopped": f"stopped by the {self.scheduler} scheduler at iteration {done} of {self.iterations}",
-                  "error": "raised an error (after its retries)",
-                  "diverged": "diverged: a loss or the objective became NaN or infinite"}.get(status,
-                                                                                           "ran every iteration")
+        reason = {
+            "stopped": f"stopped by the {self.scheduler} scheduler at iteration {done} of {self.iterations}",
+            "error": "raised an error (after its retries)",
+            "diverged": "diverged: a loss or the objective became NaN or infinite",
+        }.get(status, "ran every iteration")
         directory = layout.trials_dir(Path(self.study_dir), self.experiment) / str(trial)
-        layout.write_json(directory / layout.STATUS_FILE,
-                          {"status": status, "iterations": done, "error": error, "reason": reason})
+        layout.write_json(
+            directory / layout.STATUS_FILE,
+            {"status": status, "iterations": done, "error": error, "reason": reason},
+        )
         self.ended[str(trial)] = status
         self._print(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not math.isnan(value):
-            self.best = value if math.isnan(self.best) else (max if self.mode == "max" else min)(self.best, value)
+            self.best = (
+                value if math.isnan(self.best) else (max if self.mode == "max" else min)(self.best, value)
+            )
         self._print(force=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -336,9 +384,11 @@ class StudyCallback(tune.Callback):
         counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
         elapsed = now - self.started
         eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
-        _log(f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
-             f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}")
+        _log(
+            f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
+            f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
+            f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}"
+        )
 
 
 def _trial_name(trial) -> str:
@@ -349,14 +399,20 @@ def _trial_name(trial) -> str:
 def _scheduler(experiment: Experiment, iterations: int):
     spec = experiment.scheduler
     if spec["name"] == "asha":
-        return tune.schedulers.ASHAScheduler(time_attr="iteration", max_t=iterations,
-                                             grace_period=spec.get("grace_period", 1),
-                                             reduction_factor=spec.get("reduction_factor", 4))
+        return tune.schedulers.ASHAScheduler(
+            time_attr="iteration",
+            max_t=iterations,
+            grace_period=spec.get("grace_period", 1),
+            reduction_factor=spec.get("reduction_factor", 4),
+        )
     if spec["name"] == "pbt":
         return tune.schedulers.PopulationBasedTraining(
-            time_attr="iteration", perturbation_interval=spec["perturbation_interval"],
+            time_attr="iteration",
+            perturbation_interval=spec["perturbation_interval"],
             hyperparam_mutations={k: _to_tune(v) for k, v in spec["mutations"].items()},
-            quantile_fraction=spec.get("quantile_fraction", 0.25), synch=spec.get("synch", False))
+            quantile_fraction=spec.get("quantile_fraction", 0.25),
+            synch=spec.get("synch", False),
+        )
     return None
 
 
@@ -373,13 +429,18 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
     if experiment.search["algorithm"] == "optuna":  # one variant, one seed (checked by the space)
         return {"variant": next(iter(experiment.variants)), "seed": experiment.seeds[0], **space}
     if experiment.variant_params:  # each variant with its own grid: one grid over (variant, its values) cases
-        cases = [{"variant": variant, **dict(zip(own, values, strict=True))}
-                 for variant in experiment.variants
-                 for own in [{k: v["grid"] for k, v in experiment.variant_params.get(variant, {}).items()}]
-                 for values in itertools.product(*own.values())]
+        cases = [
+            {"variant": variant, **dict(zip(own, values, strict=True))}
+            for variant in experiment.variants
+            for own in [{k: v["grid"] for k, v in experiment.variant_params.get(variant, {}).items()}]
+            for values in itertools.product(*own.values())
+        ]
         return {"case": tune.grid_search(cases), "seed": tune.grid_search(experiment.seeds), **space}
-    return {"variant": tune.grid_search(list(experiment.variants)), "seed": tune.grid_search(experiment.seeds),
-            **space}
+    return {
+        "variant": tune.grid_search(list(experiment.variants)),
+        "seed": tune.grid_search(experiment.seeds),
+        **space,
+    }
 
 
 def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
@@ -404,11 +465,18 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
         if variant not in experiment.variants:
             continue
         if config is None:
-            raise RuntimeError(f"experiment {experiment.name!r} confirms {experiment.confirm_from!r}, but no trial of "
-                               f"variant {variant!r} there reported its objective {selection.metric!r}")
-        chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[0]
-        configurations[variant] = {key: _plain(chosen[param_column(key)]) for key in tuned.searched
-                                   if pd.notna(chosen[param_column(key)])}  # a key this variant's trials had
+            raise RuntimeError(
+                f"experiment {experiment.name!r} confirms {experiment.confirm_from!r}, but no trial of "
+                f"variant {variant!r} there reported its objective {selection.metric!r}"
+            )
+        chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[
+            0
+        ]
+        configurations[variant] = {
+            key: _plain(chosen[param_column(key)])
+            for key in tuned.searched
+            if pd.notna(chosen[param_column(key)])
+        }  # a key this variant's trials had
         _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm_from!r})")
     return configurations
 
@@ -418,11 +486,20 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def _trainable(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str],
-               confirmed: dict[str, dict]):
-    trainable = tune.with_parameters(run_trial, space=space, experiment_name=experiment.name,
-                                     study_dir=str(study_dir), sources=sources, confirmed=confirmed)
-    return tune.with_resources(trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]})
+def _trainable(
+    space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str], confirmed: dict[str, dict]
+):
+    trainable = tune.with_parameters(
+        run_trial,
+        space=space,
+        experiment_name=experiment.name,
+        study_dir=str(study_dir),
+        sources=sources,
+        confirmed=confirmed,
+    )
+    return tune.with_resources(
+        trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]}
+    )
 
 
 def _searched(experiment: Experiment) -> dict[str, dict]:
@@ -434,20 +511,36 @@ def _searched(experiment: Experiment) -> dict[str, dict]:
     return searched
 
 
-def _write_plan(space: Space, experiment: Experiment, study_dir: Path, iterations: int,
-                confirmed: dict[str, dict]) -> None:
+def _write_plan(
+    space: Space, experiment: Experiment, study_dir: Path, iterations: int, confirmed: dict[str, dict]
+) -> None:
     from msl.metrics import metric_class_names
 
     cfg = space.source_config(experiment, experiment.seeds[0])
-    layout.write_json(layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE, {
-        "experiment": experiment.name, "metric": experiment.metric, "mode": experiment.mode,
-        "oracle": experiment.oracle, "variants": experiment.variants, "seeds": experiment.seeds,
-        "searched": _searched(experiment), "scheduler": experiment.scheduler, "search": experiment.search,
-        "num_samples": experiment.search["num_samples"], "num_trials": experiment.num_trials(),
-        "max_iterations": iterations, "eval_every": representative_config(space, experiment).eval.every,
-        "benchmark": experiment.benchmark, "num_classes": cfg.data.num_classes,
-        "class_names": metric_class_names(cfg.data.num_classes),
-        "confirm": {"from": experiment.confirm_from, "selected": confirmed} if experiment.confirm_from else None})
+    layout.write_json(
+        layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE,
+        {
+            "experiment": experiment.name,
+            "metric": experiment.metric,
+            "mode": experiment.mode,
+            "oracle": experiment.oracle,
+            "variants": experiment.variants,
+            "seeds": experiment.seeds,
+            "searched": _searched(experiment),
+            "scheduler": experiment.scheduler,
+            "search": experiment.search,
+            "num_samples": experiment.search["num_samples"],
+            "num_trials": experiment.num_trials(),
+            "max_iterations": iterations,
+            "eval_every": representative_config(space, experiment).eval.every,
+            "benchmark": experiment.benchmark,
+            "num_classes": cfg.data.num_classes,
+            "class_names": metric_class_names(cfg.data.num_classes),
+            "confirm": {"from": experiment.confirm_from, "selected": confirmed}
+            if experiment.confirm_from
+            else None,
+        },
+    )
 
 
 def run_experiment(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]) -> None:
@@ -465,18 +558,29 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
             trainable,
             param_space=_param_space(experiment),
             tune_config=tune.TuneConfig(
-                metric=experiment.metric, mode=experiment.mode, scheduler=_scheduler(experiment, iterations),
-                search_alg=_searcher(experiment), num_samples=experiment.search["num_samples"],
-                max_concurrent_trials=experiment.max_concurrent, trial_name_creator=_trial_name,
+                metric=experiment.metric,
+                mode=experiment.mode,
+                scheduler=_scheduler(experiment, iterations),
+                search_alg=_searcher(experiment),
+                num_samples=experiment.search["num_samples"],
+                max_concurrent_trials=experiment.max_concurrent,
+                trial_name_creator=_trial_name,
                 reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
-                trial_dirname_creator=_trial_name),
+                trial_dirname_creator=_trial_name,
+            ),
             run_config=tune.RunConfig(
-                name=ray_path.name, storage_path=str(ray_path.parent), verbose=0,
+                name=ray_path.name,
+                storage_path=str(ray_path.parent),
+                verbose=0,
                 callbacks=[StudyCallback(study_dir, experiment, experiment.num_trials(), iterations)],
                 # PBT exploits a donor's checkpoint that may be older than the donor's last few: keep them all.
                 checkpoint_config=tune.CheckpointConfig(
-                    num_to_keep=None if experiment.scheduler["name"] == "pbt" else experiment.checkpoints_to_keep),
-                failure_config=tune.FailureConfig(max_failures=experiment.retries)),
+                    num_to_keep=None
+                    if experiment.scheduler["name"] == "pbt"
+                    else experiment.checkpoints_to_keep
+                ),
+                failure_config=tune.FailureConfig(max_failures=experiment.retries),
+            ),
         )
     results = tuner.fit()
     errors = sum(result.error is not None for result in results)
@@ -488,20 +592,30 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
     space = _expand_paths(load_space(space_path))
     study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
     if (study_dir / layout.STUDY_FILE).exists():
-        raise FileExistsError(f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
-                              "or choose another --name")
+        raise FileExistsError(
+            f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
+            "or choose another --name"
+        )
     study_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(space_path, study_dir / "space.given.yaml")
     original = yaml.safe_load(Path(space_path).read_text())
     (study_dir / layout.SPACE_FILE).write_text(_resolved_space_yaml(space, original))
-    layout.write_json(study_dir / layout.STUDY_FILE, {
-        "name": space.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_revision": git_revision(), "versions": package_versions(),
-        "experiments": [e.name for e in space.experiments]})
+    layout.write_json(
+        study_dir / layout.STUDY_FILE,
+        {
+            "name": space.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_revision": git_revision(),
+            "versions": package_versions(),
+            "experiments": [e.name for e in space.experiments],
+        },
+    )
     for experiment in space.experiments:
         for seed in experiment.seeds:
-            save_config(space.source_config(experiment, seed),
-                        layout.experiment_dir(study_dir, experiment.name) / "configs" / f"source_seed{seed}.yaml")
+            save_config(
+                space.source_config(experiment, seed),
+                layout.experiment_dir(study_dir, experiment.name) / "configs" / f"source_seed{seed}.yaml",
+            )
     return study_dir
 
 
@@ -513,6 +627,8 @@ def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
     sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:
         run_experiment(space, experiment, study_dir, sources[experiment.name])
-    _log(f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
-         f"report with: msl-study report {study_dir}")
+    _log(
+        f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
+        f"report with: msl-study report {study_dir}"
+    )
     return study_dir

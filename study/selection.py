@@ -65,8 +65,10 @@ def ensemble_agreement(maps: dict) -> dict:
     for path in maps.values():
         probs = load_probs(path)  # (N, C, h, w)
         if shape is not None and probs.shape != shape:
-            raise ValueError(f"{path}: maps of shape {probs.shape}, other checkpoints of the experiment have {shape}; "
-                             "every trial of an experiment must use the same validator images and eval.probs_size")
+            raise ValueError(
+                f"{path}: maps of shape {probs.shape}, other checkpoints of the experiment have {shape}; "
+                "every trial of an experiment must use the same validator images and eval.probs_size"
+            )
         shape = probs.shape
         total = probs if total is None else total + probs
     if total is None:
@@ -87,20 +89,35 @@ def study_validators(exp: ExperimentResults) -> pd.DataFrame:
     if exp.study_path is None:
         return pd.DataFrame(columns=columns)
     trials = exp.trials[~exp.trials["status"].isin(layout.FAILED_STATUSES)]
-    maps = {(trial, iteration): path for trial in trials["trial_name"]
-            for iteration, path in saved_iterations(run_dir(exp, trial)).items()}
+    maps = {
+        (trial, iteration): path
+        for trial in trials["trial_name"]
+        for iteration, path in saved_iterations(run_dir(exp, trial)).items()
+    }
     agreement = ensemble_agreement(maps)
     argmax = {key: load_probs(path).argmax(axis=1) for key, path in maps.items()}  # (N, h, w) each
     group_of = {row.trial_name: (row.variant, row.config) for row in trials.itertuples()}
     seed_of = dict(zip(trials["trial_name"], trials["seed"], strict=True))
     rows = []
     for (trial, iteration), prediction in argmax.items():
-        others = [argmax[other, iteration] for other in group_of
-                  if group_of[other] == group_of[trial] and seed_of[other] != seed_of[trial]
-                  and (other, iteration) in argmax]
-        disagreement = np.mean([seed_disagreement([prediction, other]) for other in others]) if others else math.nan
-        rows.append({"trial_name": trial, "iteration": iteration, "ensemble_agreement": agreement[trial, iteration],
-                     "seed_disagreement": disagreement})
+        others = [
+            argmax[other, iteration]
+            for other in group_of
+            if group_of[other] == group_of[trial]
+            and seed_of[other] != seed_of[trial]
+            and (other, iteration) in argmax
+        ]
+        disagreement = (
+            np.mean([seed_disagreement([prediction, other]) for other in others]) if others else math.nan
+        )
+        rows.append(
+            {
+                "trial_name": trial,
+                "iteration": iteration,
+                "ensemble_agreement": agreement[trial, iteration],
+                "seed_disagreement": disagreement,
+            }
+        )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -140,8 +157,10 @@ def rank_correlations(validator, target, *, resamples: int = RESAMPLES, seed: in
     """Spearman and weighted Spearman of validator (higher is better) and target, each with a 95% percentile
     bootstrap interval over the points; NaN with fewer than 3 points or a constant series."""
     x, y = np.asarray(validator, dtype=float), np.asarray(target, dtype=float)
-    result = dict.fromkeys(["spearman", "spearman_low", "spearman_high", "weighted_spearman", "weighted_low",
-                            "weighted_high"], math.nan) | {"n": len(x)}
+    result = dict.fromkeys(
+        ["spearman", "spearman_low", "spearman_high", "weighted_spearman", "weighted_low", "weighted_high"],
+        math.nan,
+    ) | {"n": len(x)}
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return result
     (spearman,), (weighted,) = _correlations(x[None], y[None])
@@ -171,17 +190,27 @@ def _top(frame: pd.DataFrame, k: int) -> float:
 def checkpoint_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[str, float]:
     """Within trials: mean and worst regret over trials, mean top-k target mIoU, correlations of the
     within-trial deviations (see the module docstring). `evals` needs trial_name, iteration, TARGET, validator."""
-    frame = evals[["trial_name", "iteration", TARGET]].assign(score=_oriented(evals[validator], mode)).dropna()
+    frame = (
+        evals[["trial_name", "iteration", TARGET]].assign(score=_oriented(evals[validator], mode)).dropna()
+    )
     frame = frame.sort_values(["trial_name", "iteration"], kind="stable")
     trials = frame.groupby("trial_name", sort=False)
-    regrets = trials.apply(lambda t: t[TARGET].max() - t.at[t["score"].idxmax(), TARGET], include_groups=False)
-    result = {"trials": trials.ngroups, "regret": regrets.mean() if len(regrets) else math.nan,
-              "worst_regret": regrets.max() if len(regrets) else math.nan}
+    regrets = trials.apply(
+        lambda t: t[TARGET].max() - t.at[t["score"].idxmax(), TARGET], include_groups=False
+    )
+    result = {
+        "trials": trials.ngroups,
+        "regret": regrets.mean() if len(regrets) else math.nan,
+        "worst_regret": regrets.max() if len(regrets) else math.nan,
+    }
     for k in TOP_K:
-        result[f"top{k}"] = trials.apply(lambda t, k=k: _top(t, k), include_groups=False).mean() if len(regrets) \
-            else math.nan
+        result[f"top{k}"] = (
+            trials.apply(lambda t, k=k: _top(t, k), include_groups=False).mean() if len(regrets) else math.nan
+        )
     several = frame[trials["iteration"].transform("size") > 1]
-    deviations = several[["score", TARGET]] - several.groupby("trial_name")[["score", TARGET]].transform("mean")
+    deviations = several[["score", TARGET]] - several.groupby("trial_name")[["score", TARGET]].transform(
+        "mean"
+    )
     return result | rank_correlations(deviations["score"], deviations[TARGET])
 
 
@@ -195,15 +224,23 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
     its seeds. Regret of the configuration chosen on that mean, worst regret over seeds when choosing within each
     seed, top-k target mIoU of the k best configurations, correlations over configurations."""
     last = last_checkpoints(evals)
-    frame = last[["variant", "config", "seed", TARGET]].assign(score=_oriented(last[validator], mode)).dropna()
+    frame = (
+        last[["variant", "config", "seed", TARGET]].assign(score=_oriented(last[validator], mode)).dropna()
+    )
     configs = frame.groupby(["variant", "config"], sort=False)[["score", TARGET]].mean()
     result = {"configurations": len(configs)}
     if configs.empty:
-        return result | {"regret": math.nan, "worst_regret": math.nan} | {f"top{k}": math.nan for k in TOP_K} \
+        return (
+            result
+            | {"regret": math.nan, "worst_regret": math.nan}
+            | {f"top{k}": math.nan for k in TOP_K}
             | rank_correlations([], [])
+        )
     result["regret"] = configs[TARGET].max() - configs.at[configs["score"].idxmax(), TARGET]
-    per_seed = [seed_frame[TARGET].max() - seed_frame.at[seed_frame["score"].idxmax(), TARGET]
-                for _, seed_frame in frame.reset_index(drop=True).groupby("seed")]
+    per_seed = [
+        seed_frame[TARGET].max() - seed_frame.at[seed_frame["score"].idxmax(), TARGET]
+        for _, seed_frame in frame.reset_index(drop=True).groupby("seed")
+    ]
     result["worst_regret"] = max(per_seed)
     result.update({f"top{k}": _top(configs, k) for k in TOP_K})
     return result | rank_correlations(configs["score"], configs[TARGET])

@@ -57,7 +57,11 @@ from study.layout import is_safe_name
 # Built-in loss variants (paper names); a space file may override or add to them.
 VARIANTS: dict[str, dict[str, Any]] = {
     "source_only": {"loss.target": "none", "model.multi_level": False},  # sees no target data at all
-    "adabn": {"loss.target": "none", "model.multi_level": False, "loss.adabn": True},  # target only through BN
+    "adabn": {
+        "loss.target": "none",
+        "model.multi_level": False,
+        "loss.adabn": True,
+    },  # target only through BN
     "entropy": {"loss.target": "entropy", "model.multi_level": False},
     "iw_entropy": {"loss.target": "iw_entropy", "model.multi_level": False},
     "maxsquare": {"loss.target": "maxsquare", "model.multi_level": False},
@@ -68,9 +72,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
 SEARCH_ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha", "pbt")
-EXPERIMENT_KEYS = ("set", "seeds", "variants", "params", "search", "scheduler", "metric", "mode", "allow_oracle",
-                   "benchmark", "resources", "max_concurrent", "checkpoints_to_keep", "retries", "confirm")
-SHARED_WITH_SOURCE = ("data.", "model.", "runtime.")  # prefixes of `set` keys that the source stage also takes
+EXPERIMENT_KEYS = (
+    "set",
+    "seeds",
+    "variants",
+    "params",
+    "search",
+    "scheduler",
+    "metric",
+    "mode",
+    "allow_oracle",
+    "benchmark",
+    "resources",
+    "max_concurrent",
+    "checkpoints_to_keep",
+    "retries",
+    "confirm",
+)
+SHARED_WITH_SOURCE = (
+    "data.",
+    "model.",
+    "runtime.",
+)  # prefixes of `set` keys that the source stage also takes
 TOP_KEYS = ("name", "base", "config", "source", "experiments", *EXPERIMENT_KEYS)
 
 
@@ -96,7 +119,9 @@ class Experiment:
     checkpoints_to_keep: int
     retries: int
     confirm_from: str | None = None  # an earlier experiment whose selected configurations this one confirms
-    variant_params: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # variant -> its own grids
+    variant_params: dict[str, dict[str, dict[str, Any]]] = field(
+        default_factory=dict
+    )  # variant -> its own grids
 
     @property
     def oracle(self) -> bool:
@@ -121,11 +146,22 @@ class Space:
     source_checkpoint: str | None
     experiments: list[Experiment] = field(default_factory=list)
 
-    def trial_config(self, experiment: Experiment, variant: str, seed: int, params: dict[str, Any],
-                     source_checkpoint: str | None = None) -> TrainConfig:
+    def trial_config(
+        self,
+        experiment: Experiment,
+        variant: str,
+        seed: int,
+        params: dict[str, Any],
+        source_checkpoint: str | None = None,
+    ) -> TrainConfig:
         """The checked config of one UDA trial."""
-        overrides = {**experiment.overrides, **experiment.variants[variant], **params, "stage": "uda",
-                     "runtime.seed": seed}
+        overrides = {
+            **experiment.overrides,
+            **experiment.variants[variant],
+            **params,
+            "stage": "uda",
+            "runtime.seed": seed,
+        }
         if source_checkpoint is not None:
             overrides["model.weights"] = source_checkpoint
         return load_config(self.base, overrides)
@@ -136,10 +172,18 @@ class Space:
         trials' optimiser, loss or evaluation settings), then the source stage's own `source.set`. The aux head
         is trained so that multi-level variants share the model, and the best checkpoint is chosen on source
         val, as the reference does: no target label, no target validator."""
-        shared = {key: value for key, value in experiment.overrides.items() if key.startswith(SHARED_WITH_SOURCE)}
-        overrides = {"model.multi_level": True, **shared, **self.source_overrides,
-                     "stage": "source", "runtime.seed": seed, "selection.metric": "source_val_miou",
-                     "selection.mode": None}
+        shared = {
+            key: value for key, value in experiment.overrides.items() if key.startswith(SHARED_WITH_SOURCE)
+        }
+        overrides = {
+            "model.multi_level": True,
+            **shared,
+            **self.source_overrides,
+            "stage": "source",
+            "runtime.seed": seed,
+            "selection.metric": "source_val_miou",
+            "selection.mode": None,
+        }
         return load_config(self.base, overrides)
 
 
@@ -162,26 +206,37 @@ def _require(condition: bool, message: str) -> None:
 
 def _require_name(name: Any, path: str) -> None:
     """Names become folders of the study directory: refuse any that could leave it (`..`, `/`)."""
-    _require(is_safe_name(name), f"{path}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and "
-                                 "'.', starting with a letter or a digit")
+    _require(
+        is_safe_name(name),
+        f"{path}: {name!r} is not allowed as a name; use letters, digits, '_', '-' and "
+        "'.', starting with a letter or a digit",
+    )
 
 
 def _number_list(value: Any, length: int, path: str) -> list[float]:
-    _require(isinstance(value, list) and len(value) == length
-             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
-             f"{path}: expected a list of {length} numbers, got {value!r}")
+    _require(
+        isinstance(value, list)
+        and len(value) == length
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
+        f"{path}: expected a list of {length} numbers, got {value!r}",
+    )
     return value
 
 
 def check_distribution(spec: Any, path: str) -> list[Any]:
     """Validate one distribution spec; return the values that bound it (to try in configs)."""
-    _require(isinstance(spec, dict) and len(spec) == 1,
-             f"{path}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{uniform: [0, 1]}}, "
-             f"got {spec!r}")
-    (kind, args), = spec.items()
+    _require(
+        isinstance(spec, dict) and len(spec) == 1,
+        f"{path}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{uniform: [0, 1]}}, "
+        f"got {spec!r}",
+    )
+    ((kind, args),) = spec.items()
     check_known_keys(spec, DISTRIBUTIONS, f"{path}.", SpaceError)
     if kind in ("choice", "grid"):
-        _require(isinstance(args, list) and len(args) > 0, f"{path}.{kind}: expected a non-empty list, got {args!r}")
+        _require(
+            isinstance(args, list) and len(args) > 0,
+            f"{path}.{kind}: expected a non-empty list, got {args!r}",
+        )
         return list(args)
     if kind == "quniform":
         low, high, step = _number_list(args, 3, f"{path}.quniform")
@@ -192,7 +247,9 @@ def check_distribution(spec: Any, path: str) -> list[Any]:
     if kind == "loguniform":
         _require(low > 0, f"{path}.loguniform: bounds must be > 0, got {args!r}")
     if kind == "randint":
-        _require(all(isinstance(v, int) for v in args), f"{path}.randint: bounds must be integers, got {args!r}")
+        _require(
+            all(isinstance(v, int) for v in args), f"{path}.randint: bounds must be integers, got {args!r}"
+        )
         return [low, high - 1]  # Tune's randint excludes the upper bound
     return [low, high]
 
@@ -206,8 +263,11 @@ def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[st
     """(variant -> fixed overrides, variant -> its own searched grids)."""
     if isinstance(value, list):
         for name in value:
-            _require(name in VARIANTS, f"{path}: unknown variant {name!r}; built-in variants are "
-                                       f"{', '.join(VARIANTS)} (or give a mapping name -> overrides)")
+            _require(
+                name in VARIANTS,
+                f"{path}: unknown variant {name!r}; built-in variants are "
+                f"{', '.join(VARIANTS)} (or give a mapping name -> overrides)",
+            )
         return {name: dict(VARIANTS[name]) for name in value}, {}
     _require(isinstance(value, dict) and value, f"{path}: expected a list of variant names or a mapping")
     variants, own_params = {}, {}
@@ -216,9 +276,11 @@ def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[st
         extra = _overrides(extra or {}, f"{path}.{name}")
         own = _overrides(extra.pop("params", {}), f"{path}.{name}.params")
         for key, spec in own.items():
-            _require(isinstance(spec, dict) and list(spec) == ["grid"],
-                     f"{path}.{name}.params.{key}: a variant's own params are grids, e.g. {{grid: [0.1, 1.0]}}; "
-                     f"got {spec!r}")
+            _require(
+                isinstance(spec, dict) and list(spec) == ["grid"],
+                f"{path}.{name}.params.{key}: a variant's own params are grids, e.g. {{grid: [0.1, 1.0]}}; "
+                f"got {spec!r}",
+            )
         variants[name] = {**VARIANTS.get(name, {}), **extra}
         if own:
             own_params[name] = own
@@ -228,85 +290,154 @@ def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[st
 def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
     check_known_keys(raw, EXPERIMENT_KEYS, prefix, SpaceError)
     seeds = raw.get("seeds", [0])
-    _require(isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds)
-             and len(set(seeds)) == len(seeds), f"{prefix}seeds: expected a list of distinct integers >= 0, got {seeds!r}")
+    _require(
+        isinstance(seeds, list)
+        and seeds
+        and all(isinstance(s, int) and s >= 0 for s in seeds)
+        and len(set(seeds)) == len(seeds),
+        f"{prefix}seeds: expected a list of distinct integers >= 0, got {seeds!r}",
+    )
     params = _overrides(raw.get("params", {}), f"{prefix}params")
-    search = {"algorithm": "grid", "num_samples": 1, "seed": 0, **_overrides(raw.get("search", {}), f"{prefix}search")}
+    search = {
+        "algorithm": "grid",
+        "num_samples": 1,
+        "seed": 0,
+        **_overrides(raw.get("search", {}), f"{prefix}search"),
+    }
     check_known_keys(search, ("algorithm", "num_samples", "seed"), f"{prefix}search.", SpaceError)
-    _require(search["algorithm"] in SEARCH_ALGORITHMS,
-             f"{prefix}search.algorithm: {search['algorithm']!r} is not one of {', '.join(SEARCH_ALGORITHMS)}")
-    _require(isinstance(search["num_samples"], int) and search["num_samples"] >= 1,
-             f"{prefix}search.num_samples: expected an integer >= 1, got {search['num_samples']!r}")
+    _require(
+        search["algorithm"] in SEARCH_ALGORITHMS,
+        f"{prefix}search.algorithm: {search['algorithm']!r} is not one of {', '.join(SEARCH_ALGORITHMS)}",
+    )
+    _require(
+        isinstance(search["num_samples"], int) and search["num_samples"] >= 1,
+        f"{prefix}search.num_samples: expected an integer >= 1, got {search['num_samples']!r}",
+    )
     variants, variant_params = _variants(raw.get("variants", ["maxsquare"]), f"{prefix}variants")
     shared = set(params) & {key for own in variant_params.values() for key in own}
-    _require(not shared, f"{prefix}variants: {sorted(shared)} searched both in params and in a variant's own params")
-    _require(not variant_params or search["algorithm"] == "grid",
-             f"{prefix}variants: a variant's own params are grids; they need search.algorithm grid")
+    _require(
+        not shared,
+        f"{prefix}variants: {sorted(shared)} searched both in params and in a variant's own params",
+    )
+    _require(
+        not variant_params or search["algorithm"] == "grid",
+        f"{prefix}variants: a variant's own params are grids; they need search.algorithm grid",
+    )
     if search["algorithm"] == "optuna":
-        _require(len(variants) == 1 and len(seeds) == 1,
-                 f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant with one seed; "
-                 f"got {len(variants)} variants and {len(seeds)} seeds (repeat the chosen configuration over seeds "
-                 "in a grid experiment)")
-        _require(not any("grid" in spec for spec in params.values() if isinstance(spec, dict)),
-                 f"{prefix}params: optuna cannot search a grid distribution; use choice")
+        _require(
+            len(variants) == 1 and len(seeds) == 1,
+            f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant with one seed; "
+            f"got {len(variants)} variants and {len(seeds)} seeds (repeat the chosen configuration over seeds "
+            "in a grid experiment)",
+        )
+        _require(
+            not any("grid" in spec for spec in params.values() if isinstance(spec, dict)),
+            f"{prefix}params: optuna cannot search a grid distribution; use choice",
+        )
     scheduler = _scheduler(raw.get("scheduler", {"name": "fifo"}), f"{prefix}scheduler")
     metric = raw.get("metric", "source_val_miou")
-    _require(metric in METRIC_MODES, f"{prefix}metric: {metric!r} is not a metric the trainer reports; choose one "
-                                     f"of {', '.join(METRIC_MODES)}")
+    _require(
+        metric in METRIC_MODES,
+        f"{prefix}metric: {metric!r} is not a metric the trainer reports; choose one "
+        f"of {', '.join(METRIC_MODES)}",
+    )
     allow_oracle = raw.get("allow_oracle", False)
     _require(isinstance(allow_oracle, bool), f"{prefix}allow_oracle: expected true or false")
-    _require(not metric.startswith("oracle_") or allow_oracle,
-             f"{prefix}metric: {metric!r} reads the target test labels; selecting on it is an oracle result. Set "
-             f"allow_oracle: true to ask for it by name, or use a label-free metric (target_im, target_entropy, "
-             f"target_max_square, source_val_miou)")
+    _require(
+        not metric.startswith("oracle_") or allow_oracle,
+        f"{prefix}metric: {metric!r} reads the target test labels; selecting on it is an oracle result. Set "
+        f"allow_oracle: true to ask for it by name, or use a label-free metric (target_im, target_entropy, "
+        f"target_max_square, source_val_miou)",
+    )
     mode = raw.get("mode", METRIC_MODES[metric])
     _require(mode in ("max", "min"), f"{prefix}mode: expected max or min, got {mode!r}")
     res = {"cpu": 1, "gpu": 0, **_overrides(raw.get("resources", {}), f"{prefix}resources")}
     check_known_keys(res, ("cpu", "gpu"), f"{prefix}resources.", SpaceError)
-    _require(isinstance(res["cpu"], (int, float)) and res["cpu"] > 0, f"{prefix}resources.cpu: expected a number > 0")
-    _require(isinstance(res["gpu"], (int, float)) and 0 <= res["gpu"] and (res["gpu"] <= 1 or res["gpu"] % 1 == 0),
-             f"{prefix}resources.gpu: expected 0, a fraction of one GPU (e.g. 0.25) or a whole number, "
-             f"got {res['gpu']!r}")
-    integers = {"max_concurrent": (raw.get("max_concurrent"), 1), "checkpoints_to_keep": (raw.get("checkpoints_to_keep", 2), 1),
-                "retries": (raw.get("retries", 1), 0)}
+    _require(
+        isinstance(res["cpu"], (int, float)) and res["cpu"] > 0,
+        f"{prefix}resources.cpu: expected a number > 0",
+    )
+    _require(
+        isinstance(res["gpu"], (int, float)) and 0 <= res["gpu"] and (res["gpu"] <= 1 or res["gpu"] % 1 == 0),
+        f"{prefix}resources.gpu: expected 0, a fraction of one GPU (e.g. 0.25) or a whole number, "
+        f"got {res['gpu']!r}",
+    )
+    integers = {
+        "max_concurrent": (raw.get("max_concurrent"), 1),
+        "checkpoints_to_keep": (raw.get("checkpoints_to_keep", 2), 1),
+        "retries": (raw.get("retries", 1), 0),
+    }
     for key, (value, minimum) in integers.items():
-        _require(value is None and key == "max_concurrent" or isinstance(value, int) and value >= minimum,
-                 f"{prefix}{key}: expected an integer >= {minimum}, got {value!r}")
-    return Experiment(name, _overrides(raw.get("set", {}), f"{prefix}set"), seeds, variants, params, search,
-                      scheduler, metric, mode, allow_oracle, raw.get("benchmark"), res, raw.get("max_concurrent"),
-                      integers["checkpoints_to_keep"][0], integers["retries"][0],
-                      _confirm(raw, params, variant_params, search, prefix), variant_params)
+        _require(
+            value is None and key == "max_concurrent" or isinstance(value, int) and value >= minimum,
+            f"{prefix}{key}: expected an integer >= {minimum}, got {value!r}",
+        )
+    return Experiment(
+        name,
+        _overrides(raw.get("set", {}), f"{prefix}set"),
+        seeds,
+        variants,
+        params,
+        search,
+        scheduler,
+        metric,
+        mode,
+        allow_oracle,
+        raw.get("benchmark"),
+        res,
+        raw.get("max_concurrent"),
+        integers["checkpoints_to_keep"][0],
+        integers["retries"][0],
+        _confirm(raw, params, variant_params, search, prefix),
+        variant_params,
+    )
 
 
-def _confirm(raw: dict[str, Any], params: dict, variant_params: dict, search: dict, prefix: str) -> str | None:
+def _confirm(
+    raw: dict[str, Any], params: dict, variant_params: dict, search: dict, prefix: str
+) -> str | None:
     """The experiment a `confirm: {from: NAME}` experiment confirms (checked against NAME in `load_space`)."""
     if "confirm" not in raw:
         return None
     confirm = _overrides(raw["confirm"], f"{prefix}confirm")
     check_known_keys(confirm, ("from",), f"{prefix}confirm.", SpaceError)
-    _require(isinstance(confirm.get("from"), str), f"{prefix}confirm.from: expected the name of an earlier experiment")
-    _require(not params and not variant_params and search["algorithm"] == "grid" and search["num_samples"] == 1,
-             f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
-             f"configurations that experiment {confirm['from']!r} selected")
+    _require(
+        isinstance(confirm.get("from"), str),
+        f"{prefix}confirm.from: expected the name of an earlier experiment",
+    )
+    _require(
+        not params and not variant_params and search["algorithm"] == "grid" and search["num_samples"] == 1,
+        f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
+        f"configurations that experiment {confirm['from']!r} selected",
+    )
     return confirm["from"]
 
 
 def _scheduler(raw: Any, path: str) -> dict[str, Any]:
-    _require(isinstance(raw, dict) and raw.get("name") in SCHEDULERS,
-             f"{path}.name: expected one of {', '.join(SCHEDULERS)}, got {raw!r}")
-    allowed = {"fifo": ("name",), "asha": ("name", "grace_period", "reduction_factor", "max_iterations"),
-               "pbt": ("name", "perturbation_interval", "mutations", "quantile_fraction", "synch")}[raw["name"]]
+    _require(
+        isinstance(raw, dict) and raw.get("name") in SCHEDULERS,
+        f"{path}.name: expected one of {', '.join(SCHEDULERS)}, got {raw!r}",
+    )
+    allowed = {
+        "fifo": ("name",),
+        "asha": ("name", "grace_period", "reduction_factor", "max_iterations"),
+        "pbt": ("name", "perturbation_interval", "mutations", "quantile_fraction", "synch"),
+    }[raw["name"]]
     check_known_keys(raw, allowed, f"{path}.", SpaceError)
     for key in ("grace_period", "max_iterations", "perturbation_interval"):
         if key in raw:
             _require(isinstance(raw[key], int) and raw[key] >= 1, f"{path}.{key}: expected an integer >= 1")
     if "reduction_factor" in raw:
-        _require(isinstance(raw["reduction_factor"], (int, float)) and raw["reduction_factor"] > 1,
-                 f"{path}.reduction_factor: expected a number > 1")
+        _require(
+            isinstance(raw["reduction_factor"], (int, float)) and raw["reduction_factor"] > 1,
+            f"{path}.reduction_factor: expected a number > 1",
+        )
     _require(isinstance(raw.get("synch", False), bool), f"{path}.synch: expected true or false")
     if raw["name"] == "pbt":
-        _require("perturbation_interval" in raw and isinstance(raw.get("mutations"), dict) and raw["mutations"],
-                 f"{path}: pbt needs perturbation_interval and mutations (dotted key -> distribution)")
+        _require(
+            "perturbation_interval" in raw and isinstance(raw.get("mutations"), dict) and raw["mutations"],
+            f"{path}: pbt needs perturbation_interval and mutations (dotted key -> distribution)",
+        )
     return dict(raw)
 
 
@@ -331,8 +462,11 @@ def _resolve_base(raw: dict[str, Any], space_path: Path) -> dict[str, Any]:
 def _merge(base: dict, extra: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in extra.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) \
+        merged[key] = (
+            _merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
             else copy.deepcopy(value)
+        )
     return merged
 
 
@@ -350,8 +484,13 @@ def load_space(path: str | Path) -> Space:
     named = raw.get("experiments") or {"main": {}}
     _require(isinstance(named, dict), "experiments: expected a mapping of experiment name -> settings")
     _require_name(raw.get("name", path.stem), "name")
-    space = Space(raw.get("name", path.stem), path, _resolve_base(raw, path),
-                  _overrides(source.get("set", {}), "source.set"), source.get("checkpoint"))
+    space = Space(
+        raw.get("name", path.stem),
+        path,
+        _resolve_base(raw, path),
+        _overrides(source.get("set", {}), "source.set"),
+        source.get("checkpoint"),
+    )
     for name, own in named.items():
         _require_name(name, f"experiments.{name}")
         _require(isinstance(own, dict) or own is None, f"experiments.{name}: expected a mapping")
@@ -369,12 +508,17 @@ def _check_confirm(space: Space, prefix: str) -> None:
     if experiment.confirm_from is None:
         return
     earlier = {e.name: e for e in space.experiments[:-1]}
-    _require(experiment.confirm_from in earlier,
-             f"{prefix}confirm.from: {experiment.confirm_from!r} is not an earlier experiment; choose one of "
-             f"{', '.join(earlier) or '(none: list the tuning experiment first)'}")
+    _require(
+        experiment.confirm_from in earlier,
+        f"{prefix}confirm.from: {experiment.confirm_from!r} is not an earlier experiment; choose one of "
+        f"{', '.join(earlier) or '(none: list the tuning experiment first)'}",
+    )
     reused = sorted(set(experiment.seeds) & set(earlier[experiment.confirm_from].seeds))
-    _require(not reused, f"{prefix}seeds: {reused} also ran in {experiment.confirm_from!r}; a confirmation runs on "
-                         "fresh seeds, so that the selection cannot have fitted their noise")
+    _require(
+        not reused,
+        f"{prefix}seeds: {reused} also ran in {experiment.confirm_from!r}; a confirmation runs on "
+        "fresh seeds, so that the selection cannot have fitted their noise",
+    )
 
 
 def searched_params(experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
@@ -400,11 +544,15 @@ def _check_configs(space: Space) -> None:
                 raise SpaceError(f"{prefix}source: {error}") from None
         mutations = _pbt_mutations(experiment, prefix)
         for variant in experiment.variants:
-            extremes = {key: check_distribution(spec, f"{prefix}params.{key}")
-                        for key, spec in searched_params(experiment, variant).items()}
+            extremes = {
+                key: check_distribution(spec, f"{prefix}params.{key}")
+                for key, spec in searched_params(experiment, variant).items()
+            }
             for key, values in mutations.items():
                 extremes.setdefault(key, values)
-            for key, spec in confirmed_params(space, experiment, variant).items():  # the earlier search's values
+            for key, spec in confirmed_params(
+                space, experiment, variant
+            ).items():  # the earlier search's values
                 extremes[key] = check_distribution(spec, key)
             for key, values in extremes.items() or [(None, [None])]:
                 for value in values:
@@ -421,16 +569,24 @@ def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) 
     """The scheduler's horizon, grace period and perturbation interval within a trial's `optim.iterations`."""
     scheduler = experiment.scheduler
     horizon = scheduler.get("max_iterations", iterations)
-    _require(horizon <= iterations, f"{prefix}scheduler.max_iterations: {horizon} is more than the "
-                                    f"{iterations} iterations a trial runs (optim.iterations)")
+    _require(
+        horizon <= iterations,
+        f"{prefix}scheduler.max_iterations: {horizon} is more than the "
+        f"{iterations} iterations a trial runs (optim.iterations)",
+    )
     for key in ("grace_period", "perturbation_interval"):
-        _require(scheduler.get(key, 0) <= horizon, f"{prefix}scheduler.{key}: {scheduler.get(key)} is more than "
-                                                   f"the {horizon} iterations a trial runs")
+        _require(
+            scheduler.get(key, 0) <= horizon,
+            f"{prefix}scheduler.{key}: {scheduler.get(key)} is more than "
+            f"the {horizon} iterations a trial runs",
+        )
 
 
 def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:
     mutations = experiment.scheduler.get("mutations", {})
-    return {key: check_distribution(spec, f"{prefix}scheduler.mutations.{key}") for key, spec in mutations.items()}
+    return {
+        key: check_distribution(spec, f"{prefix}scheduler.mutations.{key}") for key, spec in mutations.items()
+    }
 
 
 def representative_config(space: Space, experiment: Experiment) -> TrainConfig:
@@ -442,16 +598,23 @@ def representative_config(space: Space, experiment: Experiment) -> TrainConfig:
 
 def max_iterations(space: Space, experiment: Experiment) -> int:
     """Iterations of a full trial (the ASHA horizon unless the scheduler names one)."""
-    return experiment.scheduler.get("max_iterations") or representative_config(space, experiment).optim.iterations
+    return (
+        experiment.scheduler.get("max_iterations")
+        or representative_config(space, experiment).optim.iterations
+    )
 
 
 def _searched_words(experiment: Experiment) -> str:
     parts = [", ".join(f"{k} {v}" for k, v in experiment.params.items())] if experiment.params else []
-    parts += [f"{variant}: " + ", ".join(f"{k} {v}" for k, v in own.items())
-              for variant, own in experiment.variant_params.items()]
+    parts += [
+        f"{variant}: " + ", ".join(f"{k} {v}" for k, v in own.items())
+        for variant, own in experiment.variant_params.items()
+    ]
     if experiment.confirm_from:
-        parts.append(f"nothing itself; confirms the configurations that {experiment.confirm_from!r} selects, "
-                     "on fresh seeds")
+        parts.append(
+            f"nothing itself; confirms the configurations that {experiment.confirm_from!r} selects, "
+            "on fresh seeds"
+        )
     return "; ".join(parts) or "nothing"
 
 
@@ -466,18 +629,23 @@ def describe_plan(space: Space) -> str:
             if source_key(cfg) not in sources:
                 sources.add(source_key(cfg))
                 source_total += cfg.optim.iterations
-    lines.append(f"  source models: {len(sources)} (one per seed and source config), {source_total} iterations"
-                 + (f"; using {space.source_checkpoint} instead" if space.source_checkpoint else ""))
+    lines.append(
+        f"  source models: {len(sources)} (one per seed and source config), {source_total} iterations"
+        + (f"; using {space.source_checkpoint} instead" if space.source_checkpoint else "")
+    )
     for experiment in space.experiments:
         iterations = max_iterations(space, experiment)
         trials = experiment.num_trials()
-        objective = f"{experiment.mode} {experiment.metric}" + (" (ORACLE: target test labels)" if experiment.oracle
-                                                               else " (label-free)")
+        objective = f"{experiment.mode} {experiment.metric}" + (
+            " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
+        )
         seeds, samples = f"{len(experiment.seeds)} seeds", f"{experiment.search['num_samples']} samples"
-        product = (f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
-                   if not experiment.variant_params else
-                   f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points of the "
-                   f"{len(experiment.variants)} variants) x {seeds} x {samples}")
+        product = (
+            f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
+            if not experiment.variant_params
+            else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points of the "
+            f"{len(experiment.variants)} variants) x {seeds} x {samples}"
+        )
         lines += [
             f"  experiment {experiment.name!r}: {trials} trials = {product}",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",

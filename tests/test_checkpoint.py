@@ -26,8 +26,18 @@ class _RunsCode:
 def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "code_ran"
     path = tmp_path / "last.pt"
-    torch.save({"model": {}, "optimizer": {}, "iteration": 1, "rng": _RunsCode(marker), "config": {},
-                "history": [], "best": None}, path)
+    torch.save(
+        {
+            "model": {},
+            "optimizer": {},
+            "iteration": 1,
+            "rng": _RunsCode(marker),
+            "config": {},
+            "history": [],
+            "best": None,
+        },
+        path,
+    )
     for load in (load_checkpoint, load_file):
         with pytest.raises(CheckpointError, match=rf"{path} holds (posix|os).mkdir.*could run code"):
             load(path)
@@ -56,21 +66,26 @@ def _write_under_file_size_limit(tmp_path, code: str) -> subprocess.CompletedPro
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     """) + textwrap.dedent(code)
-    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_a_full_disk_names_the_checkpoint_and_leaves_no_temporary_file(tmp_path):
     path = tmp_path / "checkpoints" / "last.pt"
     save_atomic({"iteration": 1}, path)
     before = path.read_bytes()
-    result = _write_under_file_size_limit(tmp_path, f"""
+    result = _write_under_file_size_limit(
+        tmp_path,
+        f"""
         import torch
         from msl.checkpoint import save_atomic
         try:
             save_atomic({{"model": torch.zeros(100_000)}}, __import__("pathlib").Path({str(path)!r}))
         except OSError as error:
             print(error)
-    """)
+    """,
+    )
     assert f"cannot write {path}" in result.stdout and "disk full" in result.stdout, result.stderr
     assert path.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
@@ -80,14 +95,17 @@ def test_config_rewrite_is_atomic(tmp_path):
     path = tmp_path / "config.yaml"
     save_config(load_config(None), path)
     before = path.read_text()
-    result = _write_under_file_size_limit(tmp_path, f"""
+    result = _write_under_file_size_limit(
+        tmp_path,
+        f"""
         from msl.config import load_config, save_config
         cfg = load_config(None, {{"data.source_root": "x" * 10_000}})
         try:
             save_config(cfg, {str(path)!r})
         except OSError as error:
             print(error)
-    """)
+    """,
+    )
     assert f"cannot write {path}" in result.stdout, result.stderr
     assert path.read_text() == before
     assert read_yaml(path)["data"]["source"] == "gta5"

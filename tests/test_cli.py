@@ -29,7 +29,10 @@ def test_train_then_resume_refuses_a_changed_config(workspace, capsys):
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out)]) == 0
     assert "finished 2 iterations" in capsys.readouterr().out
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
-    assert main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume", "--set", "optim.lr=0.5"]) == 2
+    assert (
+        main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume", "--set", "optim.lr=0.5"])
+        == 2
+    )
     assert "optim.lr is 0.5 but the run was started with 0.01" in capsys.readouterr().err
     # The same config resumes; the run is complete, so nothing is added or lost.
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume"]) == 0
@@ -43,8 +46,20 @@ def test_eval_prints_classes_and_saves_predictions_that_match_its_metrics(worksp
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out)]) == 0
     capsys.readouterr()
     predictions = workspace / "predictions"
-    assert main(["eval", "--checkpoint", str(out / "checkpoints/last.pt"), "--set", "eval.max_images=null",
-                 "--save-predictions", str(predictions)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(out / "checkpoints/last.pt"),
+                "--set",
+                "eval.max_images=null",
+                "--save-predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "road" in printed and "mIoU" in printed
     # Recompute road IoU from the saved label-id PNGs and the ground truth files.

@@ -16,8 +16,14 @@ from tests.conftest import tiny_config
 pytestmark = pytest.mark.slow
 
 # UDA with different source and target sizes: two input shapes, so two graphs, each compiled once.
-UDA = {"stage": "uda", "loss.target": "iw_maxsquare", "model.multi_level": True, "data.target_size": [48, 32],
-       "eval.every": 2, "optim.poly_horizon": 4}
+UDA = {
+    "stage": "uda",
+    "loss.target": "iw_maxsquare",
+    "model.multi_level": True,
+    "data.target_size": [48, 32],
+    "eval.every": 2,
+    "optim.poly_horizon": 4,
+}
 
 
 def tiny(synth, **overrides):
@@ -40,7 +46,9 @@ def counted_compile(monkeypatch):
         graphs.append(graph)
         return aot_eager(graph, example_inputs)
 
-    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: real_compile(model, backend=backend, **kwargs))
+    monkeypatch.setattr(
+        torch, "compile", lambda model, **kwargs: real_compile(model, backend=backend, **kwargs)
+    )
     torch._dynamo.reset()
     yield graphs
     torch._dynamo.reset()

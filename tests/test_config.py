@@ -21,7 +21,9 @@ def test_defaults_are_the_reference_recipe():
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump({"stage": "source", "loss": {"target": "entropy"}, "optim": {"lr": "1e-4"}}))
+    path.write_text(
+        yaml.safe_dump({"stage": "source", "loss": {"target": "entropy"}, "optim": {"lr": "1e-4"}})
+    )
     cfg = load_config(path, ["loss.lambda_target=0.09", "data.source_size=[640, 360]", "model.weights=null"])
     assert cfg.stage == "source" and cfg.loss.target == "entropy"
     assert cfg.optim.lr == 1e-4  # YAML reads 1e-4 as a string; a float field accepts it
@@ -68,7 +70,9 @@ def test_file_errors_name_the_file(tmp_path):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  momentum: 1.5\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: optim\.momentum: 1\.5 is out of range; it must be < 1"):
+    with pytest.raises(
+        ConfigError, match=r"bad\.yaml: optim\.momentum: 1\.5 is out of range; it must be < 1"
+    ):
         load_config(bad)
     bad.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="expected a mapping at the top level"):

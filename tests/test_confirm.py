@@ -18,16 +18,34 @@ from study.space import Experiment
 from tests.test_report import ITERATIONS, _finished, _plan, _record, _write_trial
 
 # lambda_target: (target_max_square objective at each evaluation, target mIoU at each evaluation)
-TUNED = {0.1: ((0.70, 0.72, 0.71), (0.40, 0.41, 0.41)),
-         0.3: ((0.74, 0.80, 0.78), (0.44, 0.47, 0.46)),  # the objective's pick: best max-square 0.80 at it. 20
-         1.0: ((0.79, 0.77, 0.75), (0.50, 0.49, 0.48))}  # the oracle's pick, which a label-free tuning must not make
+TUNED = {
+    0.1: ((0.70, 0.72, 0.71), (0.40, 0.41, 0.41)),
+    0.3: ((0.74, 0.80, 0.78), (0.44, 0.47, 0.46)),  # the objective's pick: best max-square 0.80 at it. 20
+    1.0: ((0.79, 0.77, 0.75), (0.50, 0.49, 0.48)),
+}  # the oracle's pick, which a label-free tuning must not make
 TUNE_BASELINE = 0.38
 CONFIRMED = {"source_only": (0.36, 0.38, 0.37), "adabn": (0.39, 0.40, 0.41), "maxsquare": (0.42, 0.45, 0.41)}
 
 
 def _experiment(name: str, confirm_from: str | None) -> Experiment:
-    return Experiment(name, {}, [1, 2, 3], {"source_only": {}, "adabn": {}, "maxsquare": {}}, {}, {}, {"name": "fifo"},
-                      "target_max_square", "max", False, None, {"cpu": 1, "gpu": 0}, None, 2, 1, confirm_from)
+    return Experiment(
+        name,
+        {},
+        [1, 2, 3],
+        {"source_only": {}, "adabn": {}, "maxsquare": {}},
+        {},
+        {},
+        {"name": "fifo"},
+        "target_max_square",
+        "max",
+        False,
+        None,
+        {"cpu": 1, "gpu": 0},
+        None,
+        2,
+        1,
+        confirm_from,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,28 +53,71 @@ def study(tmp_path_factory):
     study = tmp_path_factory.mktemp("study") / "tune_confirm"
     layout.write_json(study / layout.STUDY_FILE, {"name": "tc", "experiments": ["tune", "confirm"]})
     searched = {"loss.lambda_target": {"grid": list(TUNED)}}
-    layout.write_json(layout.experiment_dir(study, "tune") / layout.PLAN_FILE, _plan(
-        "tune", metric="target_max_square", mode="max", variants=["source_only", "maxsquare"], seeds=[0],
-        searched=searched, scheduler="fifo", num_trials=4))
-    _write_trial(study, "tune", "source_only_s0", variant="source_only", seed=0, params={}, status=_finished(),
-                 records=[_record(it, TUNE_BASELINE, 0.6, 0.6) for it in ITERATIONS])
+    layout.write_json(
+        layout.experiment_dir(study, "tune") / layout.PLAN_FILE,
+        _plan(
+            "tune",
+            metric="target_max_square",
+            mode="max",
+            variants=["source_only", "maxsquare"],
+            seeds=[0],
+            searched=searched,
+            scheduler="fifo",
+            num_trials=4,
+        ),
+    )
+    _write_trial(
+        study,
+        "tune",
+        "source_only_s0",
+        variant="source_only",
+        seed=0,
+        params={},
+        status=_finished(),
+        records=[_record(it, TUNE_BASELINE, 0.6, 0.6) for it in ITERATIONS],
+    )
     for lambda_target, (objective, miou) in TUNED.items():
         records = [_record(it, m, 0.6, o) for it, m, o in zip(ITERATIONS, miou, objective, strict=True)]
-        _write_trial(study, "tune", f"maxsquare_{lambda_target}", variant="maxsquare", seed=0,
-                     params={"loss": {"lambda_target": lambda_target}}, status=_finished(), records=records)
+        _write_trial(
+            study,
+            "tune",
+            f"maxsquare_{lambda_target}",
+            variant="maxsquare",
+            seed=0,
+            params={"loss": {"lambda_target": lambda_target}},
+            status=_finished(),
+            records=records,
+        )
     return study
 
 
 def _confirm_plan(study, selected: dict, trials: bool = True) -> None:
-    plan = _plan("confirm", metric="target_max_square", mode="max", variants=list(CONFIRMED), seeds=[1, 2, 3],
-                 searched={}, scheduler="fifo", num_trials=9)
-    layout.write_json(layout.experiment_dir(study, "confirm") / layout.PLAN_FILE,
-                      {**plan, "confirm": {"from": "tune", "selected": selected}})
+    plan = _plan(
+        "confirm",
+        metric="target_max_square",
+        mode="max",
+        variants=list(CONFIRMED),
+        seeds=[1, 2, 3],
+        searched={},
+        scheduler="fifo",
+        num_trials=9,
+    )
+    layout.write_json(
+        layout.experiment_dir(study, "confirm") / layout.PLAN_FILE,
+        {**plan, "confirm": {"from": "tune", "selected": selected}},
+    )
     for variant, values in CONFIRMED.items() if trials else ():
         for seed, value in zip((1, 2, 3), values, strict=True):
-            _write_trial(study, "confirm", f"{variant}_s{seed}", variant=variant, seed=seed,
-                         params=selected.get(variant, {}), status=_finished(),
-                         records=[_record(it, value, 0.6, 0.7) for it in ITERATIONS])
+            _write_trial(
+                study,
+                "confirm",
+                f"{variant}_s{seed}",
+                variant=variant,
+                seed=seed,
+                params=selected.get(variant, {}),
+                status=_finished(),
+                records=[_record(it, value, 0.6, 0.7) for it in ITERATIONS],
+            )
 
 
 def test_the_tunings_label_free_pick_is_confirmed_not_the_oracles(study):
@@ -85,15 +146,19 @@ def test_report_shows_the_configuration_the_margin_kept_and_the_change_against_a
     assert row["confirmed_change"] == pytest.approx(100 * confirmed.mean())
     assert row["kept"] == pytest.approx(100 * confirmed.mean() / tuning_change)
     assert row["confirmed_p_value"] == pytest.approx(
-        stats.ttest_rel(CONFIRMED["maxsquare"], CONFIRMED["source_only"]).pvalue)
+        stats.ttest_rel(CONFIRMED["maxsquare"], CONFIRMED["source_only"]).pvalue
+    )
     assert "Tune, then confirm" in text and f" {100 * row['kept']:.0f}% |" in text
 
     variants = pd.read_csv(path.parent / "tables" / "variants_confirm.csv").set_index("variant")
     against_adabn = stats.ttest_rel(CONFIRMED["maxsquare"], CONFIRMED["adabn"])
     assert variants.loc["maxsquare", "adabn_change"] == pytest.approx(
-        100 * (pd.Series(CONFIRMED["maxsquare"]) - pd.Series(CONFIRMED["adabn"])).mean())
+        100 * (pd.Series(CONFIRMED["maxsquare"]) - pd.Series(CONFIRMED["adabn"])).mean()
+    )
     assert variants.loc["maxsquare", "adabn_p_value"] == pytest.approx(against_adabn.pvalue)
-    assert pd.isna(variants.loc["adabn", "adabn_change"]) and pd.isna(variants.loc["source_only", "adabn_change"])
+    assert pd.isna(variants.loc["adabn", "adabn_change"]) and pd.isna(
+        variants.loc["source_only", "adabn_change"]
+    )
     assert variants.loc["maxsquare", "config"] == "lambda_target=0.3"
     assert variants.loc["source_only", "config"] == "fixed"
     assert "change vs adabn" in text and "never took part in that selection" in text

@@ -434,7 +434,10 @@ def test_a_truncated_jpeg_raises_in_the_loader_and_in_verify(tmp_path: Path, cap
     assert read_rgb(whole).shape == (H, W, 3)
     with pytest.raises(DatasetError, match=f"truncated JPEG.*{re.escape(str(cut))}"):
         build_dataset("crosscity", tmp_path, "train", city="Rome", num_classes=13)[1]
-    assert main_verify(verify_args(tmp_path, dataset="crosscity", city="Rome", split="train", num_classes=13)) == 1
+    assert (
+        main_verify(verify_args(tmp_path, dataset="crosscity", city="Rome", split="train", num_classes=13))
+        == 1
+    )
     assert f"truncated JPEG: no end-of-image marker): {cut}" in capsys.readouterr().out
 
 

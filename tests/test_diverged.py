@@ -30,26 +30,68 @@ def test_the_callback_marks_non_finite_trials_diverged(tmp_path):
     finite = {"iteration": 100, "target_im": 0.5, "loss_source_ce": 0.7}
     assert _ended(callback, "ok", finite, tmp_path=tmp_path)["status"] == "finished"
     nan_objective = _ended(callback, "nan", {**finite, "target_im": math.nan}, tmp_path=tmp_path)
-    assert nan_objective["status"] == "diverged" and nan_objective["error"] == "target_im is nan at iteration 100"
-    huge_loss = _ended(callback, "inf", {**finite, "iteration": 4, "loss_source_ce": math.inf}, tmp_path=tmp_path)
+    assert (
+        nan_objective["status"] == "diverged"
+        and nan_objective["error"] == "target_im is nan at iteration 100"
+    )
+    huge_loss = _ended(
+        callback, "inf", {**finite, "iteration": 4, "loss_source_ce": math.inf}, tmp_path=tmp_path
+    )
     assert huge_loss["status"] == "diverged" and "loss_source_ce is inf at iteration 4" in huge_loss["error"]
-    raised = _ended(callback, "raised", finite, tmp_path=tmp_path, error_text=(
-        "Traceback (most recent call last):\nmsl.trainer.NonFiniteLossError: non-finite loss term 'source_ce' at "
-        "iteration 3"))
+    raised = _ended(
+        callback,
+        "raised",
+        finite,
+        tmp_path=tmp_path,
+        error_text=(
+            "Traceback (most recent call last):\nmsl.trainer.NonFiniteLossError: non-finite loss term 'source_ce' at "
+            "iteration 3"
+        ),
+    )
     assert raised["status"] == "diverged" and "source_ce' at iteration 3" in raised["error"]
 
 
 def test_the_report_leaves_diverged_trials_out_of_the_picks_and_lists_them(tmp_path):
     study = tmp_path / "study"
     layout.write_json(study / layout.STUDY_FILE, {"name": "d", "experiments": ["main"]})
-    layout.write_json(layout.experiment_dir(study, "main") / layout.PLAN_FILE, _plan(
-        "main", metric="source_val_miou", mode="max", variants=["maxsquare"], seeds=[0, 1], searched={},
-        scheduler="fifo", num_trials=2))
-    _write_trial(study, "main", "good", variant="maxsquare", seed=0, params={}, status=_finished(),
-                 records=[_record(30, 0.4, 0.6, 0.7)])
-    _write_trial(study, "main", "bad", variant="maxsquare", seed=1, params={}, records=[_record(30, 0.0, 0.0, 0.7)],
-                 status={"status": "diverged", "iterations": 30, "error": "target_im is nan at iteration 30",
-                         "reason": "diverged: a loss or the objective became NaN or infinite"})
+    layout.write_json(
+        layout.experiment_dir(study, "main") / layout.PLAN_FILE,
+        _plan(
+            "main",
+            metric="source_val_miou",
+            mode="max",
+            variants=["maxsquare"],
+            seeds=[0, 1],
+            searched={},
+            scheduler="fifo",
+            num_trials=2,
+        ),
+    )
+    _write_trial(
+        study,
+        "main",
+        "good",
+        variant="maxsquare",
+        seed=0,
+        params={},
+        status=_finished(),
+        records=[_record(30, 0.4, 0.6, 0.7)],
+    )
+    _write_trial(
+        study,
+        "main",
+        "bad",
+        variant="maxsquare",
+        seed=1,
+        params={},
+        records=[_record(30, 0.0, 0.0, 0.7)],
+        status={
+            "status": "diverged",
+            "iterations": 30,
+            "error": "target_im is nan at iteration 30",
+            "reason": "diverged: a loss or the objective became NaN or infinite",
+        },
+    )
     assert select(load_study(study).experiment("main")).picks["trial_name"].tolist() == ["good"]
     path = build_report(study)
     listed = pd.read_csv(path.parent / "tables" / "unfinished_trials.csv")

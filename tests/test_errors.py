@@ -41,21 +41,27 @@ def test_bad_values(config_file, tmp_path, capsys, overrides, expected):
 
 @pytest.mark.parametrize(("space", "expected"), BAD_SPACES)
 def test_bad_spaces(tmp_path, capsys, space, expected):
-    assert_one_line_error(capsys, study_main(["run", str(write(tmp_path, **space)), "--dry-run"]), "msl-study",
-                          expected)
+    assert_one_line_error(
+        capsys, study_main(["run", str(write(tmp_path, **space)), "--dry-run"]), "msl-study", expected
+    )
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (None, "no such config file"),
-    ("optim: [unclosed", "not valid YAML"),
-    ("- a\n- b\n", "expected a mapping at the top level"),
-    ("optim:\n  momentum: 1.5\n", "optim.momentum: 1.5 is out of range"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such config file"),
+        ("optim: [unclosed", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping at the top level"),
+        ("optim:\n  momentum: 1.5\n", "optim.momentum: 1.5 is out of range"),
+    ],
+)
 def test_bad_config_files(tmp_path, capsys, content, expected):
     path = tmp_path / "bad.yaml"
     if content is not None:
         path.write_text(content)
-    assert_one_line_error(capsys, msl_main(["train", str(path), "--out", str(tmp_path / "run")]), "msl", expected)
+    assert_one_line_error(
+        capsys, msl_main(["train", str(path), "--out", str(tmp_path / "run")]), "msl", expected
+    )
 
 
 def test_bad_checkpoints_and_weights(config_file, tmp_path, capsys):
@@ -72,19 +78,40 @@ def test_bad_checkpoints_and_weights(config_file, tmp_path, capsys):
     torch.save({"conv.weight": torch.zeros(1)}, bare)
     assert_one_line_error(capsys, evaluate(bare), "msl", "carries no config")
     # A weights file that does not fit the model: the message lists the keys on further lines.
-    code = msl_main(["train", str(config_file), "--out", str(tmp_path / "run"), "--set", f"model.weights={bare}"])
+    code = msl_main(
+        ["train", str(config_file), "--out", str(tmp_path / "run"), "--set", f"model.weights={bare}"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"msl: error: weights in {bare}") and "Traceback" not in err
 
 
 def test_bad_run_and_study_directories(config_file, tmp_path, capsys):
     out = tmp_path / "never"
-    assert_one_line_error(capsys, msl_main(["train", str(config_file), "--out", str(out), "--resume"]), "msl",
-                          "nothing to resume")
+    assert_one_line_error(
+        capsys,
+        msl_main(["train", str(config_file), "--out", str(out), "--resume"]),
+        "msl",
+        "nothing to resume",
+    )
     for command in ("report", "resume"):
-        assert_one_line_error(capsys, study_main([command, str(tmp_path)]), "msl-study", "not a study directory")
-    assert_one_line_error(capsys, msl_main(["train", str(config_file), "--out", str(tmp_path / "run"), "--set",
-                                            "data.source_root=/nonexistent/gta5"]), "msl", "/nonexistent/gta5")
+        assert_one_line_error(
+            capsys, study_main([command, str(tmp_path)]), "msl-study", "not a study directory"
+        )
+    assert_one_line_error(
+        capsys,
+        msl_main(
+            [
+                "train",
+                str(config_file),
+                "--out",
+                str(tmp_path / "run"),
+                "--set",
+                "data.source_root=/nonexistent/gta5",
+            ]
+        ),
+        "msl",
+        "/nonexistent/gta5",
+    )
     assert not (tmp_path / "run").exists()  # a run that cannot start leaves no folder to wedge the next try
 
 
@@ -92,8 +119,14 @@ def test_debug_shows_the_traceback(tmp_path):
     command = [sys.executable, "-m", "study.cli", "report", str(tmp_path)]  # fails before any heavy import
     plain = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert plain.returncode == 2 and plain.stderr.splitlines() == [
-        f"msl-study: error: {tmp_path} is not a study directory (no study.json)"]
+        f"msl-study: error: {tmp_path} is not a study directory (no study.json)"
+    ]
     for extra_argument, environment in ((["--debug"], {}), ([], {"MSL_DEBUG": "1"})):
-        debug = subprocess.run(command[:3] + extra_argument + command[3:], capture_output=True, text=True,
-                               timeout=300, env={**os.environ, **environment})
+        debug = subprocess.run(
+            command[:3] + extra_argument + command[3:],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, **environment},
+        )
         assert debug.returncode == 1 and "Traceback" in debug.stderr and "FileNotFoundError" in debug.stderr

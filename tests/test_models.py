@@ -248,8 +248,10 @@ def test_unknown_arch_is_rejected():
         build_model("deeplabv3", NUM_CLASSES)
 
 
-@pytest.mark.parametrize(("grid", "size"), [((16, 32), (64, 128)), ((9, 17), (64, 128)), ((5, 7), (33, 40)),
-                                            ((1, 4), (8, 8)), ((8, 8), (8, 8))])
+@pytest.mark.parametrize(
+    ("grid", "size"),
+    [((16, 32), (64, 128)), ((9, 17), (64, 128)), ((5, 7), (33, 40)), ((1, 4), (8, 8)), ((8, 8), (8, 8))],
+)
 def test_cpu_upsampling_matches_torch_interpolate_in_values_and_gradients(grid, size):
     """The CPU path of `upsample_logits` (interpolation matrices) against F.interpolate, forward and backward."""
     from msl.models.base import upsample_logits

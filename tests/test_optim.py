@@ -28,7 +28,9 @@ def reference_listing(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The reference's backbone group as described: for each trunk block, every module under it (the block
     too), and every trainable parameter beneath that module, duplicates kept."""
     blocks = (model.conv1, model.bn1, model.layer1, model.layer2, model.layer3, model.layer4)
-    return [p for block in blocks for module in block.modules() for p in module.parameters() if p.requires_grad]
+    return [
+        p for block in blocks for module in block.modules() for p in module.parameters() if p.requires_grad
+    ]
 
 
 def test_resnet101_multiplicities_are_the_references():
@@ -73,13 +75,15 @@ def test_repeated_sgd_matches_the_references_duplicated_sgd_loop():
     torch.manual_seed(0)
     model = build_model("deeplab_resnet18_small", NUM_CLASSES).train()
     naive, plain = copy.deepcopy(model), copy.deepcopy(model)
-    optimizer = RepeatedSGD(reference_param_groups(model, HEAD_LR_MULT), lr=LR, momentum=MOMENTUM,
-                            weight_decay=WEIGHT_DECAY)
+    optimizer = RepeatedSGD(
+        reference_param_groups(model, HEAD_LR_MULT), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     heads = [p for head in (naive.layer5, naive.layer6) for p in head.parameters() if p.requires_grad]
     listing = reference_listing(naive) + heads
     lr_of = {p: LR for p in listing} | {p: LR * HEAD_LR_MULT for p in heads}
-    plain_sgd = torch.optim.SGD(param_groups(plain, HEAD_LR_MULT), lr=LR, momentum=MOMENTUM,
-                                weight_decay=WEIGHT_DECAY)
+    plain_sgd = torch.optim.SGD(
+        param_groups(plain, HEAD_LR_MULT), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
+    )
     for group in plain_sgd.param_groups:
         group["lr"] = LR * group["lr_mult"]
     buffers: dict = {}
@@ -95,7 +99,9 @@ def test_repeated_sgd_matches_the_references_duplicated_sgd_loop():
         optimizer.step()
         _naive_2019_sgd_step(listing, lr_of, buffers)
         plain_sgd.step()
-        if step == 0:  # the stem conv is listed once: its first step is plain SGD's (later ones see other weights)
+        if (
+            step == 0
+        ):  # the stem conv is listed once: its first step is plain SGD's (later ones see other weights)
             torch.testing.assert_close(model.conv1.weight, plain.conv1.weight)
     for (name, ours), theirs in zip(model.named_parameters(), naive.parameters(), strict=True):
         torch.testing.assert_close(ours, theirs, msg=name)
@@ -124,7 +130,9 @@ def test_without_momentum_or_decay_repeats_are_torchs_duplicates():
     ours, theirs = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
     mine = RepeatedSGD([{"params": [ours], "repeats": [3]}], lr=0.1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "duplicate parameters; in future, this will cause an error"
+        warnings.simplefilter(
+            "ignore", UserWarning
+        )  # "duplicate parameters; in future, this will cause an error"
         torchs = torch.optim.SGD([{"params": [theirs, theirs, theirs]}], lr=0.1)
     for _ in range(2):
         gradient = torch.randn(4)
@@ -153,23 +161,37 @@ def test_trainer_runs_and_resumes_with_reference_param_groups(synth, tmp_path):
     overrides = {"optim.reference_param_groups": True, "eval.every": 2, "optim.poly_horizon": 4}
     train(load_config(tiny_config(synth), overrides), tmp_path / "straight")
     train(load_config(tiny_config(synth), {**overrides, "optim.iterations": 2}), tmp_path / "split")
-    train(load_config(tiny_config(synth), overrides), tmp_path / "split",
-          resume_from=tmp_path / "split" / "checkpoints" / "last.pt")
-    straight, split = (torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=False)
-                       for run in ("straight", "split"))
+    train(
+        load_config(tiny_config(synth), overrides),
+        tmp_path / "split",
+        resume_from=tmp_path / "split" / "checkpoints" / "last.pt",
+    )
+    straight, split = (
+        torch.load(tmp_path / run / "checkpoints" / "last.pt", weights_only=False)
+        for run in ("straight", "split")
+    )
     assert sorted(set(straight["optimizer"]["param_groups"][0]["repeats"])) == [1, 3, 4]
     for key, value in straight["model"].items():
         assert torch.equal(value, split["model"][key]), key
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"optim.optimizer": "adamw"}, "optim.reference_param_groups: reproduces the reference's SGD only"),
-    ({"model.arch": "not_a_deeplab"}, "optim.reference_param_groups: only for the DeepLab ResNet archs"),
-])
-def test_trainer_refuses_reference_param_groups_where_it_means_nothing(synth, tmp_path, monkeypatch, overrides,
-                                                                         message):
-    monkeypatch.setattr(msl.trainer, "build_model", lambda arch, *args: (
-        build_model(arch, *args) if arch in ARCHS else torch.nn.Sequential(torch.nn.Conv2d(3, 19, 1))))
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"optim.optimizer": "adamw"}, "optim.reference_param_groups: reproduces the reference's SGD only"),
+        ({"model.arch": "not_a_deeplab"}, "optim.reference_param_groups: only for the DeepLab ResNet archs"),
+    ],
+)
+def test_trainer_refuses_reference_param_groups_where_it_means_nothing(
+    synth, tmp_path, monkeypatch, overrides, message
+):
+    monkeypatch.setattr(
+        msl.trainer,
+        "build_model",
+        lambda arch, *args: (
+            build_model(arch, *args) if arch in ARCHS else torch.nn.Sequential(torch.nn.Conv2d(3, 19, 1))
+        ),
+    )
     cfg = load_config(tiny_config(synth), {"optim.reference_param_groups": True, **overrides})
     with pytest.raises(ConfigError, match=message):
         train(cfg, tmp_path / "run")

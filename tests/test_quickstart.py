@@ -16,14 +16,21 @@ BIN = Path(sys.executable).parent
 
 def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     synth = tmp_path / "synth"
-    subprocess.run([str(BIN / "msl"), "data", "synth", "--out", str(synth), "--scale", "small"], check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [str(BIN / "msl"), "data", "synth", "--out", str(synth), "--scale", "small"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     space = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
     space["source"] = {"set": {"optim.iterations": 6}}
     for settings in [space["set"], space["experiments"]["sweep"]["set"]]:
         settings.update({"optim.iterations": 6, "eval.every": 3})
     tune, confirm = space["experiments"]["tune"], space["experiments"]["confirm"]
-    tune["variants"] = {"source_only": {}, "iw_maxsquare": {"params": {"loss.lambda_target": {"grid": [0.3, 3.0]}}}}
+    tune["variants"] = {
+        "source_only": {},
+        "iw_maxsquare": {"params": {"loss.lambda_target": {"grid": [0.3, 3.0]}}},
+    }
     confirm.update(seeds=[1], variants=["source_only", "iw_maxsquare"])
     space["experiments"]["sweep"]["search"]["num_samples"] = 3
     space["experiments"]["sweep"]["scheduler"]["grace_period"] = 3
@@ -31,8 +38,13 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     reduced.write_text(yaml.safe_dump(space, sort_keys=False))  # experiments run in file order
 
     env = {**os.environ, "MSL_SYNTH": str(synth), "RAY_USAGE_STATS_ENABLED": "0"}
-    result = subprocess.run([str(BIN / "msl-study"), "run", str(reduced), "--storage", str(tmp_path / "studies"),
-                             "--report"], capture_output=True, text=True, env=env, timeout=900)
+    result = subprocess.run(
+        [str(BIN / "msl-study"), "run", str(reduced), "--storage", str(tmp_path / "studies"), "--report"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for ended in ("tune: 3/3 trials ended", "confirm: 2/2 trials ended", "sweep: 3/3 trials ended"):
         assert ended in result.stdout

@@ -30,7 +30,9 @@ CLASSES = class_names(19)
 ABSENT = (16, 17)  # train, motorcycle: never in the labels nor predicted (null IoU)
 ITERATIONS = (10, 20, 30)
 VARIANT_BASE = {"source_only": 0.35, "maxsquare": 0.42, "iw_maxsquare": 0.44}
-ERROR_MESSAGE = "Traceback (most recent call last):\nNonFiniteLossError: non-finite loss term 'target_loss' at 5"
+ERROR_MESSAGE = (
+    "Traceback (most recent call last):\nNonFiniteLossError: non-finite loss term 'target_loss' at 5"
+)
 SWEEP = {  # trial: (lambda_target, lr, status, oracle mIoU at each evaluation written)
     "sweep_0": (0.02, 1e-4, "finished", (0.30, 0.34, 0.36)),
     "sweep_1": (0.1, 2.5e-4, "finished", (0.33, 0.38, 0.37)),
@@ -41,11 +43,23 @@ SWEEP = {  # trial: (lambda_target, lr, status, oracle mIoU at each evaluation w
 
 def _record(iteration: int, oracle: float, source_val: float, max_square: float) -> dict:
     iou = [None if c in ABSENT else round(oracle + 0.01 * (c - 9), 6) for c in range(19)]
-    return {"iteration": iteration, "lr": 0.01, "loss_source_ce": 0.5, "source_val_miou": source_val,
-            "source_val_iou": [source_val] * 19, "oracle_miou": oracle, "oracle_miou16": oracle,
-            "oracle_miou13": oracle + 0.05, "oracle_iou": iou, "oracle_pixel_acc": 0.8,
-            "target_entropy": 1.0 - oracle, "target_im": None, "target_max_square": max_square,
-            "elapsed_s": float(iteration), "is_best": False}
+    return {
+        "iteration": iteration,
+        "lr": 0.01,
+        "loss_source_ce": 0.5,
+        "source_val_miou": source_val,
+        "source_val_iou": [source_val] * 19,
+        "oracle_miou": oracle,
+        "oracle_miou16": oracle,
+        "oracle_miou13": oracle + 0.05,
+        "oracle_iou": iou,
+        "oracle_pixel_acc": 0.8,
+        "target_entropy": 1.0 - oracle,
+        "target_im": None,
+        "target_max_square": max_square,
+        "elapsed_s": float(iteration),
+        "is_best": False,
+    }
 
 
 def _probs_map(variant: str, seed: int, iteration: int) -> np.ndarray:
@@ -54,22 +68,63 @@ def _probs_map(variant: str, seed: int, iteration: int) -> np.ndarray:
     return rng.dirichlet(np.ones(3), size=(2, 1, 2)).transpose(0, 3, 1, 2).astype(np.float16)  # (2, 3, 1, 2)
 
 
-def _plan(name: str, *, metric: str, mode: str, variants: list[str], seeds: list[int], searched: dict,
-          scheduler: str, num_trials: int) -> dict:
-    return {"experiment": name, "metric": metric, "mode": mode, "oracle": metric.startswith("oracle_"),
-            "variants": {variant: {} for variant in variants}, "seeds": seeds, "searched": searched,
-            "scheduler": {"name": scheduler}, "search": {"algorithm": "random", "num_samples": 1, "seed": 0},
-            "num_samples": 1, "num_trials": num_trials, "max_iterations": ITERATIONS[-1], "eval_every": 10,
-            "benchmark": "gta5_to_cityscapes", "num_classes": 19, "class_names": CLASSES}
+def _plan(
+    name: str,
+    *,
+    metric: str,
+    mode: str,
+    variants: list[str],
+    seeds: list[int],
+    searched: dict,
+    scheduler: str,
+    num_trials: int,
+) -> dict:
+    return {
+        "experiment": name,
+        "metric": metric,
+        "mode": mode,
+        "oracle": metric.startswith("oracle_"),
+        "variants": {variant: {} for variant in variants},
+        "seeds": seeds,
+        "searched": searched,
+        "scheduler": {"name": scheduler},
+        "search": {"algorithm": "random", "num_samples": 1, "seed": 0},
+        "num_samples": 1,
+        "num_trials": num_trials,
+        "max_iterations": ITERATIONS[-1],
+        "eval_every": 10,
+        "benchmark": "gta5_to_cityscapes",
+        "num_classes": 19,
+        "class_names": CLASSES,
+    }
 
 
-def _write_trial(study, experiment: str, name: str, *, variant: str, seed: int, params: dict,
-                 status: dict | None, records: list[dict], truncated_line: str | None = None,
-                 started: float | None = None) -> None:
+def _write_trial(
+    study,
+    experiment: str,
+    name: str,
+    *,
+    variant: str,
+    seed: int,
+    params: dict,
+    status: dict | None,
+    records: list[dict],
+    truncated_line: str | None = None,
+    started: float | None = None,
+) -> None:
     directory = layout.trials_dir(study, experiment) / name
-    layout.write_json(directory / layout.TRIAL_FILE, {
-        "trial_name": name, "experiment": experiment, "variant": variant, "seed": seed, "params": params,
-        "overrides": params, "source_run": f"sources/seed{seed}"})
+    layout.write_json(
+        directory / layout.TRIAL_FILE,
+        {
+            "trial_name": name,
+            "experiment": experiment,
+            "variant": variant,
+            "seed": seed,
+            "params": params,
+            "overrides": params,
+            "source_run": f"sources/seed{seed}",
+        },
+    )
     if started is not None:
         os.utime(directory / layout.TRIAL_FILE, (started, started))
     if status is not None:
@@ -88,50 +143,119 @@ def _finished(iterations: int = ITERATIONS[-1]) -> dict:
 def fake_study(tmp_path_factory):
     """The study directory and the records written per (experiment, trial)."""
     study = tmp_path_factory.mktemp("study") / "fake"
-    layout.write_json(study / layout.STUDY_FILE, {"name": "fake", "created": "2025-01-01T00:00:00+00:00",
-                                                  "git_revision": "abc123", "versions": {},
-                                                  "experiments": ["variants", "sweep"]})
+    layout.write_json(
+        study / layout.STUDY_FILE,
+        {
+            "name": "fake",
+            "created": "2025-01-01T00:00:00+00:00",
+            "git_revision": "abc123",
+            "versions": {},
+            "experiments": ["variants", "sweep"],
+        },
+    )
     written: dict[tuple[str, str], list[dict]] = {}
-    layout.write_json(layout.experiment_dir(study, "variants") / layout.PLAN_FILE, _plan(
-        "variants", metric="source_val_miou", mode="max", variants=list(VARIANT_BASE), seeds=[0, 1, 2],
-        searched={}, scheduler="fifo", num_trials=9))
+    layout.write_json(
+        layout.experiment_dir(study, "variants") / layout.PLAN_FILE,
+        _plan(
+            "variants",
+            metric="source_val_miou",
+            mode="max",
+            variants=list(VARIANT_BASE),
+            seeds=[0, 1, 2],
+            searched={},
+            scheduler="fifo",
+            num_trials=9,
+        ),
+    )
     noise = np.random.default_rng(0)
     for variant, base in VARIANT_BASE.items():
         for seed in (0, 1, 2):
             name = f"{variant}_seed{seed}"
             if (variant, seed) == ("iw_maxsquare", 2):
-                _write_trial(study, "variants", name, variant=variant, seed=seed, params={}, records=[],
-                             status={"status": "error", "iterations": 5, "error": ERROR_MESSAGE,
-                                     "reason": "raised an error (after its retries)"})
+                _write_trial(
+                    study,
+                    "variants",
+                    name,
+                    variant=variant,
+                    seed=seed,
+                    params={},
+                    records=[],
+                    status={
+                        "status": "error",
+                        "iterations": 5,
+                        "error": ERROR_MESSAGE,
+                        "reason": "raised an error (after its retries)",
+                    },
+                )
                 continue
             # The target mIoU keeps rising while source val peaks at iteration 20: the objective's pick is
             # not the oracle-best checkpoint.
-            records = [_record(it, round(base + 0.01 * seed + gain + noise.uniform(0, 0.004), 6),
-                               round(0.6 + peak + noise.uniform(0, 0.004), 6), round(noise.uniform(0.5, 0.9), 6))
-                       for it, gain, peak in zip(ITERATIONS, (0.0, 0.02, 0.04), (0.0, 0.05, 0.02), strict=True)]
-            _write_trial(study, "variants", name, variant=variant, seed=seed, params={}, status=_finished(),
-                         records=records)
+            records = [
+                _record(
+                    it,
+                    round(base + 0.01 * seed + gain + noise.uniform(0, 0.004), 6),
+                    round(0.6 + peak + noise.uniform(0, 0.004), 6),
+                    round(noise.uniform(0.5, 0.9), 6),
+                )
+                for it, gain, peak in zip(ITERATIONS, (0.0, 0.02, 0.04), (0.0, 0.05, 0.02), strict=True)
+            ]
+            _write_trial(
+                study,
+                "variants",
+                name,
+                variant=variant,
+                seed=seed,
+                params={},
+                status=_finished(),
+                records=records,
+            )
             written["variants", name] = records
             for record in records:
-                save_probs(layout.trials_dir(study, "variants") / name / layout.RUN_DIR, record["iteration"],
-                           _probs_map(variant, seed, record["iteration"]))
+                save_probs(
+                    layout.trials_dir(study, "variants") / name / layout.RUN_DIR,
+                    record["iteration"],
+                    _probs_map(variant, seed, record["iteration"]),
+                )
 
     searched = {"loss.lambda_target": {"loguniform": [0.01, 1.0]}, "optim.lr": {"choice": [1e-4, 2.5e-4]}}
-    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, _plan(
-        "sweep", metric="target_entropy", mode="min", variants=["maxsquare"], seeds=[0], searched=searched,
-        scheduler="asha", num_trials=4))
+    layout.write_json(
+        layout.experiment_dir(study, "sweep") / layout.PLAN_FILE,
+        _plan(
+            "sweep",
+            metric="target_entropy",
+            mode="min",
+            variants=["maxsquare"],
+            seeds=[0],
+            searched=searched,
+            scheduler="asha",
+            num_trials=4,
+        ),
+    )
     for index, (name, (lambda_target, lr, status, oracles)) in enumerate(SWEEP.items()):
         records = [_record(it, oracle, 0.6, 0.7) for it, oracle in zip(ITERATIONS, oracles, strict=False)]
         status_json = None
         if status == "finished":
             status_json = _finished()
         elif status == "stopped":
-            status_json = {"status": "stopped", "iterations": 10, "error": None,
-                           "reason": "stopped by the asha scheduler at iteration 10 of 30"}
+            status_json = {
+                "status": "stopped",
+                "iterations": 10,
+                "error": None,
+                "reason": "stopped by the asha scheduler at iteration 10 of 30",
+            }
         truncated = '{"iteration": 30, "oracle_mi' if status is None else None
-        _write_trial(study, "sweep", name, variant="maxsquare", seed=0, status=status_json, records=records,
-                     params={"loss.lambda_target": lambda_target, "optim.lr": lr}, truncated_line=truncated,
-                     started=1_000_000 + 10 * index)
+        _write_trial(
+            study,
+            "sweep",
+            name,
+            variant="maxsquare",
+            seed=0,
+            status=status_json,
+            records=records,
+            params={"loss.lambda_target": lambda_target, "optim.lr": lr},
+            truncated_line=truncated,
+            started=1_000_000 + 10 * index,
+        )
         written["sweep", name] = records
     return study, written
 
@@ -228,7 +352,9 @@ def test_per_class_rows_leave_out_absent_classes_and_show_the_paper(report):
     table = tables["per_class_variants"].set_index("class")
     assert "train" not in table.index and "motorcycle" not in table.index
     assert len(table) == 17
-    chosen = [_selected(written["variants", f"maxsquare_seed{s}"], "source_val_miou", "max") for s in (0, 1, 2)]
+    chosen = [
+        _selected(written["variants", f"maxsquare_seed{s}"], "source_val_miou", "max") for s in (0, 1, 2)
+    ]
     road = np.mean([record["oracle_iou"][0] for record in chosen])
     assert table.loc["road", "maxsquare"] == pytest.approx(100 * road)
     assert table.loc["traffic light", "paper iw_maxsquare_multi"] == 34.7
@@ -268,7 +394,9 @@ def test_label_free_selection_picks_and_signed_rank_correlations(report):
     assert table.loc["target_entropy", "spearman"] == pytest.approx(1.0)
     assert table.loc["target_entropy", "gap"] == pytest.approx(0.0)
     square = [r["target_max_square"] for r in records]
-    assert table.loc["target_max_square", "kendall"] == pytest.approx(stats.kendalltau(square, oracle).statistic)
+    assert table.loc["target_max_square", "kendall"] == pytest.approx(
+        stats.kendalltau(square, oracle).statistic
+    )
     pick = max(records, key=lambda r: r["source_val_miou"])
     assert table.loc["source_val_miou", "pick_target"] == pytest.approx(100 * pick["oracle_miou"])
     assert table.loc["source_val_miou", "oracle_best"] == pytest.approx(100 * max(oracle))
@@ -291,8 +419,9 @@ def test_pruning_budget_counts_trial_iterations_and_rungs(report):
 def test_learning_curves_average_seeds_per_iteration(report):
     _, _, tables, written = report
     curves = tables["curves_variants"]
-    row = curves[(curves["variant"] == "maxsquare") & (curves["metric"] == "oracle_miou")
-                 & (curves["iteration"] == 20)].iloc[0]
+    row = curves[
+        (curves["variant"] == "maxsquare") & (curves["metric"] == "oracle_miou") & (curves["iteration"] == 20)
+    ].iloc[0]
     values = [written["variants", f"maxsquare_seed{s}"][1]["oracle_miou"] for s in (0, 1, 2)]
     assert row["mean"] == pytest.approx(np.mean(values))
     assert row["std"] == pytest.approx(np.std(values, ddof=1))
@@ -319,9 +448,19 @@ def test_unfinished_trials_are_listed_with_reasons_and_files_are_written(report)
 def _study_without_trials(path):
     """A study just created: its plan is written, no trial has started."""
     layout.write_json(path / layout.STUDY_FILE, {"name": "new", "experiments": ["variants"]})
-    layout.write_json(layout.experiment_dir(path, "variants") / layout.PLAN_FILE, _plan(
-        "variants", metric="source_val_miou", mode="max", variants=["maxsquare"], seeds=[0], searched={},
-        scheduler="asha", num_trials=2))
+    layout.write_json(
+        layout.experiment_dir(path, "variants") / layout.PLAN_FILE,
+        _plan(
+            "variants",
+            metric="source_val_miou",
+            mode="max",
+            variants=["maxsquare"],
+            seeds=[0],
+            searched={},
+            scheduler="asha",
+            num_trials=2,
+        ),
+    )
     return path
 
 
@@ -334,7 +473,9 @@ def test_a_study_without_trials_yet_still_reports(tmp_path):
 def test_cli_writes_the_report(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_report_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", str(_study_without_trials(tmp_path / "new")), "--out", str(tmp_path / "cli")])
+    args = parser.parse_args(
+        ["report", str(_study_without_trials(tmp_path / "new")), "--out", str(tmp_path / "cli")]
+    )
     assert args.handler(args) == 0
     assert str(tmp_path / "cli" / "report.md") in capsys.readouterr().out
     not_a_study = parser.parse_args(["report", str(tmp_path)])
@@ -375,8 +516,12 @@ def test_bootstrap_interval_matches_a_naive_resampling_loop():
         if np.ptp(x) > 0 and np.ptp(y) > 0:
             plain.append(stats.spearmanr(x, y).statistic)
             weighted.append(_weighted_spearman(x, y))
-    assert [result["spearman_low"], result["spearman_high"]] == pytest.approx(np.percentile(plain, [2.5, 97.5]))
-    assert [result["weighted_low"], result["weighted_high"]] == pytest.approx(np.percentile(weighted, [2.5, 97.5]))
+    assert [result["spearman_low"], result["spearman_high"]] == pytest.approx(
+        np.percentile(plain, [2.5, 97.5])
+    )
+    assert [result["weighted_low"], result["weighted_high"]] == pytest.approx(
+        np.percentile(weighted, [2.5, 97.5])
+    )
     assert result["spearman_low"] < result["spearman"] < result["spearman_high"]
 
 
@@ -388,21 +533,36 @@ def test_checkpoint_level_audit_regret_and_within_trial_correlation(report):
     _, markdown, tables, written = report
     table = tables["selection_checkpoints_variants"].set_index("validator")
     trials = _variants_records(written)
-    regrets = [max(r["oracle_miou"] for r in records) - _selected(records, "target_max_square", "max")["oracle_miou"]
-               for records in trials.values()]
+    regrets = [
+        max(r["oracle_miou"] for r in records) - _selected(records, "target_max_square", "max")["oracle_miou"]
+        for records in trials.values()
+    ]
     assert table.loc["target_max_square", "regret"] == pytest.approx(100 * np.mean(regrets))
     assert table.loc["target_max_square", "worst_regret"] == pytest.approx(100 * max(regrets))
     assert table.loc["oracle: target mIoU", "regret"] == 0
-    last = [max(r["oracle_miou"] for r in records) - records[-1]["oracle_miou"] for records in trials.values()]
+    last = [
+        max(r["oracle_miou"] for r in records) - records[-1]["oracle_miou"] for records in trials.values()
+    ]
     assert table.loc["no selection: last", "regret"] == pytest.approx(100 * np.mean(last))
-    top3 = np.mean([np.mean([r["oracle_miou"] for r in records]) for records in trials.values()])  # 3 per trial
+    top3 = np.mean(
+        [np.mean([r["oracle_miou"] for r in records]) for records in trials.values()]
+    )  # 3 per trial
     assert table.loc["source_val_miou", "top3"] == pytest.approx(100 * top3)
-    deviations = [(r["source_val_miou"] - np.mean([q["source_val_miou"] for q in records]),
-                   r["oracle_miou"] - np.mean([q["oracle_miou"] for q in records]))
-                  for records in trials.values() for r in records]
+    deviations = [
+        (
+            r["source_val_miou"] - np.mean([q["source_val_miou"] for q in records]),
+            r["oracle_miou"] - np.mean([q["oracle_miou"] for q in records]),
+        )
+        for records in trials.values()
+        for r in records
+    ]
     validator, target = zip(*deviations, strict=True)
-    assert table.loc["source_val_miou", "spearman"] == pytest.approx(stats.spearmanr(validator, target).statistic)
-    assert table.loc["source_val_miou", "weighted_spearman"] == pytest.approx(_weighted_spearman(validator, target))
+    assert table.loc["source_val_miou", "spearman"] == pytest.approx(
+        stats.spearmanr(validator, target).statistic
+    )
+    assert table.loc["source_val_miou", "weighted_spearman"] == pytest.approx(
+        _weighted_spearman(validator, target)
+    )
     assert table.loc["source_val_miou", "n"] == len(deviations)
     assert "**Checkpoint level**" in markdown and "**Configuration level**" in markdown
 
@@ -411,16 +571,27 @@ def test_configuration_level_audit_at_the_last_checkpoints(report):
     _, _, tables, written = report
     table = tables["selection_configurations_variants"].set_index("validator")
     trials = _variants_records(written)
-    means = {variant: [np.mean([records[-1][key] for name, records in trials.items() if name.startswith(variant + "_s")])
-                       for key in ("target_max_square", "oracle_miou")] for variant in VARIANT_BASE}
+    means = {
+        variant: [
+            np.mean([records[-1][key] for name, records in trials.items() if name.startswith(variant + "_s")])
+            for key in ("target_max_square", "oracle_miou")
+        ]
+        for variant in VARIANT_BASE
+    }
     square, oracle = zip(*means.values(), strict=True)
     picked = max(means, key=lambda variant: means[variant][0])
     assert table.loc["target_max_square", "regret"] == pytest.approx(100 * (max(oracle) - means[picked][1]))
-    assert table.loc["target_max_square", "spearman"] == pytest.approx(stats.spearmanr(square, oracle).statistic)
+    assert table.loc["target_max_square", "spearman"] == pytest.approx(
+        stats.spearmanr(square, oracle).statistic
+    )
     assert table.loc["target_max_square", "top3"] == pytest.approx(100 * np.mean(oracle))  # 3 configurations
     per_seed = []
     for seed in (0, 1, 2):
-        finals = {name.rsplit("_seed", 1)[0]: records[-1] for name, records in trials.items() if name.endswith(f"_seed{seed}")}
+        finals = {
+            name.rsplit("_seed", 1)[0]: records[-1]
+            for name, records in trials.items()
+            if name.endswith(f"_seed{seed}")
+        }
         chosen = max(finals.values(), key=lambda r: r["target_max_square"])
         per_seed.append(max(r["oracle_miou"] for r in finals.values()) - chosen["oracle_miou"])
     assert table.loc["target_max_square", "worst_regret"] == pytest.approx(100 * max(per_seed))
@@ -428,19 +599,33 @@ def test_configuration_level_audit_at_the_last_checkpoints(report):
 
 def test_ensemble_agreement_and_seed_disagreement_from_the_saved_maps(report):
     _, _, tables, written = report
-    keys = [(name.rsplit("_seed", 1)[0], int(name[-1]), r["iteration"])
-            for name, records in _variants_records(written).items() for r in records]
+    keys = [
+        (name.rsplit("_seed", 1)[0], int(name[-1]), r["iteration"])
+        for name, records in _variants_records(written).items()
+        for r in records
+    ]
     maps = {key: _probs_map(*key).astype(np.float32) for key in keys}  # (2, 3, 1, 2) each
     ensemble = sum(maps.values()).argmax(axis=1)
-    agreement = {key: np.mean([maps[key].argmax(axis=1).flat[i] == ensemble.flat[i] for i in range(ensemble.size)])
-                 for key in keys}
+    agreement = {
+        key: np.mean([maps[key].argmax(axis=1).flat[i] == ensemble.flat[i] for i in range(ensemble.size)])
+        for key in keys
+    }
     disagreement = {}
     for variant, seed, iteration in keys:
-        others = [other for other in keys if other[0] == variant and other[2] == iteration and other[1] != seed]
+        others = [
+            other for other in keys if other[0] == variant and other[2] == iteration and other[1] != seed
+        ]
         disagreement[variant, seed, iteration] = np.mean(
-            [np.mean(maps[variant, seed, iteration].argmax(axis=1) != maps[other].argmax(axis=1)) for other in others])
+            [
+                np.mean(maps[variant, seed, iteration].argmax(axis=1) != maps[other].argmax(axis=1))
+                for other in others
+            ]
+        )
     table = tables["selection_checkpoints_variants"].set_index("validator")
-    for name, values, mode in (("ensemble_agreement", agreement, "max"), ("seed_disagreement", disagreement, "min")):
+    for name, values, mode in (
+        ("ensemble_agreement", agreement, "max"),
+        ("seed_disagreement", disagreement, "min"),
+    ):
         regrets = []
         for trial, records in _variants_records(written).items():
             variant, seed = trial.rsplit("_seed", 1)[0], int(trial[-1])

@@ -38,7 +38,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(synth, tmp_path, 
             train(tiny(synth), run_dir)
     assert (run_dir / "config.yaml").is_file() and not (run_dir / "checkpoints").exists()
     train(tiny(synth, **{"optim.iterations": 2}), run_dir)
-    assert [json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [2]
+    assert [
+        json.loads(line)["iteration"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ] == [2]
     with pytest.raises(FileExistsError, match="already holds a run"):
         train(tiny(synth, **{"optim.iterations": 2}), run_dir)
 
@@ -64,7 +66,9 @@ def test_a_crash_between_the_two_checkpoint_writes_never_loses_best(synth, tmp_p
             raise _Crash
         return save(payload, path)
 
-    every_record_best = lambda best, record, cfg: {"iteration": record["iteration"], "metric": "m", "value": 1.0}  # noqa: E731
+    def every_record_best(best, record, cfg):
+        return {"iteration": record["iteration"], "metric": "m", "value": 1.0}
+
     monkeypatch.setattr(msl.trainer, "_update_best", every_record_best)
     with monkeypatch.context() as patch:
         patch.setattr(msl.trainer, "save_atomic", crash_on_fourth)
@@ -82,7 +86,9 @@ def test_a_resume_keeps_how_the_run_started_and_appends_its_own_record(synth, tm
     train(tiny(synth, **{"optim.iterations": 2}), run_dir)
     started = json.loads((run_dir / "run_info.json").read_text())
     for _ in range(2):
-        train(tiny(synth, **{"optim.iterations": 2}), run_dir, resume_from=run_dir / "checkpoints" / "last.pt")
+        train(
+            tiny(synth, **{"optim.iterations": 2}), run_dir, resume_from=run_dir / "checkpoints" / "last.pt"
+        )
     info = json.loads((run_dir / "run_info.json").read_text())
     assert {key: info[key] for key in started} == started
     assert len(info["resumes"]) == 2 and all(r["resumed"] > started["started"] for r in info["resumes"])

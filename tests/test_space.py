@@ -10,8 +10,13 @@ from study.cli import main
 from study.space import SpaceError, describe_plan, load_space, source_key
 
 SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
-BASE = {"config": {"data": {"source_root": "/data/gta5", "target_root": "/data/cs"},
-                   "model": {"arch": "deeplab_resnet18_small"}, "optim": {"iterations": 100}}}
+BASE = {
+    "config": {
+        "data": {"source_root": "/data/gta5", "target_root": "/data/cs"},
+        "model": {"arch": "deeplab_resnet18_small"},
+        "optim": {"iterations": 100},
+    }
+}
 
 
 def write(tmp_path: Path, **space) -> Path:
@@ -28,9 +33,15 @@ def test_shipped_spaces_validate_with_dry_run(path, capsys):
 
 
 def test_plan_counts_trials_and_budget(tmp_path):
-    space = load_space(write(tmp_path, seeds=[0, 1, 2], variants=["source_only", "maxsquare"],
-                             params={"loss.iw_ratio": {"grid": [0.1, 0.2]}, "optim.lr": {"loguniform": [1e-4, 1e-2]}},
-                             search={"algorithm": "random", "num_samples": 2}))
+    space = load_space(
+        write(
+            tmp_path,
+            seeds=[0, 1, 2],
+            variants=["source_only", "maxsquare"],
+            params={"loss.iw_ratio": {"grid": [0.1, 0.2]}, "optim.lr": {"loguniform": [1e-4, 1e-2]}},
+            search={"algorithm": "random", "num_samples": 2},
+        )
+    )
     (experiment,) = space.experiments
     assert experiment.num_trials() == 2 * 3 * 2 * 2
     plan = describe_plan(space)
@@ -39,8 +50,16 @@ def test_plan_counts_trials_and_budget(tmp_path):
 
 
 def test_source_models_are_shared_across_targets_but_not_seeds(tmp_path):
-    space = load_space(write(tmp_path, seeds=[0, 1], experiments={"a": {"set": {"data.target_city": "Rome"}},
-                                                                  "b": {"set": {"data.target_city": "Rio"}}}))
+    space = load_space(
+        write(
+            tmp_path,
+            seeds=[0, 1],
+            experiments={
+                "a": {"set": {"data.target_city": "Rome"}},
+                "b": {"set": {"data.target_city": "Rio"}},
+            },
+        )
+    )
     a, b = space.experiments
     assert source_key(space.source_config(a, 0)) == source_key(space.source_config(b, 0))
     assert source_key(space.source_config(a, 0)) != source_key(space.source_config(a, 1))
@@ -49,15 +68,28 @@ def test_source_models_are_shared_across_targets_but_not_seeds(tmp_path):
 
 
 def test_source_stage_takes_the_data_and_model_but_not_the_optimisation_of_the_trials(tmp_path):
-    space = load_space(write(tmp_path, set={"optim.lr": 0.01, "loss.lambda_target": 2.0, "eval.every": 7,
-                                            "data.batch_size": 3, "model.aspp_branches": 4},
-                             source={"set": {"optim.iterations": 50}}))
+    space = load_space(
+        write(
+            tmp_path,
+            set={
+                "optim.lr": 0.01,
+                "loss.lambda_target": 2.0,
+                "eval.every": 7,
+                "data.batch_size": 3,
+                "model.aspp_branches": 4,
+            },
+            source={"set": {"optim.iterations": 50}},
+        )
+    )
     (experiment,) = space.experiments
     trial, source = space.trial_config(experiment, "maxsquare", 0, {}), space.source_config(experiment, 0)
     base = load_config(space.base)
     assert (trial.optim.lr, trial.loss.lambda_target, trial.eval.every) == (0.01, 2.0, 7)
     assert (source.optim.lr, source.loss.lambda_target, source.eval.every) == (
-        base.optim.lr, base.loss.lambda_target, base.eval.every)
+        base.optim.lr,
+        base.loss.lambda_target,
+        base.eval.every,
+    )
     assert (source.data.batch_size, source.model.aspp_branches, source.optim.iterations) == (3, 4, 50)
 
 
@@ -69,26 +101,48 @@ BAD_SPACES = [
     ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
     ({"params": {"optim.lr": {"lognormal": [1, 2]}}}, "params.optim.lr.lognormal: unknown key"),
     ({"params": {"optim.lr": {"uniform": [0.2, 0.1]}}}, "lower bound must be below the upper bound"),
-    ({"params": {"loss.lamda_target": {"choice": [0.1]}}},
-     "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
-    ({"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
-     "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1"),
+    (
+        {"params": {"loss.lamda_target": {"choice": [0.1]}}},
+        "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?",
+    ),
+    (
+        {"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
+        "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1",
+    ),
     ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine: loss.target: 'maxsquares'"),
     ({"metric": "miou"}, "metric: 'miou' is not a metric the trainer reports"),
     ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
     ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
     ({"resources": {"gpu": 1.5}}, "resources.gpu: expected 0, a fraction of one GPU"),
-    ({"scheduler": {"name": "asha", "grace_periods": 3}},
-     "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?"),
-    ({"scheduler": {"name": "pbt", "perturbation_interval": 10}}, "pbt needs perturbation_interval and mutations"),
-    ({"scheduler": {"name": "pbt", "perturbation_interval": 10, "synch": "yes",
-                    "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}}}}, "synch: expected true or false"),
+    (
+        {"scheduler": {"name": "asha", "grace_periods": 3}},
+        "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?",
+    ),
+    (
+        {"scheduler": {"name": "pbt", "perturbation_interval": 10}},
+        "pbt needs perturbation_interval and mutations",
+    ),
+    (
+        {
+            "scheduler": {
+                "name": "pbt",
+                "perturbation_interval": 10,
+                "synch": "yes",
+                "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}},
+            }
+        },
+        "synch: expected true or false",
+    ),
     ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
     ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
-    ({"scheduler": {"name": "asha", "grace_period": 200}},
-     "scheduler.grace_period: 200 is more than the 100 iterations a trial runs"),
-    ({"scheduler": {"name": "asha", "max_iterations": 400}},
-     "scheduler.max_iterations: 400 is more than the 100 iterations a trial runs (optim.iterations)"),
+    (
+        {"scheduler": {"name": "asha", "grace_period": 200}},
+        "scheduler.grace_period: 200 is more than the 100 iterations a trial runs",
+    ),
+    (
+        {"scheduler": {"name": "asha", "max_iterations": 400}},
+        "scheduler.max_iterations: 400 is more than the 100 iterations a trial runs (optim.iterations)",
+    ),
     ({"experiments": {"../escaped": {}}}, "experiments.../escaped: '../escaped' is not allowed as a name"),
     ({"name": "/tmp/elsewhere"}, "name: '/tmp/elsewhere' is not allowed as a name"),
     ({"variants": {"a/b": {}}}, "variants.a/b: 'a/b' is not allowed as a name"),
@@ -114,10 +168,18 @@ def test_dry_run_of_a_bad_space_exits_with_the_message(tmp_path, capsys):
 
 
 def _tune_then_confirm(tmp_path, confirm: dict, confirm_seeds: list[int], **tune) -> Path:
-    return write(tmp_path, experiments={
-        "tune": {"seeds": [0], "variants": ["source_only", "maxsquare"],
-                 "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}}, **tune},
-        "confirm": {"seeds": confirm_seeds, "variants": ["source_only", "maxsquare"], "confirm": confirm}})
+    return write(
+        tmp_path,
+        experiments={
+            "tune": {
+                "seeds": [0],
+                "variants": ["source_only", "maxsquare"],
+                "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}},
+                **tune,
+            },
+            "confirm": {"seeds": confirm_seeds, "variants": ["source_only", "maxsquare"], "confirm": confirm},
+        },
+    )
 
 
 def test_a_confirmation_runs_on_fresh_seeds_with_the_earlier_experiments_configurations(tmp_path):
@@ -128,22 +190,39 @@ def test_a_confirmation_runs_on_fresh_seeds_with_the_earlier_experiments_configu
     assert "confirms the configurations that 'tune' selects, on fresh seeds" in describe_plan(space)
 
 
-@pytest.mark.parametrize(("confirm", "seeds", "message"), [
-    ({"from": "tune"}, [0, 1], r"experiments.confirm.seeds: \[0\] also ran in 'tune'"),
-    ({"from": "later"}, [1], "experiments.confirm.confirm.from: 'later' is not an earlier experiment"),
-    ({"form": "tune"}, [1], "experiments.confirm.confirm.form: unknown key; did you mean 'experiments.confirm.confirm.from'"),
-    ("tune", [1], "experiments.confirm.confirm: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    ("confirm", "seeds", "message"),
+    [
+        ({"from": "tune"}, [0, 1], r"experiments.confirm.seeds: \[0\] also ran in 'tune'"),
+        ({"from": "later"}, [1], "experiments.confirm.confirm.from: 'later' is not an earlier experiment"),
+        (
+            {"form": "tune"},
+            [1],
+            "experiments.confirm.confirm.form: unknown key; did you mean 'experiments.confirm.confirm.from'",
+        ),
+        ("tune", [1], "experiments.confirm.confirm: expected a mapping"),
+    ],
+)
 def test_a_confirmation_that_cannot_be_fair_fails_with_its_key(tmp_path, confirm, seeds, message):
     with pytest.raises(SpaceError, match=message):
         load_space(_tune_then_confirm(tmp_path, confirm, seeds))
 
 
 def test_a_confirmation_searches_nothing_itself(tmp_path):
-    path = write(tmp_path, experiments={
-        "tune": {"seeds": [0]},
-        "confirm": {"seeds": [1], "confirm": {"from": "tune"}, "params": {"optim.lr": {"grid": [0.1, 0.2]}}}})
-    with pytest.raises(SpaceError, match="experiments.confirm.confirm: a confirmation searches nothing itself"):
+    path = write(
+        tmp_path,
+        experiments={
+            "tune": {"seeds": [0]},
+            "confirm": {
+                "seeds": [1],
+                "confirm": {"from": "tune"},
+                "params": {"optim.lr": {"grid": [0.1, 0.2]}},
+            },
+        },
+    )
+    with pytest.raises(
+        SpaceError, match="experiments.confirm.confirm: a confirmation searches nothing itself"
+    ):
         load_space(path)
 
 
@@ -164,27 +243,56 @@ def test_a_confirmation_checks_the_earlier_search_space_in_its_own_settings(tmp_
 
 def test_each_variant_can_search_its_own_grid(tmp_path):
     """Losses differ in scale, so a fair comparison gives each its own lambda grid; variants without one run once."""
-    space = load_space(write(tmp_path, seeds=[0, 1], params={"optim.lr": {"grid": [0.01, 0.02]}}, variants={
-        "source_only": {}, "entropy": {"params": {"loss.lambda_target": {"grid": [0.01, 0.03, 0.1]}}},
-        "maxsquare": {"loss.iw_ratio": 0.3, "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}}}}))
+    space = load_space(
+        write(
+            tmp_path,
+            seeds=[0, 1],
+            params={"optim.lr": {"grid": [0.01, 0.02]}},
+            variants={
+                "source_only": {},
+                "entropy": {"params": {"loss.lambda_target": {"grid": [0.01, 0.03, 0.1]}}},
+                "maxsquare": {"loss.iw_ratio": 0.3, "params": {"loss.lambda_target": {"grid": [0.1, 1.0]}}},
+            },
+        )
+    )
     (experiment,) = space.experiments
-    assert experiment.variants["maxsquare"] == {"loss.target": "maxsquare", "model.multi_level": False,
-                                                "loss.iw_ratio": 0.3}
+    assert experiment.variants["maxsquare"] == {
+        "loss.target": "maxsquare",
+        "model.multi_level": False,
+        "loss.iw_ratio": 0.3,
+    }
     assert [experiment.grid_size(v) for v in experiment.variants] == [2, 6, 4]
     assert experiment.num_trials() == (2 + 6 + 4) * 2
-    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 samples" in describe_plan(space)
+    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 samples" in describe_plan(
+        space
+    )
 
 
-@pytest.mark.parametrize(("variants", "extra", "message"), [
-    ({"entropy": {"params": {"loss.lambda_target": {"uniform": [0.0, 1.0]}}}}, {},
-     "variants.entropy.params.loss.lambda_target: a variant's own params are grids"),
-    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}}, {"params": {"loss.lambda_target": {"grid": [1]}}},
-     r"variants: \['loss.lambda_target'\] searched both in params and in a variant's own params"),
-    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}}, {"search": {"algorithm": "random"}},
-     "variants: a variant's own params are grids; they need search.algorithm grid"),
-    ({"entropy": {"params": {"loss.lambda_target": {"grid": [0.1, -1.0]}}}}, {},
-     "params.loss.lambda_target=-1.0: .*must be >= 0"),
-])
+@pytest.mark.parametrize(
+    ("variants", "extra", "message"),
+    [
+        (
+            {"entropy": {"params": {"loss.lambda_target": {"uniform": [0.0, 1.0]}}}},
+            {},
+            "variants.entropy.params.loss.lambda_target: a variant's own params are grids",
+        ),
+        (
+            {"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}},
+            {"params": {"loss.lambda_target": {"grid": [1]}}},
+            r"variants: \['loss.lambda_target'\] searched both in params and in a variant's own params",
+        ),
+        (
+            {"entropy": {"params": {"loss.lambda_target": {"grid": [0.1]}}}},
+            {"search": {"algorithm": "random"}},
+            "variants: a variant's own params are grids; they need search.algorithm grid",
+        ),
+        (
+            {"entropy": {"params": {"loss.lambda_target": {"grid": [0.1, -1.0]}}}},
+            {},
+            "params.loss.lambda_target=-1.0: .*must be >= 0",
+        ),
+    ],
+)
 def test_a_variants_own_grid_is_checked_before_ray(tmp_path, variants, extra, message):
     with pytest.raises(SpaceError, match=message):
         load_space(write(tmp_path, variants=variants, **extra))

@@ -24,8 +24,11 @@ BIN = Path(sys.executable).parent
 def space_file(path: Path, synth: Path, **extra) -> Path:
     space = {
         "name": "tiny",
-        "config": tiny_config(synth) | {"optim": {"lr": 0.01, "iterations": 12, "poly_horizon": None},
-                                        "eval": {"every": 4, "validator_images": 2, "max_images": 2}},
+        "config": tiny_config(synth)
+        | {
+            "optim": {"lr": 0.01, "iterations": 12, "poly_horizon": None},
+            "eval": {"every": 4, "validator_images": 2, "max_images": 2},
+        },
         "source": {"set": {"optim.iterations": 4}},
         "metric": "target_im",
         "retries": 0,
@@ -46,37 +49,68 @@ RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token
 
 
 def msl_study(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "msl-study"), *map(str, args)], capture_output=True, text=True, timeout=600,
-                          env=RAY_ENV)
+    return subprocess.run(
+        [str(BIN / "msl-study"), *map(str, args)], capture_output=True, text=True, timeout=600, env=RAY_ENV
+    )
 
 
 def read(study: Path, experiment: str, name: str) -> dict[str, dict]:
-    return {d.name: json.loads((d / name).read_text()) for d in layout.trials_dir(study, experiment).iterdir()
-            if (d / name).is_file()}
+    return {
+        d.name: json.loads((d / name).read_text())
+        for d in layout.trials_dir(study, experiment).iterdir()
+        if (d / name).is_file()
+    }
 
 
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray head node with 4 CPUs and 2 logical GPUs, as `ray start --head` makes it on a cluster."""
     port = free_port()
-    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=4", "--num-gpus=2",
-                    "--include-dashboard=false"], check=True, capture_output=True, env=RAY_ENV, timeout=120)
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=4",
+            "--num-gpus=2",
+            "--include-dashboard=false",
+        ],
+        check=True,
+        capture_output=True,
+        env=RAY_ENV,
+        timeout=120,
+    )
     yield f"127.0.0.1:{port}"
     subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
 
 
 def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(cluster, synth, tmp_path):
     experiments = {
-        "comparison": {"variants": ["source_only", "maxsquare", "iw_maxsquare", "hard"],
-                       "resources": {"cpu": 1, "gpu": 0.5}},
-        "failing": {"variants": {"maxsquare": {}, "broken": {"optim.lr": 1.0e+30}}},
-        "pbt": {"variants": ["maxsquare"], "search": {"algorithm": "random", "num_samples": 2},
-                "scheduler": {"name": "pbt", "perturbation_interval": 4, "quantile_fraction": 0.5, "synch": True,
-                              "mutations": {"loss.lambda_target": {"choice": [0.05, 0.5, 5.0]}}}},
-        "sweep": {"variants": ["iw_maxsquare"], "params": {"loss.lambda_target": {"loguniform": [0.01, 1.0]}},
-                  "search": {"algorithm": "optuna", "num_samples": 4, "seed": 0},
-                  "scheduler": {"name": "asha", "grace_period": 4, "reduction_factor": 2},
-                  "resources": {"cpu": 1}, "max_concurrent": 2},
+        "comparison": {
+            "variants": ["source_only", "maxsquare", "iw_maxsquare", "hard"],
+            "resources": {"cpu": 1, "gpu": 0.5},
+        },
+        "failing": {"variants": {"maxsquare": {}, "broken": {"optim.lr": 1.0e30}}},
+        "pbt": {
+            "variants": ["maxsquare"],
+            "search": {"algorithm": "random", "num_samples": 2},
+            "scheduler": {
+                "name": "pbt",
+                "perturbation_interval": 4,
+                "quantile_fraction": 0.5,
+                "synch": True,
+                "mutations": {"loss.lambda_target": {"choice": [0.05, 0.5, 5.0]}},
+            },
+        },
+        "sweep": {
+            "variants": ["iw_maxsquare"],
+            "params": {"loss.lambda_target": {"loguniform": [0.01, 1.0]}},
+            "search": {"algorithm": "optuna", "num_samples": 4, "seed": 0},
+            "scheduler": {"name": "asha", "grace_period": 4, "reduction_factor": 2},
+            "resources": {"cpu": 1},
+            "max_concurrent": 2,
+        },
     }
     space = space_file(tmp_path / "space.yaml", synth, experiments=experiments)
     result = msl_study("run", space, "--storage", tmp_path / "studies", "--address", cluster)
@@ -90,11 +124,15 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
     assert all(s["status"] == "finished" for s in read(study, "comparison", layout.STATUS_FILE).values())
 
     # 0.5 GPU per trial: all four trials ran at once, two on each logical GPU.
-    infos = [json.loads((d / "run/run_info.json").read_text())
-             for d in layout.trials_dir(study, "comparison").iterdir()]
+    infos = [
+        json.loads((d / "run/run_info.json").read_text())
+        for d in layout.trials_dir(study, "comparison").iterdir()
+    ]
     assert sorted(i["cuda_visible_devices"] for i in infos) == ["0", "0", "1", "1"]
     starts = [datetime.fromisoformat(i["started"]).timestamp() for i in infos]
-    ends = [(d / layout.STATUS_FILE).stat().st_mtime for d in layout.trials_dir(study, "comparison").iterdir()]
+    ends = [
+        (d / layout.STATUS_FILE).stat().st_mtime for d in layout.trials_dir(study, "comparison").iterdir()
+    ]
     assert max(starts) < min(ends), "the four trials did not all run at the same time"
 
     # Both experiments share the seed's source model; every UDA trial started from it.
@@ -106,29 +144,48 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
     # PBT: the weaker trial took over the stronger one's checkpoint and went on to the end.
     pbt = read(study, "pbt", layout.STATUS_FILE)
     assert len(pbt) == 2 and all(s["status"] == "finished" and s["iterations"] == 12 for s in pbt.values())
-    assert any((d / "run/checkpoints/restored.pt").exists() for d in layout.trials_dir(study, "pbt").iterdir())
+    assert any(
+        (d / "run/checkpoints/restored.pt").exists() for d in layout.trials_dir(study, "pbt").iterdir()
+    )
     plan = json.loads((study / "sweep" / layout.PLAN_FILE).read_text())
     assert plan["max_iterations"] == 12 and plan["metric"] == "target_im" and not plan["oracle"]
 
 
 def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(synth, tmp_path):
-    space = space_file(tmp_path / "space.yaml", synth, seeds=[0], max_concurrent=1,
-                       variants=["source_only", "maxsquare", "hard"])
+    space = space_file(
+        tmp_path / "space.yaml",
+        synth,
+        seeds=[0],
+        max_concurrent=1,
+        variants=["source_only", "maxsquare", "hard"],
+    )
     study = tmp_path / "studies" / "tiny"
-    driver = subprocess.Popen([str(BIN / "msl-study"), "run", str(space), "--storage", str(tmp_path / "studies")],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        [str(BIN / "msl-study"), "run", str(space), "--storage", str(tmp_path / "studies")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once one trial has ended and another has reported a checkpoint
         ended = read(study, "main", layout.STATUS_FILE) if layout.trials_dir(study, "main").exists() else {}
-        running = [d for d in layout.trials_dir(study, "main").glob("*")
-                   if d.name not in ended and (d / "run/checkpoints/last.pt").exists()] if ended else []
+        running = (
+            [
+                d
+                for d in layout.trials_dir(study, "main").glob("*")
+                if d.name not in ended and (d / "run/checkpoints/last.pt").exists()
+            ]
+            if ended
+            else []
+        )
         if ended and running:
             break
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started: a power cut
     driver.wait()
-    finished_before = {name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text()
-                       for name in ended}
+    finished_before = {
+        name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
+    }
     assert finished_before, "no trial ended before the deadline"
 
     result = msl_study("resume", study)
@@ -141,5 +198,7 @@ def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(s
     for name in status:  # every trial has each evaluation exactly once
         lines = (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["iteration"] for line in lines] == [4, 8, 12]
-    resumed = [d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()]
+    resumed = [
+        d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()
+    ]
     assert resumed, "no trial continued from its checkpoint"

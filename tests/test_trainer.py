@@ -13,8 +13,15 @@ from msl.probs_maps import load_probs, saved_iterations
 from msl.trainer import NonFiniteLossError, poly_lr, train
 from tests.conftest import tiny_config
 
-METRICS = {"source_val_miou", "oracle_miou", "target_entropy", "target_im", "target_max_square", "target_snd",
-           "target_bnm"}
+METRICS = {
+    "source_val_miou",
+    "oracle_miou",
+    "target_entropy",
+    "target_im",
+    "target_max_square",
+    "target_snd",
+    "target_bnm",
+}
 
 
 def tiny(synth, **overrides):
@@ -37,7 +44,9 @@ def test_source_stage_writes_a_complete_run_directory(source_run):
     assert [r["iteration"] for r in records] == [2, 4]
     assert METRICS <= set(records[-1]) and {"loss_source_ce", "loss_source_aux_ce"} <= set(records[-1])
     assert len(records[-1]["oracle_iou"]) == 19
-    assert (source_run / "checkpoints" / "last.pt").is_file() and (source_run / "checkpoints" / "best.pt").is_file()
+    assert (source_run / "checkpoints" / "last.pt").is_file() and (
+        source_run / "checkpoints" / "best.pt"
+    ).is_file()
     maps = saved_iterations(source_run)  # validator images x classes x eval.probs_size (default 32 x 16)
     assert list(maps) == [2, 4] and load_probs(maps[4]).shape == (4, 19, 16, 32)
     info = json.loads((source_run / "run_info.json").read_text())
@@ -55,7 +64,9 @@ def test_tensorboard_scalars_read_back_with_tensorboards_reader(source_run):
     events = EventAccumulator(str(source_run / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     tags = events.Tags()
-    assert {"loss/source_ce", "learning_rate", "metrics/oracle_miou", "metrics/target_im"} <= set(tags["scalars"])
+    assert {"loss/source_ce", "learning_rate", "metrics/oracle_miou", "metrics/target_im"} <= set(
+        tags["scalars"]
+    )
     lrs = [(e.step, e.value) for e in events.Scalars("learning_rate")]
     assert lrs == [(i + 1, pytest.approx(poly_lr(0.01, i, 4, 0.9))) for i in range(4)]
     miou = [e.value for e in events.Scalars("metrics/oracle_miou")]
@@ -65,14 +76,23 @@ def test_tensorboard_scalars_read_back_with_tensorboards_reader(source_run):
 
 @pytest.mark.parametrize("multi_level", [False, True])
 @pytest.mark.parametrize("loss", ["none", "entropy", "iw_entropy", "maxsquare", "iw_maxsquare", "hard"])
-def test_uda_runs_every_target_loss_without_reading_target_train_labels(synth, source_run, tmp_path, loss,
-                                                                         multi_level):
+def test_uda_runs_every_target_loss_without_reading_target_train_labels(
+    synth, source_run, tmp_path, loss, multi_level
+):
     blind = tmp_path / "target"
     shutil.copytree(synth / "target", blind)
     shutil.rmtree(blind / "gtFine" / "train")  # any read of a target-train label would now fail
-    cfg = tiny(synth, **{"stage": "uda", "data.target_root": str(blind), "loss.target": loss,
-                                "loss.threshold": 0.5, "model.multi_level": multi_level,
-                                "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    cfg = tiny(
+        synth,
+        **{
+            "stage": "uda",
+            "data.target_root": str(blind),
+            "loss.target": loss,
+            "loss.threshold": 0.5,
+            "model.multi_level": multi_level,
+            "model.weights": str(source_run / "checkpoints" / "last.pt"),
+        },
+    )
     record = train(cfg, tmp_path / "run")
     terms = {k for k in record if k.startswith("loss_")}
     expected = {"loss_source_ce"} | ({"loss_source_aux_ce", "loss_target_guidance"} if multi_level else set())
@@ -86,27 +106,41 @@ def test_same_config_gives_the_same_metrics(synth, tmp_path):
     cfg = tiny(synth, **{"optim.iterations": 2})
     train(cfg, tmp_path / "a"), train(cfg, tmp_path / "b")
     timing = ("elapsed_s", "time")
-    first, second = ([{k: v for k, v in r.items() if k not in timing} for r in read_metrics(tmp_path / run)]
-                     for run in "ab")
+    first, second = (
+        [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(tmp_path / run)]
+        for run in "ab"
+    )
     assert first == second
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])  # AdamW's moments must come back too
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run, tmp_path, optimizer):
-    overrides = {"stage": "uda", "loss.target": "iw_maxsquare", "model.multi_level": True, "eval.every": 3,
-                 "optim.optimizer": optimizer,
-                 "model.weights": str(source_run / "checkpoints" / "last.pt"), "optim.poly_horizon": 6}
+    overrides = {
+        "stage": "uda",
+        "loss.target": "iw_maxsquare",
+        "model.multi_level": True,
+        "eval.every": 3,
+        "optim.optimizer": optimizer,
+        "model.weights": str(source_run / "checkpoints" / "last.pt"),
+        "optim.poly_horizon": 6,
+    }
     train(tiny(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "straight")
     train(tiny(synth, **overrides, **{"optim.iterations": 3}), tmp_path / "split")
-    train(tiny(synth, **overrides, **{"optim.iterations": 6}), tmp_path / "split",
-          resume_from=tmp_path / "split" / "checkpoints" / "last.pt")
+    train(
+        tiny(synth, **overrides, **{"optim.iterations": 6}),
+        tmp_path / "split",
+        resume_from=tmp_path / "split" / "checkpoints" / "last.pt",
+    )
     straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
     split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=False)
     for key, value in straight["model"].items():
         assert torch.equal(value, split["model"][key]), key
     assert ("exp_avg" in next(iter(split["optimizer"]["state"].values()))) == (optimizer == "adamw")
     assert [r["iteration"] for r in read_metrics(tmp_path / "split")] == [3, 6]
-    assert read_metrics(tmp_path / "split")[-1]["oracle_miou"] == read_metrics(tmp_path / "straight")[-1]["oracle_miou"]
+    assert (
+        read_metrics(tmp_path / "split")[-1]["oracle_miou"]
+        == read_metrics(tmp_path / "straight")[-1]["oracle_miou"]
+    )
 
 
 def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run, tmp_path, monkeypatch):
@@ -126,8 +160,9 @@ def test_an_existing_run_is_never_overwritten(source_run, synth):
 
 
 @pytest.mark.parametrize("adabn", [False, True])
-def test_source_only_draws_no_target_batch_and_adabn_one_per_iteration(synth, source_run, tmp_path, monkeypatch,
-                                                                       adabn):
+def test_source_only_draws_no_target_batch_and_adabn_one_per_iteration(
+    synth, source_run, tmp_path, monkeypatch, adabn
+):
     """`source_only` sees no target data in training; `adabn` forwards every target batch (without a loss)."""
     seen = []
     build = msl.trainer.build_run_data
@@ -149,8 +184,15 @@ def test_source_only_draws_no_target_batch_and_adabn_one_per_iteration(synth, so
         return data
 
     monkeypatch.setattr(msl.trainer, "build_run_data", counting)
-    cfg = tiny(synth, **{"stage": "uda", "loss.target": "none", "loss.adabn": adabn,
-                         "model.weights": str(source_run / "checkpoints" / "last.pt")})
+    cfg = tiny(
+        synth,
+        **{
+            "stage": "uda",
+            "loss.target": "none",
+            "loss.adabn": adabn,
+            "model.weights": str(source_run / "checkpoints" / "last.pt"),
+        },
+    )
     train(cfg, tmp_path / "run")
     assert sum(isinstance(key, tuple) for key in seen) == (4 * 2 if adabn else 0)  # 4 iterations x batch 2
 
@@ -160,10 +202,19 @@ def test_adabn_changes_batch_norm_statistics_only(synth, source_run, tmp_path):
     leaves every trained weight as source-only training makes it and moves only the running statistics."""
     states = {}
     for adabn in (False, True):
-        cfg = tiny(synth, **{"stage": "uda", "loss.target": "none", "loss.adabn": adabn,
-                             "model.weights": str(source_run / "checkpoints" / "last.pt")})
+        cfg = tiny(
+            synth,
+            **{
+                "stage": "uda",
+                "loss.target": "none",
+                "loss.adabn": adabn,
+                "model.weights": str(source_run / "checkpoints" / "last.pt"),
+            },
+        )
         train(cfg, tmp_path / f"adabn{adabn}")
-        states[adabn] = torch.load(tmp_path / f"adabn{adabn}" / "checkpoints" / "last.pt", weights_only=False)["model"]
+        states[adabn] = torch.load(
+            tmp_path / f"adabn{adabn}" / "checkpoints" / "last.pt", weights_only=False
+        )["model"]
     running = [key for key in states[False] if key.endswith(("running_mean", "running_var"))]
     assert running and all(not torch.equal(states[False][key], states[True][key]) for key in running)
     others = [key for key in states[False] if key not in running and not key.endswith("num_batches_tracked")]

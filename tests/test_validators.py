@@ -26,7 +26,11 @@ def naive_snd(probs: np.ndarray, tau: float = 0.05) -> float:
     features = [p / math.sqrt(sum(v * v for v in p)) for p in probs]
     total = 0.0
     for i in range(n):
-        scores = [sum(a * b for a, b in zip(features[i], features[j], strict=True)) / tau for j in range(n) if j != i]
+        scores = [
+            sum(a * b for a, b in zip(features[i], features[j], strict=True)) / tau
+            for j in range(n)
+            if j != i
+        ]
         top = max(scores)
         weights = [math.exp(s - top) for s in scores]
         q = [w / sum(weights) for w in weights]
@@ -41,28 +45,41 @@ def naive_bnm(probs: np.ndarray) -> float:
 
 def naive_validators(maps: np.ndarray) -> dict[str, float]:
     """entropy, IM and max-square by loops over the pixels of (B, C, H, W) softmax maps."""
-    pixels = [maps[b, :, y, x] for b in range(maps.shape[0]) for y in range(maps.shape[2]) for x in range(maps.shape[3])]
+    pixels = [
+        maps[b, :, y, x]
+        for b in range(maps.shape[0])
+        for y in range(maps.shape[2])
+        for x in range(maps.shape[3])
+    ]
     entropy = [-sum(p * math.log(p) for p in pixel if p > 0) for pixel in pixels]
     mean = [sum(pixel[c] for pixel in pixels) / len(pixels) for c in range(maps.shape[1])]
-    return {"target_entropy": sum(entropy) / len(pixels),
-            "target_im": sum(entropy) / len(pixels) + sum(m * math.log(m) for m in mean if m > 0),
-            "target_max_square": sum(sum(p * p for p in pixel) for pixel in pixels) / len(pixels),
-            "target_bnm": naive_bnm(np.array(pixels))}
+    return {
+        "target_entropy": sum(entropy) / len(pixels),
+        "target_im": sum(entropy) / len(pixels) + sum(m * math.log(m) for m in mean if m > 0),
+        "target_max_square": sum(sum(p * p for p in pixel) for pixel in pixels) / len(pixels),
+        "target_bnm": naive_bnm(np.array(pixels)),
+    }
 
 
 def softmax_maps(shape, seed: int, sharpness: float = 3.0) -> torch.Tensor:
-    logits = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sharpness
+    logits = (
+        torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * sharpness
+    )
     return logits.softmax(dim=1).float()  # (B, C, H, W)
 
 
 def test_snd_matches_the_naive_loop():
     probs = softmax_maps((12, 5), seed=0)  # (N, C)
-    assert soft_neighbourhood_density(probs).item() == pytest.approx(naive_snd(probs.double().numpy()), rel=1e-9)
+    assert soft_neighbourhood_density(probs).item() == pytest.approx(
+        naive_snd(probs.double().numpy()), rel=1e-9
+    )
 
 
 def test_bnm_from_the_gram_matrix_matches_the_svd():
     probs = softmax_maps((40, 6), seed=1).double()  # (N, C)
-    assert batch_nuclear_norm(probs.T @ probs, len(probs)).item() == pytest.approx(naive_bnm(probs.numpy()), rel=1e-9)
+    assert batch_nuclear_norm(probs.T @ probs, len(probs)).item() == pytest.approx(
+        naive_bnm(probs.numpy()), rel=1e-9
+    )
 
 
 def test_accumulated_validators_match_naive_loops_over_batches():
@@ -74,7 +91,9 @@ def test_accumulated_validators_match_naive_loops_over_batches():
     assert list(values) == list(VALIDATORS)
     for name, expected in naive_validators(maps.double().numpy()).items():
         assert values[name] == pytest.approx(expected, rel=1e-6), name
-    every_pixel = maps.double().permute(0, 2, 3, 1).reshape(-1, 4).numpy()  # SND's sample order does not matter
+    every_pixel = (
+        maps.double().permute(0, 2, 3, 1).reshape(-1, 4).numpy()
+    )  # SND's sample order does not matter
     assert values["target_snd"] == pytest.approx(naive_snd(every_pixel), rel=1e-6)
 
 
@@ -138,7 +157,9 @@ def test_label_free_validators_run_a_model_over_batches():
             return logits, logits
 
     images = torch.randn(4, 3, 4, 4, generator=torch.Generator().manual_seed(5))
-    result = label_free_validators(Fixed(), [images[:2], images[2:]], torch.device("cpu"), num_images=4, bf16=False)
+    result = label_free_validators(
+        Fixed(), [images[:2], images[2:]], torch.device("cpu"), num_images=4, bf16=False
+    )
     probs = torch.cat([images[:, :1], -images[:, :1]], dim=1).softmax(dim=1)
     expected = naive_validators(probs.double().numpy())
     assert result.compute()["target_bnm"] == pytest.approx(expected["target_bnm"], rel=1e-6)

@@ -30,7 +30,9 @@ def _torch_rng_seeded(seed: int | None) -> Iterator[None]:
         yield
         return
     state = torch.get_rng_state()
-    torch.default_generator.manual_seed(seed)  # not torch.manual_seed: that also seeds accelerators, 40x slower
+    torch.default_generator.manual_seed(
+        seed
+    )  # not torch.manual_seed: that also seeds accelerators, 40x slower
     try:
         yield
     finally:

@@ -37,7 +37,9 @@ def read_rgb(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)  # (N,) the file's bytes
     if _is_truncated_jpeg(data):
         raise DatasetError(f"cannot decode image (truncated JPEG: no end-of-image marker): {path}")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None  # (H, W, 3)
+    bgr = (
+        cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    )  # (H, W, 3)
     if bgr is None:
         raise DatasetError(f"cannot decode image (truncated or not an image): {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -107,7 +107,13 @@ def batch_stream(
     incomplete last batch is dropped.
     """
     loader = build_loader(
-        dataset, batch_size, shuffle=True, seed=seed, num_workers=num_workers, drop_last=True, pin_memory=pin_memory
+        dataset,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=num_workers,
+        drop_last=True,
+        pin_memory=pin_memory,
     )
     batches_per_epoch = len(dataset) // batch_size
     if batches_per_epoch == 0:

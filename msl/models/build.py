@@ -24,7 +24,9 @@ def build_model(arch: str, num_classes: int, aspp_branches: int = 2, freeze_bn: 
     "single-level" training just ignores the aux output.
     """
     if arch in DEEPLAB_ARCHS:
-        return DeepLabMulti(DEEPLAB_ARCHS[arch], num_classes, aspp_branches=aspp_branches, freeze_bn=freeze_bn)
+        return DeepLabMulti(
+            DEEPLAB_ARCHS[arch], num_classes, aspp_branches=aspp_branches, freeze_bn=freeze_bn
+        )
     if arch in SMALL_ARCHS:
         return SmallSegNet(SMALL_ARCHS[arch], num_classes, freeze_bn=freeze_bn)
     raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCH_NAMES)}")

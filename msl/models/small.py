@@ -39,7 +39,9 @@ class SmallSpec:
     """Shape of a `SmallSegNet`: normalisation, and whether the main head predicts at 1/4 through the decoder."""
 
     norm: str = "group"  # group | batch
-    decoder: bool = True  # False: the main head reads the 1/8 context features directly (an 8x16 grid at 64x128)
+    decoder: bool = (
+        True  # False: the main head reads the 1/8 context features directly (an 8x16 grid at 64x128)
+    )
     width: int = 32
 
 
@@ -47,11 +49,17 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.GroupNorm(8, channels) if kind == "group" else nn.BatchNorm2d(channels)
 
 
-def _conv(in_channels: int, out_channels: int, norm: str, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def _conv(
+    in_channels: int, out_channels: int, norm: str, stride: int = 1, dilation: int = 1
+) -> nn.Sequential:
     """conv3x3 (no bias) -> norm -> ReLU."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-        _norm(norm, out_channels), nn.ReLU(inplace=True))
+        nn.Conv2d(
+            in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation, bias=False
+        ),
+        _norm(norm, out_channels),
+        nn.ReLU(inplace=True),
+    )
 
 
 class _DilatedResidual(nn.Module):
@@ -60,8 +68,11 @@ class _DilatedResidual(nn.Module):
     def __init__(self, channels: int, dilations: tuple[int, ...], norm: str):
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=d, dilation=d, bias=False), _norm(norm, channels))
-            for d in dilations)
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=d, dilation=d, bias=False), _norm(norm, channels)
+            )
+            for d in dilations
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, C, h, w)
         for conv in self.convs:
@@ -85,7 +96,9 @@ class SmallSegNet(TwoHeadNet):
         self.context2 = _DilatedResidual(2 * w, (4, 8), norm)
         self.decoder = None
         if spec.decoder:
-            self.reduce = nn.Sequential(nn.Conv2d(2 * w, w, 1, bias=False), _norm(norm, w), nn.ReLU(inplace=True))
+            self.reduce = nn.Sequential(
+                nn.Conv2d(2 * w, w, 1, bias=False), _norm(norm, w), nn.ReLU(inplace=True)
+            )
             self.decoder = _conv(2 * w, w, norm)
         self.aux_head = nn.Conv2d(2 * w, num_classes, 1)
         self.main_head = nn.Conv2d(w if spec.decoder else 2 * w, num_classes, 1)
@@ -102,7 +115,8 @@ class SmallSegNet(TwoHeadNet):
         aux_features = self.context1(self.down2(skip))  # (B, 2w, H/8, W/8)
         features = self.context2(aux_features)  # (B, 2w, H/8, W/8)
         if self.decoder is not None:
-            upsampled = F.interpolate(self.reduce(features), size=skip.shape[-2:], mode="bilinear",
-                                      align_corners=False)  # (B, w, H/4, W/4)
+            upsampled = F.interpolate(
+                self.reduce(features), size=skip.shape[-2:], mode="bilinear", align_corners=False
+            )  # (B, w, H/4, W/4)
             features = self.decoder(torch.cat([upsampled, skip], dim=1))  # (B, w, H/4, W/4)
         return self.main_head(features), self.aux_head(aux_features)
