@@ -7,6 +7,7 @@
       <experiment>/
         plan.json                     the resolved experiment (see below)
         ray/                          Ray Tune's own experiment state (restore, resume)
+        optuna.journal                the Optuna study of an Optuna search (optuna-dashboard, optuna.load_study)
         trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run"}
@@ -43,6 +44,7 @@ PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 RUN_DIR = "run"
+OPTUNA_JOURNAL = "optuna.journal"
 METRICS_FILE = "metrics.jsonl"
 TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
 FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed

@@ -33,6 +33,7 @@ from scipy import stats
 
 from msl.config import METRIC_MODES
 from study import plots
+from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES
 from study.results import (
     ExperimentResults,
@@ -689,6 +690,33 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         report.table(name, numbers, shown.rename_axis(key).reset_index().astype(str))
         figure = plots.sensitivity(points, column, colors, log=log, xlabel=key, title=f"{exp.name}: {key}")
         report.figure(name, figure, f"target mIoU against {key}")
+    _importances(report, exp, selection)
+
+
+def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    table = importances(exp, selection.picks, selection.mode)
+    if table.empty:
+        report.add(
+            f"Importances (Optuna's fANOVA and PED-ANOVA) need two or more varied parameters and {MIN_TRIALS} "
+            "or more finished trials of one variant and seed; this experiment has fewer."
+        )
+        return
+    report.add(
+        f"**Importance** of each searched parameter for the objective ({selection.metric}, at each trial's "
+        "selected checkpoint), by Optuna's evaluators, normalised to sum to 1 per variant, seed and evaluator; "
+        "computed per seed over the finished trials (stopped ones left out), mean ± standard deviation over "
+        "seeds."
+    )
+    shown = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="mean", sort=False)
+    spread = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="std", sort=False)
+    for evaluator in shown.columns:
+        shown[evaluator] = [
+            plain(mean) if _missing(std) else f"{plain(mean)} ± {plain(std)}"
+            for mean, std in zip(shown[evaluator], spread[evaluator], strict=True)
+        ]
+    counts = table.groupby(["variant", "parameter"], sort=False)[["seeds", "trials"]].first()
+    shown = shown.join(counts).reset_index()
+    report.table(f"importance_{slug(exp.name)}", table, shown.astype(str))
 
 
 def _levels(values: pd.Series, log: bool) -> pd.Series:

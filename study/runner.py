@@ -416,12 +416,18 @@ def _scheduler(experiment: Experiment, iterations: int):
     return None
 
 
-def _searcher(experiment: Experiment):
+def _searcher(experiment: Experiment, study_dir: Path):
+    """Optuna's TPE, its study stored in a journal file of the experiment (no server): `optuna-dashboard` and
+    `optuna.load_study(study_name=<experiment>, storage=JournalStorage(JournalFileBackend(path)))` read it."""
     if experiment.search["algorithm"] != "optuna":
         return None
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(seed=experiment.search["seed"])
+    journal = layout.experiment_dir(study_dir, experiment.name) / layout.OPTUNA_JOURNAL
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    return OptunaSearch(seed=experiment.search["seed"], storage=storage, study_name=experiment.name)
 
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
@@ -561,7 +567,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 metric=experiment.metric,
                 mode=experiment.mode,
                 scheduler=_scheduler(experiment, iterations),
-                search_alg=_searcher(experiment),
+                search_alg=_searcher(experiment, study_dir),
                 num_samples=experiment.search["num_samples"],
                 max_concurrent_trials=experiment.max_concurrent,
                 trial_name_creator=_trial_name,

@@ -1,0 +1,99 @@
+"""Hyperparameter importance of an experiment's searched parameters, computed by Optuna.
+
+Optuna's evaluators (fANOVA and PED-ANOVA) read a study's trials. Whatever searched the space (grid, random,
+Optuna), the finished trials of one variant and one seed are put into an in-memory Optuna study, each with its
+parameters and the value its objective selects (the label-free metric at its selected checkpoint, as in section
+1 of the report). With several seeds the importances are computed per seed and reported as mean and spread, so
+that a parameter that only explains seed noise shows a wide spread. Trials the scheduler stopped early are left
+out: their value at an earlier iteration is not comparable with a finished trial's.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from study.results import ExperimentResults, param_column
+
+EVALUATORS = ("fANOVA", "PED-ANOVA")
+MIN_TRIALS = 4  # fewer finished trials per (variant, seed) than this: no importance is computed
+
+
+def _evaluator(name: str, seed: int):
+    if name == "fANOVA":
+        return optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+def _distribution(values: pd.Series, spec: dict) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a searched key, from its spec in plan.json and the values the trials had."""
+    for kind in ("uniform", "loguniform", "quniform", "randint"):
+        if kind in spec:
+            low, high = spec[kind][:2]
+            if kind == "randint":
+                return optuna.distributions.IntDistribution(int(low), int(high) - 1)
+            return optuna.distributions.FloatDistribution(float(low), float(high), log=kind == "loguniform")
+    choices = sorted(values.unique().tolist(), key=lambda value: (str(type(value)), value))
+    return optuna.distributions.CategoricalDistribution(choices)  # a grid, a choice, a per-variant grid
+
+
+def _study(trials: pd.DataFrame, keys: list[str], specs: dict, mode: str) -> optuna.Study:
+    distributions = {key: _distribution(trials[param_column(key)], specs[key]) for key in keys}
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for row in trials.to_dict("records"):
+        params = {key: _python(row[param_column(key)]) for key in keys}
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=distributions, value=row["objective"])
+        )
+    return study
+
+
+def _python(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def importances(exp: ExperimentResults, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """One row per (variant, parameter, evaluator): `mean` and `std` of the importance over seeds, `seeds` (how
+    many seeds had enough trials), `trials` (finished trials per seed, summed). `picks` is `Selection.picks`.
+    Empty when no variant searched two or more parameters over at least MIN_TRIALS finished trials of a seed."""
+    finished = picks[(picks["status"] == "finished") & picks["objective"].notna()]
+    finished = finished.merge(exp.trials[["trial_name", *map(param_column, exp.searched)]], on="trial_name")
+    rows = []
+    for (variant, seed), trials in finished.groupby(["variant", "seed"], sort=True):
+        keys = [key for key in exp.searched if trials[param_column(key)].nunique(dropna=True) > 1]
+        if len(keys) < 2 or len(trials) < MIN_TRIALS:  # one parameter explains everything by definition
+            continue
+        keys = [key for key in keys if trials[param_column(key)].notna().all()]
+        study = _study(trials, keys, exp.plan["searched"], mode)
+        for name in EVALUATORS:
+            with warnings.catch_warnings():  # PED-ANOVA warns when few trials fall in its top quantile
+                warnings.simplefilter("ignore")
+                values = optuna.importance.get_param_importances(
+                    study, evaluator=_evaluator(name, int(seed)), normalize=True
+                )
+            for key in keys:
+                rows.append(
+                    {
+                        "variant": variant,
+                        "parameter": key,
+                        "evaluator": name,
+                        "seed": seed,
+                        "importance": values.get(key, math.nan),
+                        "trials": len(trials),
+                    }
+                )
+    frame = pd.DataFrame(rows, columns=["variant", "parameter", "evaluator", "seed", "importance", "trials"])
+    return (
+        frame.groupby(["variant", "parameter", "evaluator"], sort=False)
+        .agg(
+            mean=("importance", "mean"),
+            std=("importance", lambda values: np.std(values, ddof=1) if len(values) > 1 else math.nan),
+            seeds=("seed", "nunique"),
+            trials=("trials", "sum"),
+        )
+        .reset_index()
+    )

@@ -1,0 +1,76 @@
+"""Hyperparameter importances (study/importance.py): Optuna's evaluators over the trials' selected objectives."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+
+from study.importance import MIN_TRIALS, importances
+from study.results import ExperimentResults, param_column
+
+SEARCHED = {"loss.lambda_target": {"loguniform": [0.1, 10.0]}, "optim.lr": {"uniform": [0.001, 0.01]}}
+LAM, LR = map(param_column, SEARCHED)
+
+
+def _experiment(seeds: list[int], trials_per_seed: int, objective) -> tuple[ExperimentResults, pd.DataFrame]:
+    """Trials whose objective is `objective(lambda, lr, seed)`; `picks` as `report.select` makes them."""
+    rng = np.random.default_rng(0)
+    trials, picks = [], []
+    for seed in seeds:
+        for index in range(trials_per_seed):
+            name = f"iw_s{seed}_{index}"
+            lam, lr = 10 ** rng.uniform(-1, 1), rng.uniform(0.001, 0.01)
+            trials.append({"trial_name": name, LAM: lam, LR: lr})
+            status = "stopped" if index == 0 else "finished"
+            value = objective(lam, lr, seed)
+            picks.append(
+                {"trial_name": name, "variant": "iw", "seed": seed, "status": status, "objective": value}
+            )
+    plan = {"searched": SEARCHED}
+    return ExperimentResults("sweep", plan, pd.DataFrame(trials), pd.DataFrame()), pd.DataFrame(picks)
+
+
+def test_fanova_gives_the_parameter_the_objective_depends_on_nearly_all_importance():
+    exp, picks = _experiment([0, 1, 2], 20, lambda lam, lr, seed: -((np.log10(lam) - 0.3) ** 2))
+    table = importances(exp, picks, mode="max").set_index(["parameter", "evaluator"])
+    assert table.loc[("loss.lambda_target", "fANOVA"), "mean"] > 0.9
+    assert table.loc[("optim.lr", "fANOVA"), "mean"] < 0.1
+    assert (
+        table.loc[("loss.lambda_target", "PED-ANOVA"), "mean"] > table.loc[("optim.lr", "PED-ANOVA"), "mean"]
+    )
+    assert (table["seeds"] == 3).all() and (
+        table["trials"] == 3 * 19
+    ).all()  # the stopped trials are left out
+    assert np.isfinite(table["std"]).all()
+
+
+def test_each_seed_is_the_study_optuna_itself_would_evaluate():
+    exp, picks = _experiment([4], 12, lambda lam, lr, seed: lam * 1000 * lr + lam)
+    table = importances(exp, picks, mode="min").set_index(["parameter", "evaluator"])
+    finished = picks[picks["status"] == "finished"].merge(exp.trials, on="trial_name")
+    study = optuna.create_study(direction="minimize")
+    distributions = {
+        "loss.lambda_target": optuna.distributions.FloatDistribution(0.1, 10.0, log=True),
+        "optim.lr": optuna.distributions.FloatDistribution(0.001, 0.01),
+    }
+    for row in finished.to_dict("records"):
+        params = {"loss.lambda_target": row[LAM], "optim.lr": row[LR]}
+        study.add_trial(
+            optuna.trial.create_trial(params=params, distributions=distributions, value=row["objective"])
+        )
+    expected = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=4)
+    )
+    for key, value in expected.items():
+        assert table.loc[(key, "fANOVA"), "mean"] == pytest.approx(value)
+    assert table["std"].isna().all()  # one seed: no spread
+
+
+def test_too_few_trials_or_one_parameter_give_no_importance():
+    exp, picks = _experiment([0], MIN_TRIALS, lambda lam, lr, seed: lam)  # one trial of them was stopped
+    assert importances(exp, picks, mode="max").empty
+    exp, picks = _experiment([0], 10, lambda lam, lr, seed: lam)
+    exp.trials[LR] = 0.005  # searched, but every trial had the same value: only one parameter varies
+    assert importances(exp, picks, mode="max").empty
