@@ -1,4 +1,5 @@
-"""Hyperparameter importances (study/importance.py): Optuna's evaluators over the trials' selected objectives."""
+"""Hyperparameter importances (study/importance.py): Optuna's evaluators over the trials' selected
+objectives."""
 
 from __future__ import annotations
 
@@ -74,3 +75,50 @@ def test_too_few_trials_or_one_parameter_give_no_importance():
     exp, picks = _experiment([0], 10, lambda lam, lr, seed: lam)
     exp.trials[LR] = 0.005  # searched, but every trial had the same value: only one parameter varies
     assert importances(exp, picks, mode="max").empty
+
+
+def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path):
+    from study import layout
+    from study.report import build_report
+    from tests.test_report import _finished, _plan, _record, _write_trial
+
+    study = tmp_path / "study"
+    layout.write_json(study / layout.STUDY_FILE, {"name": "imp", "experiments": ["sweep"]})
+    plan = _plan(
+        "sweep",
+        metric="target_max_square",
+        mode="max",
+        variants=["maxsquare"],
+        seeds=[0, 1],
+        searched=SEARCHED,
+        scheduler="fifo",
+        num_trials=20,
+    )
+    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
+    rng = np.random.default_rng(1)
+    for seed in (0, 1):
+        for index in range(10):
+            lam, lr = float(10 ** rng.uniform(-1, 1)), float(rng.uniform(0.001, 0.01))
+            records = [_record(it, 0.4, 0.5, max_square=lam / 10 + seed) for it in (10, 20, 30)]
+            params = {"loss": {"lambda_target": lam}, "optim": {"lr": lr}}
+            name = f"maxsquare_s{seed}_{index}"
+            _write_trial(
+                study,
+                "sweep",
+                name,
+                variant="maxsquare",
+                seed=seed,
+                params=params,
+                status=_finished(),
+                records=records,
+            )
+    build_report(study, tmp_path / "report")
+    table = pd.read_csv(tmp_path / "report" / "tables" / "importance_sweep.csv").set_index(
+        ["parameter", "evaluator"]
+    )
+    for evaluator in ("fANOVA", "PED-ANOVA"):  # the objective depends on lambda only
+        assert (
+            table.loc[("loss.lambda_target", evaluator), "mean"] > table.loc[("optim.lr", evaluator), "mean"]
+        )
+    assert (table["seeds"] == 2).all() and (table["trials"] == 20).all()
+    assert "**Importance** of each searched parameter" in (tmp_path / "report" / "report.md").read_text()

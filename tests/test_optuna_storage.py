@@ -1,7 +1,7 @@
 """An Optuna search keeps its Optuna study in a journal file of the experiment (study/runner.py:_searcher).
 
-Driven through Ray's OptunaSearch as Tune drives it (suggest, report completion, save and restore its state for
-a resumed study), without starting Ray; the journal is then read back with Optuna's own `load_study`, as
+Driven through Ray's OptunaSearch as Tune drives it (suggest, report completion, save and restore its state
+for a resumed study), without starting Ray; the journal is then read back with Optuna's own `load_study`, as
 optuna-dashboard and `optuna.importance` read it.
 """
 
