@@ -35,6 +35,7 @@ from msl.config import METRIC_MODES
 from study import plots
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES
+from study.pruning import rung_audit
 from study.results import (
     ExperimentResults,
     StudyResults,
@@ -910,6 +911,7 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
     rungs.columns.name = None
     report.add("Trials by the last iteration they reached (a stopped trial's rung).")
     report.table(f"rungs_{slug(exp.name)}", rungs, rungs.astype(str))
+    _pruning_audit(report, exp, selection)
     curve = budget_curve(exp.evals, selection.metric, selection.mode)
     if curve.empty:
         return
@@ -925,6 +927,26 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
         plots.budget_curve(curve, selection.metric),
         "best result against cumulative trial-iterations",
     )
+
+
+def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
+    audit = rung_audit(exp, selection.picks, selection.metric, selection.mode)
+    if audit.empty:
+        return
+    report.add(
+        f"**Pruning audit.** At each iteration where trials were stopped: the Spearman correlation of the "
+        f"objective ({selection.metric}) there with the trials' final objective (their best checkpoint), over "
+        "the trials that ran to the end, and where the trial with the best final objective ranked there (1 = "
+        "best). A low correlation means the stopped trials may have held the winner; "
+        "`benchmarks/asha_vs_full.py` measures what pruning lost by running every trial to the end."
+    )
+    shown = audit.astype(object)
+    shown["spearman"] = [MISSING if _missing(value) else plain(value) for value in audit["spearman"]]
+    shown["pick's rank"] = [
+        MISSING if _missing(rank) else f"{rank:.0f} of {count}"
+        for rank, count in zip(audit["pick's rank"], audit["trials evaluated"], strict=True)
+    ]
+    report.table(f"pruning_audit_{slug(exp.name)}", audit, shown.astype(str))
 
 
 def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:

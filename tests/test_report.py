@@ -414,6 +414,14 @@ def test_pruning_budget_counts_trial_iterations_and_rungs(report):
     assert curve["best_objective"].iloc[-1] == pytest.approx(1 - 0.38)
     assert curve["pick_target"].iloc[-1] == pytest.approx(0.38)
     assert "budget_variants" not in tables  # FIFO: nothing pruned
+    # target_entropy = 1 - oracle: at iteration 10 sweep_0 .70, sweep_1 .67, sweep_2 .75 (stopped), sweep_3 .69;
+    # sweep_1 has the best final objective (.62); two finished trials are too few for a correlation.
+    audit = tables["pruning_audit_sweep"].set_index("rung")
+    assert (
+        list(audit.index) == [10] and audit.at[10, "trials evaluated"] == 4 and audit.at[10, "continued"] == 3
+    )
+    assert audit.at[10, "pick's rank"] == 1 and audit.at[10, "finished trials"] == 2
+    assert pd.isna(audit.at[10, "spearman"]) and "**Pruning audit.**" in markdown
 
 
 def test_learning_curves_average_seeds_per_iteration(report):
