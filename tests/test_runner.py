@@ -4,18 +4,18 @@ import pytest
 import yaml
 
 from msl.config import read_yaml
-from study.runner import check_resources, create_study, source_cpus
-from study.space import SpaceError, load_space
+from study.runner import check_resources, create_study, expand_paths, source_cpus
+from study.space import Resources, SpaceError, load_space
 
 
 @pytest.mark.parametrize(
     ("resources", "cluster_cpus", "count", "expected"),
     [
-        ({"cpu": 1, "gpu": 0}, 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
-        ({"cpu": 1, "gpu": 0}, 2.0, 2, 1),  # enough CPUs: what a trial asks for
-        ({"cpu": 4, "gpu": 0}, 64.0, 3, 4),
-        ({"cpu": 4, "gpu": 0.25}, 8.0, 3, 4),  # GPU models keep the trials' resources
-        ({"cpu": 1, "gpu": 0}, 2.0, 0, 1),
+        (Resources(cpu=1), 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
+        (Resources(cpu=1), 2.0, 2, 1),  # enough CPUs: what a trial asks for
+        (Resources(cpu=4), 64.0, 3, 4),
+        (Resources(cpu=4, gpu=0.25), 8.0, 3, 4),  # GPU models keep the trials' resources
+        (Resources(cpu=1), 2.0, 0, 1),
     ],
 )
 def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(
@@ -42,7 +42,7 @@ def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch)
         tmp_path,
         set={"data.source_root": "${MSL_TEST_ROOT}/gta5", "data.target_root": "${MSL_TEST_ROOT}/cityscapes"},
     )
-    study = create_study(path, storage=tmp_path / "studies")
+    study = create_study(expand_paths(load_space(path)), storage=tmp_path / "studies")
     source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
     assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
     assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
@@ -53,13 +53,13 @@ def test_an_unset_variable_in_a_path_a_run_reads_names_the_key(tmp_path, monkeyp
     with pytest.raises(
         SpaceError, match=r"source stage: data.source_root: path '\$\{MSL_TEST_UNSET\}/source' uses"
     ):
-        create_study(_space_file(tmp_path, set={"data.target_root": "/data/cityscapes"}), storage=tmp_path)
+        expand_paths(load_space(_space_file(tmp_path, set={"data.target_root": "/data/cityscapes"})))
 
 
 def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
     with pytest.raises(ValueError, match="--name: '../escaped' is not allowed as a name"):
         create_study(
-            _space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}),
+            load_space(_space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"})),
             name="../escaped",
             storage=tmp_path / "studies",
         )

@@ -185,7 +185,7 @@ def _tune_then_confirm(tmp_path, confirm: dict, confirm_seeds: list[int], **tune
 def test_a_confirmation_runs_on_fresh_seeds_with_the_earlier_experiments_configurations(tmp_path):
     space = load_space(_tune_then_confirm(tmp_path, {"from": "tune"}, [1, 2]))
     tune, confirm = space.experiments
-    assert (tune.confirm_from, confirm.confirm_from) == (None, "tune")
+    assert (tune.confirm, confirm.confirm) == (None, "tune")
     assert confirm.num_trials() == 2 * 2 and not confirm.params
     assert "confirms the configurations that 'tune' selects, on fresh seeds" in describe_plan(space)
 
@@ -256,7 +256,7 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
         )
     )
     (experiment,) = space.experiments
-    assert experiment.variants["maxsquare"] == {
+    assert experiment.variants["maxsquare"].set == {
         "loss.target": "maxsquare",
         "model.multi_level": False,
         "loss.iw_ratio": 0.3,
