@@ -211,10 +211,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin is dict:
-        key_type, value_type = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {_convert(key_type, k, path): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
+        return _convert_mapping(tp, value, path)
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -245,6 +242,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported annotation {tp!r}")
+
+
+def _convert_mapping(tp: Any, value: Any, path: str) -> dict:
+    key_type, value_type = typing.get_args(tp)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+    return {_convert(key_type, k, path): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
 
 
 def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
