@@ -9,20 +9,23 @@ fails before any work starts, with the key's dotted path, the value and what is 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from msl.io import write_text_atomic
 from msl.losses import TARGET_LOSS_NAMES
 
+T = TypeVar("T")
 DATASETS = ("gta5", "synthia", "cityscapes", "crosscity")
 OPTIMIZERS = ("sgd", "adamw")
 # Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
@@ -44,7 +47,7 @@ class ConfigError(ValueError):
     """A configuration value or key that is not allowed; the message names its dotted path."""
 
 
-def _spec(
+def spec(
     default: Any,
     *,
     choices: tuple | None = None,
@@ -53,11 +56,13 @@ def _spec(
     le: float | None = None,
     lt: float | None = None,
     length: int | None = None,
+    parse: typing.Callable[[Any, str], Any] | None = None,
 ) -> Any:
-    """A dataclass field with the constraints `_check_value` enforces."""
-    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "length": length}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    """A dataclass field with the constraints `_check_value` enforces. `parse(value, dotted_path)`, if given,
+    converts the raw value instead of the annotation (for a value with more than one form)."""
+    meta = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "length": length, "parse": parse}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -65,25 +70,25 @@ def _spec(
 class DataConfig:
     """Which datasets, where they live on disk, and how images are prepared. Sizes are [width, height]."""
 
-    source: str = _spec("gta5", choices=DATASETS)
+    source: str = spec("gta5", choices=DATASETS)
     source_root: str = ""
     source_train_split: str = "train"
     source_val_split: str = "val"
-    source_size: list[int] = _spec([1280, 720], length=2, gt=0)
-    target: str = _spec("cityscapes", choices=DATASETS)
+    source_size: list[int] = spec([1280, 720], length=2, gt=0)
+    target: str = spec("cityscapes", choices=DATASETS)
     target_root: str = ""
     target_city: str | None = None  # NTHU CrossCity city: Rome, Rio, Tokyo or Taipei
     target_train_split: str = "train"
     target_val_split: str = "val"
-    target_size: list[int] = _spec([1024, 512], length=2, gt=0)
-    num_classes: int = _spec(19, choices=(19, 16, 13))
-    batch_size: int = _spec(1, ge=1)
-    num_workers: int = _spec(4, ge=0)
+    target_size: list[int] = spec([1024, 512], length=2, gt=0)
+    num_classes: int = spec(19, choices=(19, 16, 13))
+    batch_size: int = spec(1, ge=1)
+    num_workers: int = spec(4, ge=0)
     flip: bool = True
     blur: bool = True
-    random_scale: list[float] | None = _spec(None, length=2, gt=0)  # e.g. [0.5, 2.0]; off in the reference
-    random_crop: list[int] | None = _spec(None, length=2, gt=0)  # [width, height]; off in the reference
-    normalization: str = _spec("auto", choices=("auto", "bgr_mean", "imagenet"))  # auto: follows the weights
+    random_scale: list[float] | None = spec(None, length=2, gt=0)  # e.g. [0.5, 2.0]; off in the reference
+    random_crop: list[int] | None = spec(None, length=2, gt=0)  # [width, height]; off in the reference
+    normalization: str = spec("auto", choices=("auto", "bgr_mean", "imagenet"))  # auto: follows the weights
     full_res_eval_labels: bool = True  # False: labels resized to the input size, as the reference evaluates
 
 
@@ -91,7 +96,7 @@ class DataConfig:
 class ModelConfig:
     arch: str = "deeplabv2_resnet101"
     multi_level: bool = False  # train the aux head too (CE on source, self-produced guidance on target)
-    aspp_branches: int = _spec(2, choices=(2, 4))  # 2 reproduces the reference's early-returning classifier
+    aspp_branches: int = spec(2, choices=(2, 4))  # 2 reproduces the reference's early-returning classifier
     weights: str | None = None  # DeepLab ImageNet init, torchvision ImageNet weights or an msl checkpoint
     freeze_bn: bool = False
 
@@ -100,14 +105,14 @@ class ModelConfig:
 class OptimConfig:
     # The paper's SGD, or AdamW, with which the synthetic benchmark's source stage trains its network from
     # scratch (msl/configs/synth.yaml).
-    optimizer: str = _spec("sgd", choices=OPTIMIZERS)
-    lr: float = _spec(2.5e-4, gt=0)
-    head_lr_mult: float = _spec(10.0, gt=0)
-    momentum: float = _spec(0.9, ge=0, lt=1)  # SGD's momentum; AdamW's beta1 (its beta2 is 0.999)
-    weight_decay: float = _spec(5e-4, ge=0)
-    poly_power: float = _spec(0.9, ge=0)
-    iterations: int = _spec(29750, ge=1)  # optimiser steps of this run (reference UDA: 10 epochs of 2975)
-    poly_horizon: int | None = _spec(29760, ge=1)  # iter_max of the poly schedule; None: `iterations`
+    optimizer: str = spec("sgd", choices=OPTIMIZERS)
+    lr: float = spec(2.5e-4, gt=0)
+    head_lr_mult: float = spec(10.0, gt=0)
+    momentum: float = spec(0.9, ge=0, lt=1)  # SGD's momentum; AdamW's beta1 (its beta2 is 0.999)
+    weight_decay: float = spec(5e-4, ge=0)
+    poly_power: float = spec(0.9, ge=0)
+    iterations: int = spec(29750, ge=1)  # optimiser steps of this run (reference UDA: 10 epochs of 2975)
+    poly_horizon: int | None = spec(29760, ge=1)  # iter_max of the poly schedule; None: `iterations`
     # SGD only: step each backbone parameter as often as the reference lists it in its SGD group (3-4 times;
     # msl.optim explains the arithmetic). Off: every parameter once, the nominal learning rate.
     reference_param_groups: bool = False
@@ -115,11 +120,11 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    target: str = _spec("maxsquare", choices=TARGET_LOSS_NAMES)
-    lambda_target: float = _spec(0.1, ge=0)
-    lambda_seg: float = _spec(0.1, ge=0)
-    iw_ratio: float = _spec(0.2, ge=0, le=1)
-    threshold: float = _spec(0.95, gt=0, lt=1)
+    target: str = spec("maxsquare", choices=TARGET_LOSS_NAMES)
+    lambda_target: float = spec(0.1, ge=0)
+    lambda_seg: float = spec(0.1, ge=0)
+    iw_ratio: float = spec(0.2, ge=0, le=1)
+    threshold: float = spec(0.95, gt=0, lt=1)
     # Only for target `none` without multi-level (no target term): forward each target batch in train mode, without
     # a loss, so that batch-norm statistics adapt to the target (AdaBN, Li et al. 2016). False: the UDA stage sees
     # no target data at all (source-only). Variants that train a target term forward the target batches anyway.
@@ -128,15 +133,15 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    every: int = _spec(2975, ge=1)  # iterations between evaluations; the last iteration always evaluates
-    max_images: int | None = _spec(None, ge=1)  # cap on val images per split (None: the whole split)
-    validator_images: int = _spec(100, ge=1)  # fixed subset of target-train images for label-free validators
+    every: int = spec(2975, ge=1)  # iterations between evaluations; the last iteration always evaluates
+    max_images: int | None = spec(None, ge=1)  # cap on val images per split (None: the whole split)
+    validator_images: int = spec(100, ge=1)  # fixed subset of target-train images for label-free validators
     # [width, height] of the float16 softmax maps of the validator images kept per evaluation for the study-level
     # validators (msl.probs_maps); None: none kept. Disk: images x classes x width x height x 2 bytes per
     # evaluation, e.g. 100 x 19 x 32 x 16 x 2 = 1.9 MB.
-    probs_size: list[int] | None = _spec([32, 16], length=2, gt=0)
+    probs_size: list[int] | None = spec([32, 16], length=2, gt=0)
     flip: bool = False  # flip test-time augmentation
-    logged_images: int = _spec(2, ge=0)  # images with predictions written to TensorBoard per eval
+    logged_images: int = spec(2, ge=0)  # images with predictions written to TensorBoard per eval
 
 
 @dataclass
@@ -144,8 +149,8 @@ class SelectionConfig:
     """Which reported metric picks the best checkpoint. Label-free by default: the target val labels are the
     test set, so selecting on them (`oracle_miou`) is an oracle the user must name explicitly."""
 
-    metric: str = _spec("source_val_miou", choices=tuple(METRIC_MODES))
-    mode: str | None = _spec(None, choices=("max", "min"))  # None: the metric's own direction
+    metric: str = spec("source_val_miou", choices=tuple(METRIC_MODES))
+    mode: str | None = spec(None, choices=("max", "min"))  # None: the metric's own direction
 
     @property
     def direction(self) -> str:
@@ -154,22 +159,22 @@ class SelectionConfig:
 
 @dataclass
 class RuntimeConfig:
-    device: str = _spec("auto", choices=("auto", "cpu", "cuda"))
-    seed: int = _spec(0, ge=0)
+    device: str = spec("auto", choices=("auto", "cpu", "cuda"))
+    seed: int = spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/uda_iteration.py)
     compile: bool = (
         False  # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
     )
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
-    threads: int | None = _spec(None, ge=1)  # CPU intra-op threads; None: torch's default
-    log_every: int = _spec(50, ge=1)  # iterations between reading losses back to the host
+    threads: int | None = spec(None, ge=1)  # CPU intra-op threads; None: torch's default
+    log_every: int = spec(50, ge=1)  # iterations between reading losses back to the host
     progress: bool = True
 
 
 @dataclass
 class TrainConfig:
-    stage: str = _spec("uda", choices=("source", "uda"))
+    stage: str = spec("uda", choices=("source", "uda"))
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -202,7 +207,11 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of {_describe(tp)} keys, got {value!r}")
-        return _build(tp, value, path + ".")
+        return build(tp, value, path + ".")
+    if tp is Any:
+        return value
+    if origin is dict:
+        return _convert_mapping(tp, value, path)
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -233,6 +242,13 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected a string, got {value!r}")
         return value
     raise TypeError(f"{path}: unsupported annotation {tp!r}")
+
+
+def _convert_mapping(tp: Any, value: Any, path: str) -> dict:
+    key_type, value_type = typing.get_args(tp)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+    return {_convert(key_type, k, path): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
 
 
 def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
@@ -266,13 +282,18 @@ def check_known_keys(
             raise error(f"{prefix}{key}: unknown key; {hint}valid keys here: {', '.join(known)}")
 
 
-def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+def build(cls: type[T], raw: typing.Mapping, prefix: str = "", **given: Any) -> T:
+    """The dataclass `cls` (typed fields made with `spec`) from a mapping of its keys, each converted to its
+    annotation and checked: ConfigError names the first wrong key by its dotted path (`prefix` + key). `given`
+    sets fields that are not keys of the mapping (e.g. a name the caller knows)."""
     hints = typing.get_type_hints(cls)
-    check_known_keys(raw, [f.name for f in dataclasses.fields(cls)], prefix)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
+    fields = [f for f in dataclasses.fields(cls) if f.name not in given]
+    check_known_keys(raw, [f.name for f in fields], prefix)
+    kwargs = dict(given)
+    for f in fields:
         if f.name in raw:
-            value = _convert(hints[f.name], raw[f.name], prefix + f.name)
+            parse = f.metadata.get("parse")
+            value = (parse or partial(_convert, hints[f.name]))(raw[f.name], prefix + f.name)
             _check_value(value, f.metadata, prefix + f.name)
             kwargs[f.name] = value
     return cls(**kwargs)
@@ -329,7 +350,7 @@ def load_config(
     """The checked TrainConfig from a YAML path or a mapping (None: the defaults), with overrides on top."""
     raw = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
     try:
-        return _build(TrainConfig, apply_overrides(raw, overrides))
+        return build(TrainConfig, apply_overrides(raw, overrides))
     except ConfigError as error:
         where = f"{source}: " if isinstance(source, (str, Path)) else ""
         raise ConfigError(f"{where}{error}") from None

@@ -17,11 +17,12 @@ def _run(args: argparse.Namespace) -> int:
     print(describe_plan(space))
     if args.dry_run:
         return 0
-    from study.runner import create_study, prepare_cluster, run_study_dir
+    from study.runner import create_study, expand_paths, prepare_cluster, run_study_dir
 
+    space = expand_paths(space)
     prepare_cluster(space, args.address)  # before the study directory exists: a refused run leaves none
-    study_dir = create_study(args.space, name=args.name, storage=args.storage)
-    run_study_dir(study_dir, address=args.address)
+    study_dir = create_study(space, name=args.name, storage=args.storage)
+    run_study_dir(study_dir, address=args.address, space=space)
     if args.report:
         from study.report import build_report
 

@@ -30,7 +30,10 @@ from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, train
 from study import layout
 from study.space import (
+    AshaScheduler,
     Experiment,
+    PbtScheduler,
+    Resources,
     Space,
     SpaceError,
     load_space,
@@ -47,7 +50,7 @@ def _log(message: str) -> None:
     print(f"[msl-study {datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
-def _expand_paths(space: Space) -> Space:
+def expand_paths(space: Space) -> Space:
     """The space with the path keys expanded wherever they are given (the base config, an experiment's or a
     variant's `set`, `source.set`), then checked in the configs the study runs: a `$VARIABLE` that is not set
     is an error only in a path that a run reads, not in a base value that `set` replaces."""
@@ -66,8 +69,10 @@ def _expand_paths(space: Space) -> Space:
     experiments = [
         dataclasses.replace(
             e,
-            overrides=expand_overrides(e.overrides),
-            variants={name: expand_overrides(v) for name, v in e.variants.items()},
+            set=expand_overrides(e.set),
+            variants={
+                name: dataclasses.replace(v, set=expand_overrides(v.set)) for name, v in e.variants.items()
+            },
         )
         for e in space.experiments
     ]
@@ -142,7 +147,7 @@ def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) 
     otherwise Tune would wait forever, and with `log_to_driver=False` without a word."""
     alive = [node["Resources"] for node in nodes if node.get("Alive")]
     for experiment in experiments:
-        wanted = {"CPU": experiment.resources["cpu"], "GPU": experiment.resources["gpu"]}
+        wanted = {"CPU": experiment.resources.cpu, "GPU": experiment.resources.gpu}
         if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
             continue
         have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
@@ -169,13 +174,13 @@ def _in_worker(cfg: TrainConfig, cpus: float) -> TrainConfig:
     return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, progress=False, threads=threads))
 
 
-def source_cpus(resources: dict[str, float], cluster_cpus: float, count: int) -> float:
+def source_cpus(resources: Resources, cluster_cpus: float, count: int) -> float:
     """CPUs each of `count` source models asks for. On CPUs only, the models share the cluster's CPUs so that
     all start at once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles); with GPUs they
     ask for what a trial asks for."""
-    if resources["gpu"] or count == 0:
-        return resources["cpu"]
-    return min(resources["cpu"], cluster_cpus / count)
+    if resources.gpu or count == 0:
+        return resources.cpu
+    return min(resources.cpu, cluster_cpus / count)
 
 
 def _source_is_complete(run_dir: Path, iterations: int) -> bool:
@@ -217,7 +222,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
     for key, (cfg, run_dir, experiment) in to_train.items():
         cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
         task = ray.remote(_train_source).options(
-            num_cpus=cpus, num_gpus=experiment.resources["gpu"], max_retries=experiment.retries
+            num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
         )
         _log(
             f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in {run_dir} "
@@ -259,7 +264,7 @@ def run_trial(
     run_dir = trial_dir / layout.RUN_DIR
     cfg = _in_worker(
         space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-        experiment.resources["cpu"],
+        experiment.resources.cpu,
     )
     layout.write_json(
         trial_dir / layout.TRIAL_FILE,
@@ -269,13 +274,13 @@ def run_trial(
             "variant": variant,
             "seed": seed,
             "params": params,
-            "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
+            "overrides": {**experiment.set, **experiment.variants[variant].set, **params},
             "source_run": str(Path(sources[seed]).parent.parent),
         },
     )
 
     resume_from = _resume_point(
-        run_dir, tune.get_checkpoint(), own_checkpoint_ok=experiment.scheduler["name"] != "pbt"
+        run_dir, tune.get_checkpoint(), own_checkpoint_ok=not isinstance(experiment.scheduler, PbtScheduler)
     )
     if resume_from is None and run_dir.exists():  # an attempt that failed before its first checkpoint
         run_dir.rename(trial_dir / f"run.failed-{datetime.now():%Y%m%d-%H%M%S}")
@@ -297,7 +302,8 @@ def run_trial(
 def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool) -> Path | None:
     """Where a (re)started trial continues: the checkpoint Tune hands over (a retry, a resumed study, a PBT
     exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
-    Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's)."""
+    Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's). Each
+    checkpoint's iteration is read without reading its weights (`mmap`)."""
     candidates = []
     if restored is not None:
         with restored.as_directory() as directory:
@@ -308,7 +314,7 @@ def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoin
     own = run_dir / "checkpoints" / "last.pt"
     if own_checkpoint_ok and own.is_file():
         candidates.append(own)
-    return max(candidates, key=lambda path: load_checkpoint(path)["iteration"], default=None)
+    return max(candidates, key=lambda path: load_checkpoint(path, mmap=True)["iteration"], default=None)
 
 
 def _non_finite(result: dict, metric: str) -> str | None:
@@ -325,11 +331,7 @@ class StudyCallback(tune.Callback):
 
     def __init__(self, study_dir: Path, experiment: Experiment, total_trials: int, iterations: int):
         self.study_dir, self.experiment = str(study_dir), experiment.name
-        self.metric, self.mode, self.scheduler = (
-            experiment.metric,
-            experiment.mode,
-            experiment.scheduler["name"],
-        )
+        self.metric, self.mode, self.scheduler = experiment.metric, experiment.mode, experiment.scheduler.name
         self.total, self.iterations = total_trials, iterations
         self.ended: dict[str, str] = {}
         self.started = time.time()
@@ -398,20 +400,20 @@ def _trial_name(trial) -> str:
 
 def _scheduler(experiment: Experiment, iterations: int):
     spec = experiment.scheduler
-    if spec["name"] == "asha":
+    if isinstance(spec, AshaScheduler):
         return tune.schedulers.ASHAScheduler(
             time_attr="iteration",
             max_t=iterations,
-            grace_period=spec.get("grace_period", 1),
-            reduction_factor=spec.get("reduction_factor", 4),
+            grace_period=spec.grace_period,
+            reduction_factor=spec.reduction_factor,
         )
-    if spec["name"] == "pbt":
+    if isinstance(spec, PbtScheduler):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration",
-            perturbation_interval=spec["perturbation_interval"],
-            hyperparam_mutations={k: _to_tune(v) for k, v in spec["mutations"].items()},
-            quantile_fraction=spec.get("quantile_fraction", 0.25),
-            synch=spec.get("synch", False),
+            perturbation_interval=spec.perturbation_interval,
+            hyperparam_mutations={k: _to_tune(v) for k, v in spec.mutations.items()},
+            quantile_fraction=spec.quantile_fraction,
+            synch=spec.synch,
         )
     return None
 
@@ -419,7 +421,7 @@ def _scheduler(experiment: Experiment, iterations: int):
 def _searcher(experiment: Experiment, study_dir: Path):
     """Optuna's TPE, its study stored in a journal file of the experiment (no server): `optuna-dashboard` and
     `optuna.load_study(study_name=<experiment>, storage=JournalStorage(JournalFileBackend(path)))` read it."""
-    if experiment.search["algorithm"] != "optuna":
+    if experiment.search.algorithm != "optuna":
         return None
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -427,12 +429,12 @@ def _searcher(experiment: Experiment, study_dir: Path):
 
     journal = layout.experiment_dir(study_dir, experiment.name) / layout.OPTUNA_JOURNAL
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    return OptunaSearch(seed=experiment.search["seed"], storage=storage, study_name=experiment.name)
+    return OptunaSearch(seed=experiment.search.seed, storage=storage, study_name=experiment.name)
 
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
     space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
-    if experiment.search["algorithm"] == "optuna":  # one variant, one seed (checked by the space)
+    if experiment.search.algorithm == "optuna":  # one variant, one seed (checked by the space)
         return {"variant": next(iter(experiment.variants)), "seed": experiment.seeds[0], **space}
     if experiment.variant_params:  # each variant with its own grid: one grid over (variant, its values) cases
         cases = [
@@ -453,8 +455,9 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
     """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment selected
     with its own objective, by the rule of the report (`study.report.select`: per trial the best checkpoint's
     objective, per variant the configuration with the best mean over seeds). Recorded in the plan, so that a
-    resumed study confirms the same configurations."""
-    if experiment.confirm_from is None:
+    resumed study confirms the same configurations. A variant the earlier experiment did not search (e.g.
+    source_only) has no entry: it runs with its fixed settings."""
+    if experiment.confirm is None:
         return {}
     plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
     if plan_file.is_file():
@@ -464,7 +467,7 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
     from study.report import select
     from study.results import load_study, param_column
 
-    tuned = load_study(study_dir).experiment(experiment.confirm_from)
+    tuned = load_study(study_dir).experiment(experiment.confirm)
     selection = select(tuned)
     configurations = {}
     for variant, config in selection.configs.items():
@@ -472,18 +475,20 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
             continue
         if config is None:
             raise RuntimeError(
-                f"experiment {experiment.name!r} confirms {experiment.confirm_from!r}, but no trial of "
+                f"experiment {experiment.name!r} confirms {experiment.confirm!r}, but no trial of "
                 f"variant {variant!r} there reported its objective {selection.metric!r}"
             )
         chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[
             0
         ]
-        configurations[variant] = {
+        configuration = {
             key: _plain(chosen[param_column(key)])
             for key in tuned.searched
-            if pd.notna(chosen[param_column(key)])
-        }  # a key this variant's trials had
-        _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm_from!r})")
+            if pd.notna(chosen[param_column(key)])  # a key this variant's trials had
+        }
+        if configuration:
+            configurations[variant] = configuration
+            _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r})")
     return configurations
 
 
@@ -503,17 +508,18 @@ def _trainable(
         sources=sources,
         confirmed=confirmed,
     )
-    return tune.with_resources(
-        trainable, {"cpu": experiment.resources["cpu"], "gpu": experiment.resources["gpu"]}
-    )
+    return tune.with_resources(trainable, dataclasses.asdict(experiment.resources))
 
 
 def _searched(experiment: Experiment) -> dict[str, dict]:
     """Every searched key with its spec; a variant's own grids as {"grid per variant": {variant: values}}."""
-    searched = dict(experiment.params)
-    for variant, own in experiment.variant_params.items():
-        for key, spec in own.items():
-            searched.setdefault(key, {"grid per variant": {}})["grid per variant"][variant] = spec["grid"]
+    searched: dict[str, dict] = {}
+    for variant in experiment.variants:
+        for key, spec in experiment.searched_params(variant).items():
+            if key in experiment.params:
+                searched[key] = spec
+            else:
+                searched.setdefault(key, {"grid per variant": {}})["grid per variant"][variant] = spec["grid"]
     return searched
 
 
@@ -530,21 +536,19 @@ def _write_plan(
             "metric": experiment.metric,
             "mode": experiment.mode,
             "oracle": experiment.oracle,
-            "variants": experiment.variants,
+            "variants": {name: variant.set for name, variant in experiment.variants.items()},
             "seeds": experiment.seeds,
             "searched": _searched(experiment),
-            "scheduler": experiment.scheduler,
-            "search": experiment.search,
-            "num_samples": experiment.search["num_samples"],
+            "scheduler": dataclasses.asdict(experiment.scheduler),
+            "search": dataclasses.asdict(experiment.search),
+            "num_samples": experiment.search.num_samples,
             "num_trials": experiment.num_trials(),
             "max_iterations": iterations,
             "eval_every": representative_config(space, experiment).eval.every,
             "benchmark": experiment.benchmark,
             "num_classes": cfg.data.num_classes,
             "class_names": metric_class_names(cfg.data.num_classes),
-            "confirm": {"from": experiment.confirm_from, "selected": confirmed}
-            if experiment.confirm_from
-            else None,
+            "confirm": {"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
         },
     )
 
@@ -568,7 +572,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 mode=experiment.mode,
                 scheduler=_scheduler(experiment, iterations),
                 search_alg=_searcher(experiment, study_dir),
-                num_samples=experiment.search["num_samples"],
+                num_samples=experiment.search.num_samples,
                 max_concurrent_trials=experiment.max_concurrent,
                 trial_name_creator=_trial_name,
                 reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
@@ -582,7 +586,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 # PBT exploits a donor's checkpoint that may be older than the donor's last few: keep them all.
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=None
-                    if experiment.scheduler["name"] == "pbt"
+                    if isinstance(experiment.scheduler, PbtScheduler)
                     else experiment.checkpoints_to_keep
                 ),
                 failure_config=tune.FailureConfig(max_failures=experiment.retries),
@@ -593,9 +597,9 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
     _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
 
 
-def create_study(space_path: str | Path, *, name: str | None = None, storage: str | Path = "studies") -> Path:
-    """Validate the space and create the study directory (refusing to overwrite an existing study)."""
-    space = _expand_paths(load_space(space_path))
+def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:
+    """Create the study directory of a loaded space, its paths expanded (`expand_paths`), refusing to
+    overwrite an existing study."""
     study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
     if (study_dir / layout.STUDY_FILE).exists():
         raise FileExistsError(
@@ -603,8 +607,8 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
             "or choose another --name"
         )
     study_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(space_path, study_dir / "space.given.yaml")
-    original = yaml.safe_load(Path(space_path).read_text())
+    shutil.copyfile(space.path, study_dir / "space.given.yaml")
+    original = yaml.safe_load(space.path.read_text())
     (study_dir / layout.SPACE_FILE).write_text(_resolved_space_yaml(space, original))
     layout.write_json(
         study_dir / layout.STUDY_FILE,
@@ -625,9 +629,10 @@ def create_study(space_path: str | Path, *, name: str | None = None, storage: st
     return study_dir
 
 
-def run_study_dir(study_dir: Path, address: str | None = None) -> Path:
-    """Run (or continue) every experiment of a study directory in order."""
-    space = _expand_paths(load_space(study_dir / layout.SPACE_FILE))
+def run_study_dir(study_dir: Path, address: str | None = None, space: Space | None = None) -> Path:
+    """Run (or continue) every experiment of a study directory in order. `space`: the study's space as
+    `create_study` was given it (`msl-study run` loads it once); None: read from the directory (a resume)."""
+    space = space or expand_paths(load_space(study_dir / layout.SPACE_FILE))
     prepare_cluster(space, address)
     started = time.perf_counter()
     sources = ensure_sources(space, study_dir)

@@ -9,14 +9,18 @@
                                           #   `params: {key: {grid: [...]}}` searches a grid for that variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
-    scheduler: {name: fifo}               # fifo | asha (grace_period, reduction_factor) | pbt (perturbation_interval,
-                                          #   mutations, quantile_fraction, synch: all trials wait at each perturbation)
+    scheduler: {name: fifo}               # fifo | asha | pbt, each with its own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
     experiments: {comparison: {}, sweep: {variants: [iw_maxsquare], ...}}  # optional: run in order
     confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
                                           #   earlier experiment `tune` selected with its own objective
+
+Each key's type and default is a field of the dataclasses below (`Experiment`, `Search`, `AshaScheduler`,
+...), read by `msl.config.build` like the training config: an unknown key or a wrong value fails with its
+dotted path.
+`msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
 
 Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
 earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and runs it
@@ -35,6 +39,7 @@ fails here with the key that holds it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -43,14 +48,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from msl.config import (
     METRIC_MODES,
     ConfigError,
     TrainConfig,
+    build,
     check_known_keys,
     config_to_dict,
     load_config,
     read_yaml,
+    spec,
 )
 from study.layout import is_safe_name
 
@@ -70,121 +79,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hard": {"loss.target": "hard", "model.multi_level": False},
 }
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
-SEARCH_ALGORITHMS = ("grid", "random", "optuna")
-SCHEDULERS = ("fifo", "asha", "pbt")
-EXPERIMENT_KEYS = (
-    "set",
-    "seeds",
-    "variants",
-    "params",
-    "search",
-    "scheduler",
-    "metric",
-    "mode",
-    "allow_oracle",
-    "benchmark",
-    "resources",
-    "max_concurrent",
-    "checkpoints_to_keep",
-    "retries",
-    "confirm",
-)
 SHARED_WITH_SOURCE = (
     "data.",
     "model.",
     "runtime.",
 )  # prefixes of `set` keys that the source stage also takes
-TOP_KEYS = ("name", "base", "config", "source", "experiments", *EXPERIMENT_KEYS)
 
 
-class SpaceError(ValueError):
+class SpaceError(ConfigError):
     """A search space file that cannot run; the message names the key."""
-
-
-@dataclass
-class Experiment:
-    name: str
-    overrides: dict[str, Any]  # fixed dotted overrides of the base config
-    seeds: list[int]
-    variants: dict[str, dict[str, Any]]
-    params: dict[str, dict[str, Any]]  # dotted key -> {distribution: arguments}
-    search: dict[str, Any]
-    scheduler: dict[str, Any]
-    metric: str
-    mode: str
-    allow_oracle: bool
-    benchmark: str | None
-    resources: dict[str, float]
-    max_concurrent: int | None
-    checkpoints_to_keep: int
-    retries: int
-    confirm_from: str | None = None  # an earlier experiment whose selected configurations this one confirms
-    variant_params: dict[str, dict[str, dict[str, Any]]] = field(
-        default_factory=dict
-    )  # variant -> its own grids
-
-    @property
-    def oracle(self) -> bool:
-        return self.metric.startswith("oracle_")
-
-    def grid_size(self, variant: str | None = None) -> int:
-        """Grid points of the shared params, times those of `variant`'s own params when one is named."""
-        own = self.variant_params.get(variant, {}).values() if variant else ()
-        return math.prod(len(spec["grid"]) for spec in [*self.params.values(), *own] if "grid" in spec)
-
-    def num_trials(self) -> int:
-        points = sum(self.grid_size(variant) for variant in self.variants)
-        return points * len(self.seeds) * self.search["num_samples"]
-
-
-@dataclass
-class Space:
-    name: str
-    path: Path
-    base: dict[str, Any]  # base training config as a nested mapping
-    source_overrides: dict[str, Any]
-    source_checkpoint: str | None
-    experiments: list[Experiment] = field(default_factory=list)
-
-    def trial_config(
-        self,
-        experiment: Experiment,
-        variant: str,
-        seed: int,
-        params: dict[str, Any],
-        source_checkpoint: str | None = None,
-    ) -> TrainConfig:
-        """The checked config of one UDA trial."""
-        overrides = {
-            **experiment.overrides,
-            **experiment.variants[variant],
-            **params,
-            "stage": "uda",
-            "runtime.seed": seed,
-        }
-        if source_checkpoint is not None:
-            overrides["model.weights"] = source_checkpoint
-        return load_config(self.base, overrides)
-
-    def source_config(self, experiment: Experiment, seed: int) -> TrainConfig:
-        """The checked config of the source model of a seed: the base config, the experiment's fixed overrides
-        of what the trials must share with it (`SHARED_WITH_SOURCE`: the data, the network, how it runs; not the
-        trials' optimiser, loss or evaluation settings), then the source stage's own `source.set`. The aux head
-        is trained so that multi-level variants share the model, and the best checkpoint is chosen on source
-        val, as the reference does: no target label, no target validator."""
-        shared = {
-            key: value for key, value in experiment.overrides.items() if key.startswith(SHARED_WITH_SOURCE)
-        }
-        overrides = {
-            "model.multi_level": True,
-            **shared,
-            **self.source_overrides,
-            "stage": "source",
-            "runtime.seed": seed,
-            "selection.metric": "source_val_miou",
-            "selection.mode": None,
-        }
-        return load_config(self.base, overrides)
 
 
 def source_key(cfg: TrainConfig) -> str:
@@ -223,15 +126,15 @@ def _number_list(value: Any, length: int, path: str) -> list[float]:
     return value
 
 
-def check_distribution(spec: Any, path: str) -> list[Any]:
+def check_distribution(dist: Any, path: str) -> list[Any]:
     """Validate one distribution spec; return the values that bound it (to try in configs)."""
     _require(
-        isinstance(spec, dict) and len(spec) == 1,
+        isinstance(dist, dict) and len(dist) == 1,
         f"{path}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{uniform: [0, 1]}}, "
-        f"got {spec!r}",
+        f"got {dist!r}",
     )
-    ((kind, args),) = spec.items()
-    check_known_keys(spec, DISTRIBUTIONS, f"{path}.", SpaceError)
+    ((kind, args),) = dist.items()
+    check_known_keys(dist, DISTRIBUTIONS, f"{path}.", SpaceError)
     if kind in ("choice", "grid"):
         _require(
             isinstance(args, list) and len(args) > 0,
@@ -259,8 +162,20 @@ def _overrides(value: Any, path: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(variant -> fixed overrides, variant -> its own searched grids)."""
+# ------------------------------------------------------------------------------------------------------------
+# The typed space: what each key holds and its default, checked by msl.config's machinery (`build`)
+
+
+@dataclass
+class Variant:
+    """A loss variant: its fixed dotted overrides, and the grids it searches alone (`params`)."""
+
+    set: dict[str, Any]
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _variants(value: Any, path: str) -> dict[str, Variant]:
+    """`[name, ...]` of built-in variants, or a mapping name -> {dotted key: value, params: {key: {grid}}}."""
     if isinstance(value, list):
         for name in value:
             _require(
@@ -268,177 +183,254 @@ def _variants(value: Any, path: str) -> tuple[dict[str, dict[str, Any]], dict[st
                 f"{path}: unknown variant {name!r}; built-in variants are "
                 f"{', '.join(VARIANTS)} (or give a mapping name -> overrides)",
             )
-        return {name: dict(VARIANTS[name]) for name in value}, {}
+        return {name: Variant(dict(VARIANTS[name])) for name in value}
     _require(isinstance(value, dict) and value, f"{path}: expected a list of variant names or a mapping")
-    variants, own_params = {}, {}
+    variants = {}
     for name, extra in value.items():
         _require_name(name, f"{path}.{name}")
         extra = _overrides(extra or {}, f"{path}.{name}")
         own = _overrides(extra.pop("params", {}), f"{path}.{name}.params")
-        for key, spec in own.items():
+        for key, grid in own.items():
             _require(
-                isinstance(spec, dict) and list(spec) == ["grid"],
+                isinstance(grid, dict) and list(grid) == ["grid"],
                 f"{path}.{name}.params.{key}: a variant's own params are grids, e.g. {{grid: [0.1, 1.0]}}; "
-                f"got {spec!r}",
+                f"got {grid!r}",
             )
-        variants[name] = {**VARIANTS.get(name, {}), **extra}
-        if own:
-            own_params[name] = own
-    return variants, own_params
+        variants[name] = Variant({**VARIANTS.get(name, {}), **extra}, own)
+    return variants
+
+
+@dataclass
+class Search:
+    """How configurations are drawn from `params`: every grid point times `num_samples` draws of the rest."""
+
+    algorithm: str = spec("grid", choices=("grid", "random", "optuna"))  # optuna: TPE, one variant and seed
+    num_samples: int = spec(1, ge=1)
+    seed: int = 0  # the searcher's (optuna)
+
+
+@dataclass
+class FifoScheduler:
+    """Every trial runs all its iterations."""
+
+    name: str = "fifo"
+
+
+@dataclass
+class AshaScheduler:
+    """Asynchronous successive halving: at each rung (grace_period x reduction_factor^k iterations) a trial
+    below the best 1/reduction_factor of those that reached the rung stops."""
+
+    name: str = "asha"
+    grace_period: int = spec(1, ge=1)
+    reduction_factor: float = spec(4.0, gt=1)
+    max_iterations: int | None = spec(None, ge=1)  # the horizon; None: a trial's optim.iterations
+
+
+@dataclass
+class PbtScheduler:
+    """Population-based training: every `perturbation_interval` iterations a trial in the bottom
+    `quantile_fraction` takes over the checkpoint of one in the top and perturbs the `mutations` keys."""
+
+    name: str = "pbt"
+    perturbation_interval: int | None = spec(None, ge=1)  # required
+    mutations: dict[str, Any] = field(default_factory=dict)  # required: dotted key -> distribution
+    quantile_fraction: float = spec(0.25, ge=0, le=0.5)
+    synch: bool = False  # all trials wait at each perturbation
+
+
+SCHEDULERS = {"fifo": FifoScheduler, "asha": AshaScheduler, "pbt": PbtScheduler}
+Scheduler = FifoScheduler | AshaScheduler | PbtScheduler
+
+
+def _scheduler(value: Any, path: str) -> Scheduler:
+    _require(
+        isinstance(value, dict) and value.get("name") in SCHEDULERS,
+        f"{path}.name: expected one of {', '.join(SCHEDULERS)}, got {value!r}",
+    )
+    scheduler = build(SCHEDULERS[value["name"]], value, f"{path}.")
+    _require(
+        not isinstance(scheduler, PbtScheduler)
+        or bool(scheduler.perturbation_interval and scheduler.mutations),
+        f"{path}: pbt needs perturbation_interval and mutations (dotted key -> distribution)",
+    )
+    return scheduler
+
+
+@dataclass
+class Resources:
+    """What one trial holds on one node (source models ask for the same, sharing the CPUs when there is no
+    GPU)."""
+
+    cpu: float = spec(1.0, gt=0)
+    gpu: float = spec(0.0, ge=0)  # a fraction of one GPU (e.g. 0.25) packs trials on it, else whole GPUs
+
+
+def _confirm(value: Any, path: str) -> str:
+    """`{from: NAME}`: the name of the earlier experiment (checked against it in `load_space`)."""
+    confirm = _overrides(value, path)
+    check_known_keys(confirm, ("from",), f"{path}.", SpaceError)
+    _require(isinstance(confirm.get("from"), str), f"{path}.from: expected the name of an earlier experiment")
+    return confirm["from"]
+
+
+@dataclass
+class Experiment:
+    """One experiment: every key it may set, with its default. A space's top-level keys are settings that all
+    its experiments share; an experiment's own keys replace them."""
+
+    name: str = "main"  # its key under `experiments` (given by the space, not a setting)
+    set: dict[str, Any] = field(default_factory=dict)  # fixed dotted overrides of the base config
+    seeds: list[int] = spec([0], ge=0)  # a grid dimension: every configuration runs once per seed
+    variants: dict[str, Variant] = spec({"maxsquare": Variant(VARIANTS["maxsquare"])}, parse=_variants)
+    params: dict[str, Any] = field(default_factory=dict)  # searched dotted key -> {distribution: arguments}
+    search: Search = field(default_factory=Search)
+    scheduler: Scheduler = spec(FifoScheduler(), parse=_scheduler)
+    metric: str = "source_val_miou"  # any metric the trainer reports (METRIC_MODES)
+    mode: str | None = spec(None, choices=("max", "min"))  # None: the metric's own direction
+    allow_oracle: bool = False  # needed for an oracle_* metric, which reads the target test labels
+    benchmark: str | None = None  # a key of study/paper_results.yaml: the paper's numbers in the report
+    resources: Resources = field(default_factory=Resources)  # per trial
+    max_concurrent: int | None = spec(None, ge=1)  # None: as many as the resources allow
+    checkpoints_to_keep: int = spec(2, ge=1)
+    retries: int = spec(1, ge=0)  # per trial and per source model
+    confirm: str | None = spec(None, parse=_confirm)  # `{from: NAME}`: confirms what NAME selected
+
+    def __post_init__(self) -> None:
+        self.mode = self.mode or METRIC_MODES.get(self.metric)
+
+    @property
+    def oracle(self) -> bool:
+        return self.metric.startswith("oracle_")
+
+    @property
+    def variant_params(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Variant -> the grids it searches alone, for the variants that have some."""
+        return {name: variant.params for name, variant in self.variants.items() if variant.params}
+
+    def searched_params(self, variant: str) -> dict[str, dict[str, Any]]:
+        """Everything searched for one variant: the shared params and the variant's own grids."""
+        return {**self.params, **self.variants[variant].params}
+
+    def grid_size(self, variant: str | None = None) -> int:
+        """Grid points of the shared params, times those of `variant`'s own params when one is named."""
+        own = self.variants[variant].params.values() if variant else ()
+        return math.prod(len(dist["grid"]) for dist in [*self.params.values(), *own] if "grid" in dist)
+
+    def num_trials(self) -> int:
+        points = sum(self.grid_size(variant) for variant in self.variants)
+        return points * len(self.seeds) * self.search.num_samples
+
+
+EXPERIMENT_KEYS = tuple(f.name for f in dataclasses.fields(Experiment) if f.name != "name")
+TOP_KEYS = ("name", "base", "config", "source", "experiments", *EXPERIMENT_KEYS)
+
+
+@dataclass
+class Space:
+    name: str
+    path: Path
+    base: dict[str, Any]  # base training config as a nested mapping
+    source_overrides: dict[str, Any]
+    source_checkpoint: str | None
+    experiments: list[Experiment] = field(default_factory=list)
+
+    def trial_config(
+        self,
+        experiment: Experiment,
+        variant: str,
+        seed: int,
+        params: dict[str, Any],
+        source_checkpoint: str | None = None,
+    ) -> TrainConfig:
+        """The checked config of one UDA trial."""
+        overrides = {
+            **experiment.set,
+            **experiment.variants[variant].set,
+            **params,
+            "stage": "uda",
+            "runtime.seed": seed,
+        }
+        if source_checkpoint is not None:
+            overrides["model.weights"] = source_checkpoint
+        return load_config(self.base, overrides)
+
+    def source_config(self, experiment: Experiment, seed: int) -> TrainConfig:
+        """The checked config of the source model of a seed: the base config, the experiment's fixed
+        overrides of what the trials must share with it (`SHARED_WITH_SOURCE`: the data, the network, how it
+        runs; not the trials' optimiser, loss or evaluation settings), then the source stage's own
+        `source.set`. The aux head is trained so that multi-level variants share the model, and the best
+        checkpoint is chosen on source val, as the reference does: no target label, no target validator."""
+        shared = {key: value for key, value in experiment.set.items() if key.startswith(SHARED_WITH_SOURCE)}
+        overrides = {
+            "model.multi_level": True,
+            **shared,
+            **self.source_overrides,
+            "stage": "source",
+            "runtime.seed": seed,
+            "selection.metric": "source_val_miou",
+            "selection.mode": None,
+        }
+        return load_config(self.base, overrides)
 
 
 def _experiment(name: str, raw: dict[str, Any], prefix: str) -> Experiment:
-    check_known_keys(raw, EXPERIMENT_KEYS, prefix, SpaceError)
-    seeds = raw.get("seeds", [0])
+    experiment = build(Experiment, raw, prefix, name=name)
+    _check_experiment(experiment, prefix)
+    return experiment
+
+
+def _check_experiment(e: Experiment, prefix: str) -> None:
+    """The rules that tie an experiment's settings together (`build` has checked each setting alone)."""
     _require(
-        isinstance(seeds, list)
-        and seeds
-        and all(isinstance(s, int) and s >= 0 for s in seeds)
-        and len(set(seeds)) == len(seeds),
-        f"{prefix}seeds: expected a list of distinct integers >= 0, got {seeds!r}",
+        e.seeds and len(set(e.seeds)) == len(e.seeds),
+        f"{prefix}seeds: expected a list of distinct integers >= 0, got {e.seeds!r}",
     )
-    params = _overrides(raw.get("params", {}), f"{prefix}params")
-    search = {
-        "algorithm": "grid",
-        "num_samples": 1,
-        "seed": 0,
-        **_overrides(raw.get("search", {}), f"{prefix}search"),
-    }
-    check_known_keys(search, ("algorithm", "num_samples", "seed"), f"{prefix}search.", SpaceError)
-    _require(
-        search["algorithm"] in SEARCH_ALGORITHMS,
-        f"{prefix}search.algorithm: {search['algorithm']!r} is not one of {', '.join(SEARCH_ALGORITHMS)}",
-    )
-    _require(
-        isinstance(search["num_samples"], int) and search["num_samples"] >= 1,
-        f"{prefix}search.num_samples: expected an integer >= 1, got {search['num_samples']!r}",
-    )
-    variants, variant_params = _variants(raw.get("variants", ["maxsquare"]), f"{prefix}variants")
-    shared = set(params) & {key for own in variant_params.values() for key in own}
+    shared = set(e.params) & {key for own in e.variant_params.values() for key in own}
     _require(
         not shared,
         f"{prefix}variants: {sorted(shared)} searched both in params and in a variant's own params",
     )
     _require(
-        not variant_params or search["algorithm"] == "grid",
+        not e.variant_params or e.search.algorithm == "grid",
         f"{prefix}variants: a variant's own params are grids; they need search.algorithm grid",
     )
-    if search["algorithm"] == "optuna":
+    if e.search.algorithm == "optuna":
         _require(
-            len(variants) == 1 and len(seeds) == 1,
+            len(e.variants) == 1 and len(e.seeds) == 1,
             f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant with one seed; "
-            f"got {len(variants)} variants and {len(seeds)} seeds (repeat the chosen configuration over seeds "
-            "in a grid experiment)",
+            f"got {len(e.variants)} variants and {len(e.seeds)} seeds (repeat the chosen configuration over "
+            "seeds in a grid experiment)",
         )
         _require(
-            not any("grid" in spec for spec in params.values() if isinstance(spec, dict)),
+            not any("grid" in dist for dist in e.params.values() if isinstance(dist, dict)),
             f"{prefix}params: optuna cannot search a grid distribution; use choice",
         )
-    scheduler = _scheduler(raw.get("scheduler", {"name": "fifo"}), f"{prefix}scheduler")
-    metric = raw.get("metric", "source_val_miou")
     _require(
-        metric in METRIC_MODES,
-        f"{prefix}metric: {metric!r} is not a metric the trainer reports; choose one "
+        e.metric in METRIC_MODES,
+        f"{prefix}metric: {e.metric!r} is not a metric the trainer reports; choose one "
         f"of {', '.join(METRIC_MODES)}",
     )
-    allow_oracle = raw.get("allow_oracle", False)
-    _require(isinstance(allow_oracle, bool), f"{prefix}allow_oracle: expected true or false")
     _require(
-        not metric.startswith("oracle_") or allow_oracle,
-        f"{prefix}metric: {metric!r} reads the target test labels; selecting on it is an oracle result. Set "
-        f"allow_oracle: true to ask for it by name, or use a label-free metric (target_im, target_entropy, "
-        f"target_max_square, source_val_miou)",
-    )
-    mode = raw.get("mode", METRIC_MODES[metric])
-    _require(mode in ("max", "min"), f"{prefix}mode: expected max or min, got {mode!r}")
-    res = {"cpu": 1, "gpu": 0, **_overrides(raw.get("resources", {}), f"{prefix}resources")}
-    check_known_keys(res, ("cpu", "gpu"), f"{prefix}resources.", SpaceError)
-    _require(
-        isinstance(res["cpu"], (int, float)) and res["cpu"] > 0,
-        f"{prefix}resources.cpu: expected a number > 0",
+        not e.oracle or e.allow_oracle,
+        f"{prefix}metric: {e.metric!r} reads the target test labels; selecting on it is an oracle result. "
+        "Set allow_oracle: true to ask for it by name, or use a label-free metric (target_im, "
+        "target_entropy, target_max_square, source_val_miou)",
     )
     _require(
-        isinstance(res["gpu"], (int, float)) and 0 <= res["gpu"] and (res["gpu"] <= 1 or res["gpu"] % 1 == 0),
+        e.resources.gpu <= 1 or e.resources.gpu % 1 == 0,
         f"{prefix}resources.gpu: expected 0, a fraction of one GPU (e.g. 0.25) or a whole number, "
-        f"got {res['gpu']!r}",
-    )
-    integers = {
-        "max_concurrent": (raw.get("max_concurrent"), 1),
-        "checkpoints_to_keep": (raw.get("checkpoints_to_keep", 2), 1),
-        "retries": (raw.get("retries", 1), 0),
-    }
-    for key, (value, minimum) in integers.items():
-        _require(
-            value is None and key == "max_concurrent" or isinstance(value, int) and value >= minimum,
-            f"{prefix}{key}: expected an integer >= {minimum}, got {value!r}",
-        )
-    return Experiment(
-        name,
-        _overrides(raw.get("set", {}), f"{prefix}set"),
-        seeds,
-        variants,
-        params,
-        search,
-        scheduler,
-        metric,
-        mode,
-        allow_oracle,
-        raw.get("benchmark"),
-        res,
-        raw.get("max_concurrent"),
-        integers["checkpoints_to_keep"][0],
-        integers["retries"][0],
-        _confirm(raw, params, variant_params, search, prefix),
-        variant_params,
-    )
-
-
-def _confirm(
-    raw: dict[str, Any], params: dict, variant_params: dict, search: dict, prefix: str
-) -> str | None:
-    """The experiment a `confirm: {from: NAME}` experiment confirms (checked against NAME in `load_space`)."""
-    if "confirm" not in raw:
-        return None
-    confirm = _overrides(raw["confirm"], f"{prefix}confirm")
-    check_known_keys(confirm, ("from",), f"{prefix}confirm.", SpaceError)
-    _require(
-        isinstance(confirm.get("from"), str),
-        f"{prefix}confirm.from: expected the name of an earlier experiment",
+        f"got {e.resources.gpu!r}",
     )
     _require(
-        not params and not variant_params and search["algorithm"] == "grid" and search["num_samples"] == 1,
+        e.confirm is None
+        or not e.params
+        and not e.variant_params
+        and e.search.algorithm == "grid"
+        and e.search.num_samples == 1,
         f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
-        f"configurations that experiment {confirm['from']!r} selected",
+        f"configurations that experiment {e.confirm!r} selected",
     )
-    return confirm["from"]
-
-
-def _scheduler(raw: Any, path: str) -> dict[str, Any]:
-    _require(
-        isinstance(raw, dict) and raw.get("name") in SCHEDULERS,
-        f"{path}.name: expected one of {', '.join(SCHEDULERS)}, got {raw!r}",
-    )
-    allowed = {
-        "fifo": ("name",),
-        "asha": ("name", "grace_period", "reduction_factor", "max_iterations"),
-        "pbt": ("name", "perturbation_interval", "mutations", "quantile_fraction", "synch"),
-    }[raw["name"]]
-    check_known_keys(raw, allowed, f"{path}.", SpaceError)
-    for key in ("grace_period", "max_iterations", "perturbation_interval"):
-        if key in raw:
-            _require(isinstance(raw[key], int) and raw[key] >= 1, f"{path}.{key}: expected an integer >= 1")
-    if "reduction_factor" in raw:
-        _require(
-            isinstance(raw["reduction_factor"], (int, float)) and raw["reduction_factor"] > 1,
-            f"{path}.reduction_factor: expected a number > 1",
-        )
-    _require(isinstance(raw.get("synch", False), bool), f"{path}.synch: expected true or false")
-    if raw["name"] == "pbt":
-        _require(
-            "perturbation_interval" in raw and isinstance(raw.get("mutations"), dict) and raw["mutations"],
-            f"{path}: pbt needs perturbation_interval and mutations (dotted key -> distribution)",
-        )
-    return dict(raw)
 
 
 def _resolve_base(raw: dict[str, Any], space_path: Path) -> dict[str, Any]:
@@ -474,9 +466,15 @@ def load_space(path: str | Path) -> Space:
     """Parse and fully validate a space file (see the module docstring)."""
     path = Path(path)
     try:
-        raw = read_yaml(path)
-    except ConfigError as error:
+        return _load_space(path)
+    except SpaceError:
+        raise
+    except ConfigError as error:  # a setting of the space itself (msl.config.build), named by its key
         raise SpaceError(str(error)) from None
+
+
+def _load_space(path: Path) -> Space:
+    raw = read_yaml(path)
     check_known_keys(raw, TOP_KEYS, "", SpaceError)
     source = _overrides(raw.get("source", {}), "source")
     check_known_keys(source, ("set", "checkpoint"), "source.", SpaceError)
@@ -505,32 +503,26 @@ def load_space(path: str | Path) -> Space:
 def _check_confirm(space: Space, prefix: str) -> None:
     """A confirmation names an earlier experiment and runs on seeds that experiment never used."""
     experiment = space.experiments[-1]
-    if experiment.confirm_from is None:
+    if experiment.confirm is None:
         return
     earlier = {e.name: e for e in space.experiments[:-1]}
     _require(
-        experiment.confirm_from in earlier,
-        f"{prefix}confirm.from: {experiment.confirm_from!r} is not an earlier experiment; choose one of "
+        experiment.confirm in earlier,
+        f"{prefix}confirm.from: {experiment.confirm!r} is not an earlier experiment; choose one of "
         f"{', '.join(earlier) or '(none: list the tuning experiment first)'}",
     )
-    reused = sorted(set(experiment.seeds) & set(earlier[experiment.confirm_from].seeds))
+    reused = sorted(set(experiment.seeds) & set(earlier[experiment.confirm].seeds))
     _require(
         not reused,
-        f"{prefix}seeds: {reused} also ran in {experiment.confirm_from!r}; a confirmation runs on "
+        f"{prefix}seeds: {reused} also ran in {experiment.confirm!r}; a confirmation runs on "
         "fresh seeds, so that the selection cannot have fitted their noise",
     )
 
 
-def searched_params(experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
-    """Everything searched for one variant: the shared params and the variant's own grids."""
-    return {**experiment.params, **experiment.variant_params.get(variant, {})}
-
-
 def confirmed_params(space: Space, experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
     """What the experiment a confirmation takes its configurations from searched for `variant` (else empty)."""
-    if experiment.confirm_from is None:
-        return {}
-    return searched_params(next(e for e in space.experiments if e.name == experiment.confirm_from), variant)
+    tuned = next((e for e in space.experiments if e.name == experiment.confirm), None)
+    return tuned.searched_params(variant) if tuned and variant in tuned.variants else {}
 
 
 def _check_configs(space: Space) -> None:
@@ -545,15 +537,15 @@ def _check_configs(space: Space) -> None:
         mutations = _pbt_mutations(experiment, prefix)
         for variant in experiment.variants:
             extremes = {
-                key: check_distribution(spec, f"{prefix}params.{key}")
-                for key, spec in searched_params(experiment, variant).items()
+                key: check_distribution(dist, f"{prefix}params.{key}")
+                for key, dist in experiment.searched_params(variant).items()
             }
             for key, values in mutations.items():
                 extremes.setdefault(key, values)
-            for key, spec in confirmed_params(
+            for key, dist in confirmed_params(
                 space, experiment, variant
             ).items():  # the earlier search's values
-                extremes[key] = check_distribution(spec, key)
+                extremes[key] = check_distribution(dist, key)
             for key, values in extremes.items() or [(None, [None])]:
                 for value in values:
                     params = {k: v[0] for k, v in extremes.items()} | ({key: value} if key else {})
@@ -567,39 +559,38 @@ def _check_configs(space: Space) -> None:
 
 def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) -> None:
     """The scheduler's horizon, grace period and perturbation interval within a trial's `optim.iterations`."""
-    scheduler = experiment.scheduler
-    horizon = scheduler.get("max_iterations", iterations)
+    horizon = getattr(experiment.scheduler, "max_iterations", None) or iterations
     _require(
         horizon <= iterations,
         f"{prefix}scheduler.max_iterations: {horizon} is more than the "
         f"{iterations} iterations a trial runs (optim.iterations)",
     )
     for key in ("grace_period", "perturbation_interval"):
+        value = getattr(experiment.scheduler, key, None)
         _require(
-            scheduler.get(key, 0) <= horizon,
-            f"{prefix}scheduler.{key}: {scheduler.get(key)} is more than "
-            f"the {horizon} iterations a trial runs",
+            value is None or value <= horizon,
+            f"{prefix}scheduler.{key}: {value} is more than the {horizon} iterations a trial runs",
         )
 
 
 def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:
-    mutations = experiment.scheduler.get("mutations", {})
+    mutations = getattr(experiment.scheduler, "mutations", {})
     return {
-        key: check_distribution(spec, f"{prefix}scheduler.mutations.{key}") for key, spec in mutations.items()
+        key: check_distribution(dist, f"{prefix}scheduler.mutations.{key}") for key, dist in mutations.items()
     }
 
 
 def representative_config(space: Space, experiment: Experiment) -> TrainConfig:
     """A trial config of the experiment (first variant and seed, each searched key at its lower bound), for the
     settings that do not vary between trials, such as iterations and the evaluation interval."""
-    params = {key: check_distribution(spec, key)[0] for key, spec in experiment.params.items()}
+    params = {key: check_distribution(dist, key)[0] for key, dist in experiment.params.items()}
     return space.trial_config(experiment, next(iter(experiment.variants)), experiment.seeds[0], params)
 
 
 def max_iterations(space: Space, experiment: Experiment) -> int:
     """Iterations of a full trial (the ASHA horizon unless the scheduler names one)."""
     return (
-        experiment.scheduler.get("max_iterations")
+        getattr(experiment.scheduler, "max_iterations", None)
         or representative_config(space, experiment).optim.iterations
     )
 
@@ -610,16 +601,21 @@ def _searched_words(experiment: Experiment) -> str:
         f"{variant}: " + ", ".join(f"{k} {v}" for k, v in own.items())
         for variant, own in experiment.variant_params.items()
     ]
-    if experiment.confirm_from:
+    if experiment.confirm:
         parts.append(
-            f"nothing itself; confirms the configurations that {experiment.confirm_from!r} selects, "
-            "on fresh seeds"
+            f"nothing itself; confirms the configurations that {experiment.confirm!r} selects, on fresh seeds"
         )
     return "; ".join(parts) or "nothing"
 
 
+def _inline(settings: dict[str, Any]) -> str:
+    """Settings as one line of YAML, e.g. `{name: asha, grace_period: 1, reduction_factor: 4.0}`."""
+    return yaml.safe_dump(settings, default_flow_style=True, sort_keys=False, width=1000).strip()
+
+
 def describe_plan(space: Space) -> str:
-    """The `--dry-run` summary: trials, what each varies, and the compute budget in iterations."""
+    """The `--dry-run` summary: trials, what each varies, the compute budget in iterations, and the effective
+    search, scheduler and resources with every default filled in."""
     lines = [f"study {space.name!r} from {space.path}"]
     source_total = 0
     sources = set()
@@ -639,20 +635,30 @@ def describe_plan(space: Space) -> str:
         objective = f"{experiment.mode} {experiment.metric}" + (
             " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
         )
-        seeds, samples = f"{len(experiment.seeds)} seeds", f"{experiment.search['num_samples']} samples"
+        seeds, samples = f"{len(experiment.seeds)} seeds", f"{experiment.search.num_samples} samples"
         product = (
             f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
             if not experiment.variant_params
             else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points of the "
             f"{len(experiment.variants)} variants) x {seeds} x {samples}"
         )
+        scheduler = dataclasses.asdict(experiment.scheduler)
+        if "max_iterations" in scheduler:
+            scheduler["max_iterations"] = iterations
         lines += [
             f"  experiment {experiment.name!r}: {trials} trials = {product}",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",
             "    searched: " + _searched_words(experiment),
-            f"    search: {experiment.search['algorithm']}; scheduler: {experiment.scheduler['name']}; "
-            f"objective: {objective}",
-            f"    budget: at most {trials * iterations} trial-iterations ({iterations} per trial); "
-            f"resources per trial: {experiment.resources}",
+            f"    objective: {objective}",
+            f"    search: {_inline(dataclasses.asdict(experiment.search))}",
+            f"    scheduler: {_inline(scheduler)}",
+            f"    resources per trial: {_inline(dataclasses.asdict(experiment.resources))}; "
+            + _inline(
+                {
+                    key: getattr(experiment, key)
+                    for key in ("max_concurrent", "retries", "checkpoints_to_keep")
+                }
+            ).strip("{}"),
+            f"    budget: at most {trials * iterations} trial-iterations ({iterations} per trial)",
         ]
     return "\n".join(lines)

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from functools import partial
 
 import pytest
 import torch
@@ -38,7 +39,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
         },
         path,
     )
-    for load in (load_checkpoint, load_file):
+    for load in (load_checkpoint, load_file, partial(load_checkpoint, mmap=True)):
         with pytest.raises(CheckpointError, match=rf"{path} holds (posix|os).mkdir.*could run code"):
             load(path)
     assert not marker.exists()
@@ -57,6 +58,24 @@ def test_a_file_without_the_training_entries_is_not_resumed(tmp_path):
     torch.save({"model": {}}, tmp_path / "weights.pt")
     with pytest.raises(CheckpointError, match="lacks optimizer, iteration"):
         load_checkpoint(tmp_path / "weights.pt")
+
+
+def test_a_memory_mapped_read_gives_the_same_entries_and_refuses_a_truncated_file(tmp_path):
+    """How the study runner reads a checkpoint's iteration without reading its weights."""
+    payload = {"model": {"w": torch.arange(6.0)}, "optimizer": {}, "iteration": 8, "rng": {}}
+    payload |= {"config": {"optim": {"lr": 0.1}}, "history": [{"iteration": 8}], "best": None}
+    path = save_atomic(payload, tmp_path / "last.pt")
+    mapped = load_checkpoint(path, mmap=True)
+    assert (mapped["iteration"], mapped["history"], mapped["config"]) == (
+        8,
+        [{"iteration": 8}],
+        payload["config"],
+    )
+    assert torch.equal(mapped["model"]["w"], payload["model"]["w"])
+    del mapped  # its tensors map the file, which is cut next
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match=rf"cannot read checkpoint {path}"):
+        load_checkpoint(path, mmap=True)
 
 
 def _write_under_file_size_limit(tmp_path, code: str) -> subprocess.CompletedProcess:

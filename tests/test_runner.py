@@ -1,21 +1,47 @@
-"""Pure scheduling decisions of the study runner (the Ray runs themselves are in test_study.py)."""
+"""The study runner's decisions, without starting Ray (the Ray runs themselves are in test_study.py)."""
+
+import json
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from ray import tune
 
+from msl.checkpoint import load_checkpoint, save_atomic
 from msl.config import read_yaml
-from study.runner import check_resources, create_study, source_cpus
-from study.space import SpaceError, load_space
+from study import layout
+from study.runner import (
+    StudyCallback,
+    _param_space,
+    _resume_point,
+    _scheduler,
+    _searched,
+    _source_is_complete,
+    check_resources,
+    create_study,
+    expand_paths,
+    source_cpus,
+)
+from study.space import (
+    AshaScheduler,
+    Experiment,
+    PbtScheduler,
+    Resources,
+    SpaceError,
+    Variant,
+    load_space,
+)
 
 
 @pytest.mark.parametrize(
     ("resources", "cluster_cpus", "count", "expected"),
     [
-        ({"cpu": 1, "gpu": 0}, 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
-        ({"cpu": 1, "gpu": 0}, 2.0, 2, 1),  # enough CPUs: what a trial asks for
-        ({"cpu": 4, "gpu": 0}, 64.0, 3, 4),
-        ({"cpu": 4, "gpu": 0.25}, 8.0, 3, 4),  # GPU models keep the trials' resources
-        ({"cpu": 1, "gpu": 0}, 2.0, 0, 1),
+        (Resources(cpu=1), 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
+        (Resources(cpu=1), 2.0, 2, 1),  # enough CPUs: what a trial asks for
+        (Resources(cpu=4), 64.0, 3, 4),
+        (Resources(cpu=4, gpu=0.25), 8.0, 3, 4),  # GPU models keep the trials' resources
+        (Resources(cpu=1), 2.0, 0, 1),
     ],
 )
 def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(
@@ -42,7 +68,7 @@ def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch)
         tmp_path,
         set={"data.source_root": "${MSL_TEST_ROOT}/gta5", "data.target_root": "${MSL_TEST_ROOT}/cityscapes"},
     )
-    study = create_study(path, storage=tmp_path / "studies")
+    study = create_study(expand_paths(load_space(path)), storage=tmp_path / "studies")
     source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
     assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
     assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
@@ -53,13 +79,13 @@ def test_an_unset_variable_in_a_path_a_run_reads_names_the_key(tmp_path, monkeyp
     with pytest.raises(
         SpaceError, match=r"source stage: data.source_root: path '\$\{MSL_TEST_UNSET\}/source' uses"
     ):
-        create_study(_space_file(tmp_path, set={"data.target_root": "/data/cityscapes"}), storage=tmp_path)
+        expand_paths(load_space(_space_file(tmp_path, set={"data.target_root": "/data/cityscapes"})))
 
 
 def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
     with pytest.raises(ValueError, match="--name: '../escaped' is not allowed as a name"):
         create_study(
-            _space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}),
+            load_space(_space_file(tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"})),
             name="../escaped",
             storage=tmp_path / "studies",
         )
@@ -93,3 +119,129 @@ def test_resources_no_node_can_provide_fail_at_once(tmp_path, resources, fits):
             SpaceError, match="main.resources: a trial asks for .* no node of the Ray cluster"
         ):
             check_resources(experiments, nodes)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The runner's decisions, without a Ray cluster
+
+
+def _checkpoint(path: Path, iteration: int) -> Path:
+    """A minimal msl training checkpoint written at `iteration` (every entry a resume needs)."""
+    payload = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "iteration": iteration, "rng": {}}
+    return save_atomic({**payload, "config": {}, "history": [], "best": None}, path)
+
+
+@pytest.mark.parametrize(
+    ("own", "handed", "own_ok", "expected"),
+    [
+        (None, None, True, None),  # a fresh trial
+        (8, None, True, 8),  # the driver died after the trial wrote iteration 8, before Tune recorded it
+        (8, 4, True, 8),  # its own checkpoint is newer than Tune's: no finished evaluation is redone
+        (4, 8, True, 8),  # a retry from Tune's newer checkpoint
+        (8, 4, False, 4),  # PBT: the donor's checkpoint, though older than the trial's own
+        (8, None, False, None),  # PBT without a checkpoint handed over: start again
+    ],
+)
+def test_a_restarted_trial_continues_from_the_newest_checkpoint_it_may_use(
+    tmp_path, own, handed, own_ok, expected
+):
+    run_dir = tmp_path / "run"
+    if own is not None:
+        _checkpoint(run_dir / "checkpoints" / "last.pt", own)
+    restored = None
+    if handed is not None:
+        _checkpoint(tmp_path / "tune" / "last.pt", handed)
+        restored = tune.Checkpoint.from_directory(str(tmp_path / "tune"))
+    point = _resume_point(run_dir, restored, own_checkpoint_ok=own_ok)
+    assert (point and load_checkpoint(point)["iteration"]) == expected
+    if handed is not None:  # Tune's checkpoint is copied into the run, whichever is taken
+        assert load_checkpoint(run_dir / "checkpoints" / "restored.pt")["iteration"] == handed
+
+
+@pytest.mark.parametrize(
+    ("best", "logged", "complete"),
+    [
+        (True, [4, 8, 12], True),
+        (True, [4, 8], False),  # killed before its last evaluation
+        (False, [4, 8, 12], False),  # no best checkpoint
+        (True, [], False),
+        (True, None, False),  # no metrics.jsonl
+    ],
+)
+def test_a_source_model_is_reused_only_when_it_ran_every_iteration(tmp_path, best, logged, complete):
+    if best:
+        _checkpoint(tmp_path / "checkpoints" / "best.pt", 8)
+    if logged is not None:
+        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in logged))
+    assert _source_is_complete(tmp_path, 12) is complete
+
+
+@pytest.mark.parametrize(
+    ("ended", "result", "status", "reason"),
+    [
+        ("complete", {"iteration": 100, "target_im": 0.5}, "finished", "ran every iteration"),
+        (
+            "complete",
+            {"iteration": 30, "target_im": 0.5},
+            "stopped",
+            "stopped by the asha scheduler at iteration 30 of 100",
+        ),
+        ("error", {"iteration": 30, "target_im": 0.5}, "error", "raised an error (after its retries)"),
+    ],
+)
+def test_an_ended_trial_gets_the_status_that_says_why(tmp_path, ended, result, status, reason):
+    experiment = Experiment(metric="target_im", scheduler=AshaScheduler())
+    callback = StudyCallback(tmp_path, experiment, total_trials=2, iterations=100)
+    trial = type("Trial", (), {"last_result": result, "error_file": None, "__str__": lambda self: "t1"})()
+    if ended == "error":
+        trial.error_file = str(tmp_path / "error.txt")
+        Path(trial.error_file).write_text("Traceback (most recent call last):\nValueError: no such file x\n")
+        callback.on_trial_error(0, [], trial)
+    else:
+        callback.on_trial_complete(0, [], trial)
+    written = layout.read_json(layout.trials_dir(tmp_path, "main") / "t1" / layout.STATUS_FILE)
+    assert (written["status"], written["reason"], written["iterations"]) == (
+        status,
+        reason,
+        result["iteration"],
+    )
+    assert written["error"] == ("ValueError: no such file x" if ended == "error" else None)
+
+
+def test_ray_schedulers_get_the_defaults_the_space_shows():
+    asha = _scheduler(Experiment(scheduler=AshaScheduler()), iterations=100)
+    assert [milestone for milestone, _ in asha._brackets[0]._rungs] == [64, 16, 4, 1]  # 1 x 4^k up to 100
+    pbt_spec = PbtScheduler(perturbation_interval=10, mutations={"optim.lr": {"choice": [0.1, 0.2]}})
+    pbt = _scheduler(Experiment(scheduler=pbt_spec), iterations=100)
+    assert (pbt._perturbation_interval, pbt._quantile_fraction, pbt._synch) == (10, 0.25, False)
+    assert _scheduler(Experiment(), iterations=100) is None  # fifo: Tune's default
+
+
+def _per_variant_grids() -> Experiment:
+    return Experiment(
+        params={"optim.lr": {"loguniform": [0.001, 0.01]}},
+        variants={
+            "source_only": Variant({}),
+            "entropy": Variant({}, {"loss.lambda_target": {"grid": [0.2, 0.6]}}),
+            "maxsquare": Variant({}, {"loss.lambda_target": {"grid": [0.8]}}),
+        },
+        seeds=[0, 1],
+    )
+
+
+def test_the_plan_lists_each_searched_key_once_with_per_variant_grids():
+    assert _searched(_per_variant_grids()) == {
+        "optim.lr": {"loguniform": [0.001, 0.01]},
+        "loss.lambda_target": {"grid per variant": {"entropy": [0.2, 0.6], "maxsquare": [0.8]}},
+    }
+
+
+def test_each_variant_searches_its_own_grid_and_unsearched_variants_run_once():
+    space = _param_space(_per_variant_grids())
+    assert space["case"]["grid_search"] == [
+        {"variant": "source_only"},
+        {"variant": "entropy", "loss.lambda_target": 0.2},
+        {"variant": "entropy", "loss.lambda_target": 0.6},
+        {"variant": "maxsquare", "loss.lambda_target": 0.8},
+    ]
+    assert space["seed"]["grid_search"] == [0, 1]

@@ -146,6 +146,20 @@ BAD_SPACES = [
     ({"experiments": {"../escaped": {}}}, "experiments.../escaped: '../escaped' is not allowed as a name"),
     ({"name": "/tmp/elsewhere"}, "name: '/tmp/elsewhere' is not allowed as a name"),
     ({"variants": {"a/b": {}}}, "variants.a/b: 'a/b' is not allowed as a name"),
+    ({"search": {"num_samples": 0}}, "search.num_samples: 0 is out of range; it must be >= 1"),
+    ({"resources": {"cpus": 2}}, "resources.cpus: unknown key; did you mean 'resources.cpu'?"),
+    ({"experiments": {"a": {"name": "b"}}}, "experiments.a.name: unknown key"),  # the name is its key
+    (
+        {
+            "scheduler": {
+                "name": "pbt",
+                "perturbation_interval": 10,
+                "quantile_fraction": 0.75,
+                "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}},
+            }
+        },
+        "scheduler.quantile_fraction: 0.75 is out of range; it must be <= 0.5",
+    ),
 ]
 
 
@@ -160,6 +174,22 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
     (experiment,) = load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)).experiments
     assert experiment.oracle and experiment.mode == "max"
     assert "ORACLE" in describe_plan(load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)))
+
+
+def test_dry_run_shows_the_effective_settings_with_every_default(tmp_path, capsys):
+    pbt = {"name": "pbt", "perturbation_interval": 10, "mutations": {"optim.lr": {"choice": [0.1, 0.2]}}}
+    path = write(tmp_path, experiments={"a": {"scheduler": {"name": "asha"}}, "p": {"scheduler": pbt}})
+    assert main(["run", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "scheduler: {name: asha, grace_period: 1, reduction_factor: 4.0, max_iterations: 100}" in out
+    assert "perturbation_interval: 10, mutations: {optim.lr: {choice: [0.1, 0.2]}}, " in out
+    assert "quantile_fraction: 0.25, synch: false}" in out
+    assert out.count("search: {algorithm: grid, num_samples: 1, seed: 0}") == 2
+    assert out.count("objective: max source_val_miou (label-free)") == 2
+    assert (
+        "resources per trial: {cpu: 1.0, gpu: 0.0}; max_concurrent: null, retries: 1, checkpoints_to_keep: 2"
+        in out
+    )
 
 
 def test_dry_run_of_a_bad_space_exits_with_the_message(tmp_path, capsys):
@@ -185,7 +215,7 @@ def _tune_then_confirm(tmp_path, confirm: dict, confirm_seeds: list[int], **tune
 def test_a_confirmation_runs_on_fresh_seeds_with_the_earlier_experiments_configurations(tmp_path):
     space = load_space(_tune_then_confirm(tmp_path, {"from": "tune"}, [1, 2]))
     tune, confirm = space.experiments
-    assert (tune.confirm_from, confirm.confirm_from) == (None, "tune")
+    assert (tune.confirm, confirm.confirm) == (None, "tune")
     assert confirm.num_trials() == 2 * 2 and not confirm.params
     assert "confirms the configurations that 'tune' selects, on fresh seeds" in describe_plan(space)
 
@@ -256,7 +286,7 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
         )
     )
     (experiment,) = space.experiments
-    assert experiment.variants["maxsquare"] == {
+    assert experiment.variants["maxsquare"].set == {
         "loss.target": "maxsquare",
         "model.multi_level": False,
         "loss.iw_ratio": 0.3,

@@ -1,5 +1,7 @@
 """Real Ray studies on the small synthetic benchmark: a head node started with `ray start`, logical GPUs packed
-two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed with SIGKILL then resumed."""
+two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed with SIGKILL then resumed. Each
+scenario runs once (a module-scoped fixture); each test checks one behaviour in what it left. The decisions
+behind them are unit-tested without Ray in test_runner.py."""
 
 import json
 import os
@@ -85,7 +87,10 @@ def cluster():
     subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
 
 
-def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(cluster, synth, tmp_path):
+@pytest.fixture(scope="module")
+def head_study(cluster, synth, tmp_path_factory) -> tuple[str, Path]:
+    """One study of four experiments on the head node, run once: (its output, its directory). The tests below
+    each check one behaviour in what it left."""
     experiments = {
         "comparison": {
             "variants": ["source_only", "maxsquare", "iw_maxsquare", "hard"],
@@ -112,46 +117,77 @@ def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(clu
             "max_concurrent": 2,
         },
     }
+    tmp_path = tmp_path_factory.mktemp("head")
     space = space_file(tmp_path / "space.yaml", synth, experiments=experiments)
     result = msl_study("run", space, "--storage", tmp_path / "studies", "--address", cluster)
     assert result.returncode == 0, result.stdout + result.stderr
-    study = tmp_path / "studies" / "tiny"
-    assert "comparison: 4/4 trials ended" in result.stdout and "ETA" in result.stdout
+    return result.stdout, tmp_path / "studies" / "tiny"
 
+
+def test_the_driver_prints_progress_with_an_eta(head_study):
+    output, _ = head_study
+    assert "comparison: 4/4 trials ended" in output and "ETA" in output
+
+
+def test_a_diverging_trial_is_recorded_and_does_not_stop_the_study(head_study):
+    _, study = head_study
     status = {name.split("_s0_")[0]: s for name, s in read(study, "failing", layout.STATUS_FILE).items()}
     assert status["broken"]["status"] == "diverged" and "non-finite" in status["broken"]["error"]
-    assert status["maxsquare"]["status"] == "finished"  # the failure did not stop the study
+    assert status["maxsquare"]["status"] == "finished"
     assert all(s["status"] == "finished" for s in read(study, "comparison", layout.STATUS_FILE).values())
 
-    # 0.5 GPU per trial: all four trials ran at once, two on each logical GPU.
-    infos = [
-        json.loads((d / "run/run_info.json").read_text())
-        for d in layout.trials_dir(study, "comparison").iterdir()
-    ]
+
+def test_half_a_gpu_per_trial_runs_four_trials_at_once_two_on_each_gpu(head_study):
+    _, study = head_study
+    trials = list(layout.trials_dir(study, "comparison").iterdir())
+    infos = [json.loads((d / "run/run_info.json").read_text()) for d in trials]
     assert sorted(i["cuda_visible_devices"] for i in infos) == ["0", "0", "1", "1"]
     starts = [datetime.fromisoformat(i["started"]).timestamp() for i in infos]
-    ends = [
-        (d / layout.STATUS_FILE).stat().st_mtime for d in layout.trials_dir(study, "comparison").iterdir()
-    ]
+    ends = [(d / layout.STATUS_FILE).stat().st_mtime for d in trials]
     assert max(starts) < min(ends), "the four trials did not all run at the same time"
 
-    # Both experiments share the seed's source model; every UDA trial started from it.
+
+def test_experiments_share_the_seeds_source_model(head_study):
+    _, study = head_study
     trials = {**read(study, "sweep", layout.TRIAL_FILE), **read(study, "comparison", layout.TRIAL_FILE)}
     assert len({t["source_run"] for t in trials.values()}) == 1
+
+
+def test_asha_stops_sweep_trials_only_at_its_rungs(head_study):
+    _, study = head_study
     sweep = read(study, "sweep", layout.STATUS_FILE)
     assert len(sweep) == 4 and {s["status"] for s in sweep.values()} <= {"finished", "stopped"}
     assert {s["iterations"] for s in sweep.values()} <= {4, 8, 12}
-    # PBT: the weaker trial took over the stronger one's checkpoint and went on to the end.
+
+
+def test_pbt_hands_a_checkpoint_over_and_every_trial_runs_to_the_end(head_study):
+    _, study = head_study
     pbt = read(study, "pbt", layout.STATUS_FILE)
     assert len(pbt) == 2 and all(s["status"] == "finished" and s["iterations"] == 12 for s in pbt.values())
     assert any(
         (d / "run/checkpoints/restored.pt").exists() for d in layout.trials_dir(study, "pbt").iterdir()
     )
+
+
+def test_the_plan_records_the_horizon_objective_and_effective_scheduler(head_study):
+    _, study = head_study
     plan = json.loads((study / "sweep" / layout.PLAN_FILE).read_text())
     assert plan["max_iterations"] == 12 and plan["metric"] == "target_im" and not plan["oracle"]
+    assert plan["scheduler"] == {
+        "name": "asha",
+        "grace_period": 4,
+        "reduction_factor": 2.0,
+        "max_iterations": None,
+    }
+    pbt = json.loads((study / "pbt" / layout.PLAN_FILE).read_text())["scheduler"]
+    assert (pbt["quantile_fraction"], pbt["synch"]) == (0.5, True)
 
 
-def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(synth, tmp_path):
+@pytest.fixture(scope="module")
+def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, dict[str, str]]:
+    """A study whose driver is killed with SIGKILL once one trial has ended and another has written a
+    checkpoint, then resumed: (the resume's result, the study, metrics.jsonl of the trials ended before)."""
+    tmp_path = tmp_path_factory.mktemp("resume")
     space = space_file(
         tmp_path / "space.yaml",
         synth,
@@ -187,17 +223,32 @@ def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(s
         name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
     }
     assert finished_before, "no trial ended before the deadline"
+    return msl_study("resume", study), study, finished_before
 
-    result = msl_study("resume", study)
+
+def test_a_killed_study_resumes_without_an_error(resumed_study):
+    result, study, _ = resumed_study
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     status = read(study, "main", layout.STATUS_FILE)
     assert len(status) == 3 and all(s["status"] == "finished" for s in status.values())
-    for name, metrics in finished_before.items():  # finished trials kept as they were
+
+
+def test_trials_that_ended_before_the_kill_are_kept_as_they_were(resumed_study):
+    _, study, finished_before = resumed_study
+    for name, metrics in finished_before.items():
         assert (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() == metrics
-    for name in status:  # every trial has each evaluation exactly once
+
+
+def test_every_evaluation_is_recorded_exactly_once(resumed_study):
+    _, study, _ = resumed_study
+    for name in read(study, "main", layout.STATUS_FILE):
         lines = (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text().splitlines()
-        assert [json.loads(line)["iteration"] for line in lines] == [4, 8, 12]
+        assert [json.loads(line)["iteration"] for line in lines] == [4, 8, 12], name
+
+
+def test_the_interrupted_trial_continues_from_its_checkpoint(resumed_study):
+    _, study, _ = resumed_study
     resumed = [
         d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()
     ]
