@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from msl.io import write_text_atomic
+from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
 from msl.losses import TARGET_LOSS_NAMES
 
-DATASETS = ("gta5", "synthia", "cityscapes", "crosscity")
 OPTIMIZERS = ("sgd", "adamw")
 # Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
 # target val labels (the test set): selecting on them is an oracle that must be asked for by name.
@@ -38,6 +38,17 @@ METRIC_MODES = {
     "target_snd": "max",
     "target_bnm": "max",
 }
+MODES = ("max", "min")
+
+
+def is_better(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether `value` beats `best` under `mode` (one of MODES). A missing value (None or NaN) never wins, any
+    value beats a missing best, and a tie keeps `best` (the earlier checkpoint or trial)."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
 
 
 class ConfigError(ValueError):
@@ -65,18 +76,18 @@ def _spec(
 class DataConfig:
     """Which datasets, where they live on disk, and how images are prepared. Sizes are [width, height]."""
 
-    source: str = _spec("gta5", choices=DATASETS)
+    source: str = _spec("gta5", choices=DATASET_NAMES)
     source_root: str = ""
     source_train_split: str = "train"
     source_val_split: str = "val"
     source_size: list[int] = _spec([1280, 720], length=2, gt=0)
-    target: str = _spec("cityscapes", choices=DATASETS)
+    target: str = _spec("cityscapes", choices=DATASET_NAMES)
     target_root: str = ""
     target_city: str | None = None  # NTHU CrossCity city: Rome, Rio, Tokyo or Taipei
     target_train_split: str = "train"
     target_val_split: str = "val"
     target_size: list[int] = _spec([1024, 512], length=2, gt=0)
-    num_classes: int = _spec(19, choices=(19, 16, 13))
+    num_classes: int = _spec(19, choices=NUM_CLASSES_CHOICES)
     batch_size: int = _spec(1, ge=1)
     num_workers: int = _spec(4, ge=0)
     flip: bool = True
@@ -145,7 +156,7 @@ class SelectionConfig:
     test set, so selecting on them (`oracle_miou`) is an oracle the user must name explicitly."""
 
     metric: str = _spec("source_val_miou", choices=tuple(METRIC_MODES))
-    mode: str | None = _spec(None, choices=("max", "min"))  # None: the metric's own direction
+    mode: str | None = _spec(None, choices=MODES)  # None: the metric's own direction
 
     @property
     def direction(self) -> str:
