@@ -421,13 +421,13 @@ def _parser() -> argparse.ArgumentParser:
 def packing_table(args: argparse.Namespace, case: Case, say) -> None:
     """Throughput of N processes of one mode packed on one device, for each N of `--processes`."""
     say(
-        f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up iterations "
-        f"each; iterations finished within a {args.seconds:g} s window; data loading not included"
+        f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up "
+        f"iterations each; iterations finished within a {args.seconds:g} s window; data loading not included"
     )
     say()
     say(
-        "| arch | source HxW | target HxW | processes | ms/iteration (median of medians) | trial-iterations/s "
-        "| speed-up | peak MiB per process | reserved MiB per process |"
+        "| arch | source HxW | target HxW | processes | ms/iteration (median of medians) "
+        "| trial-iterations/s | speed-up | peak MiB per process | reserved MiB per process |"
     )
     say("|---|---|---|---|---|---|---|---|---|")
     single = None

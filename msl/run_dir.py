@@ -73,14 +73,14 @@ class RunDir:
 
     @property
     def restored(self) -> Path:
-        """Where a checkpoint handed over from outside (a Ray Tune restore) is copied before the run resumes."""
+        """Where a checkpoint handed over from outside (a Ray Tune restore) is copied to resume from."""
         return self.checkpoints / "restored.pt"
 
     def check_can_start(self, resume: bool) -> None:
         """Never overwrite a previous run: a directory with a checkpoint, or with files a run does not write,
-        needs `resume` (or another directory). One that holds only what a run writes before its first checkpoint
-        never got far enough to be resumed, so a new start may reuse it: a missing dataset or a kill before the
-        first checkpoint never wedges it."""
+        needs `resume` (or another directory). One holding only what a run writes before its first checkpoint
+        never got far enough to be resumed, so a new start may reuse it: a missing dataset or a kill before
+        the first checkpoint never wedges it."""
         if resume or not self.path.exists():
             return
         entries = {entry.name for entry in self.path.iterdir()}
@@ -92,8 +92,9 @@ class RunDir:
             )
 
     def read_metrics(self) -> list[dict]:
-        """The evaluation records, with NaN for null. A missing file has none; a truncated last line (a file being
-        written) is ignored, while a broken line before the last one is an error naming the file and line."""
+        """The evaluation records, with NaN for null. A missing file has none; a truncated last line (a file
+        being written) is ignored, while a broken line before the last one is an error naming the file and
+        line."""
         if not self.metrics.is_file():
             return []
         lines = self.metrics.read_text().splitlines()

@@ -410,9 +410,10 @@ def train(
 
 
 def _set_up(cfg: TrainConfig, run: RunDir, resume_from: str | Path | None) -> _Training:
-    """Device, model, optimiser and data of a run, restored from `resume_from` if given, and the run directory's
-    config, run info and metrics written. The order is part of exact resume: seed, model, optimiser, then the
-    checkpoint's RNG state; the data come before the run directory is written, so a bad data root leaves none."""
+    """Device, model, optimiser and data of a run, restored from `resume_from` if given, and the run
+    directory's config, run info and metrics written. The order is part of exact resume: seed, model,
+    optimiser, then the checkpoint's RNG state. The data come before the run directory is written, so that a
+    bad data root leaves none."""
     device = _set_up_runtime(cfg)
     checkpoint = load_checkpoint(resume_from) if resume_from is not None else None
     model, normalization = _build_model(cfg, checkpoint, device)
@@ -445,8 +446,8 @@ def _set_up_runtime(cfg: TrainConfig) -> torch.device:
 
 
 def _build_model(cfg: TrainConfig, checkpoint: dict | None, device: torch.device) -> tuple[nn.Module, str]:
-    """The model on `device` in train mode, with the checkpoint's weights, `model.weights` or a random init, and
-    the input normalization those weights need (`resolve_normalization`)."""
+    """The model on `device` in train mode, with the checkpoint's weights, `model.weights` or a random init,
+    and the input normalization those weights need (`resolve_normalization`)."""
     model = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.aspp_branches, cfg.model.freeze_bn)
     weights_format, trained_config = None, None
     if checkpoint is not None:
@@ -510,8 +511,8 @@ def _log_losses(
 def _evaluate_and_save(
     t: _Training, done: int, lr: float, window_losses: dict[str, float], started: float
 ) -> Path:
-    """Evaluate after iteration `done`, record the evaluation (history, best, TensorBoard, metrics file) and save
-    the checkpoints; returns the last checkpoint's path."""
+    """Evaluate after iteration `done`, record the evaluation (history, best, TensorBoard, metrics file) and
+    save the checkpoints; returns the last checkpoint's path."""
     evaluation = run_evaluation(t.model, t.data, t.cfg, t.device, t.run.path, done)
     record = {
         "iteration": done,
@@ -546,8 +547,8 @@ def _evaluate_and_save(
 
 
 def _update_best(best: dict | None, record: dict, cfg: TrainConfig) -> dict:
-    """The best-so-far record under `selection` (`msl.config.is_better`: NaN never wins, a tie keeps the earlier
-    checkpoint)."""
+    """The best-so-far record under `selection` (`msl.config.is_better`: NaN never wins, a tie keeps the
+    earlier checkpoint)."""
     metric = cfg.selection.metric
     value = record.get(metric, math.nan)
     if is_better(value, None if best is None else best["value"], cfg.selection.direction):

@@ -6,9 +6,10 @@
                      # plus `wall_time` (when the evaluation happened, see `_wall_time`)
     exp = results.experiment("variants")   # the same, restricted to one experiment, with its plan
 
-Works on a finished, running or partly failed study: a trial without status.json is "running", a truncated last
-line of a run's records (a file being written) is ignored (`msl.run_dir.read_metrics`), and a trial that failed
-before its first evaluation keeps its row in `trials` (with its error) and simply has no rows in `evals`.
+Works on a finished, running or partly failed study: a trial without status.json is "running", a truncated
+last line of a run's records (a file being written) is ignored (`msl.run_dir.RunDir.read_metrics`), and a
+trial that failed before its first evaluation keeps its row in `trials` (with its error) and simply has no
+rows in `evals`.
 """
 
 from __future__ import annotations
