@@ -392,10 +392,8 @@ def train(
     for iteration in bar:
         lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
         source, target_images = _next_batches(source_batches, target_batches, t.device, cfg)
-        meter.add(
-            iteration,
-            train_step(t.forward, t.optimizer, cfg, lr, source, target_images, target_loss, t.device),
-        )
+        terms = train_step(t.forward, t.optimizer, cfg, lr, source, target_images, target_loss, t.device)
+        meter.add(iteration, terms)
         done = iteration + 1
         evaluating = done % cfg.eval.every == 0 or done == total
         if done % cfg.runtime.log_every == 0 or evaluating:

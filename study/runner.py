@@ -299,9 +299,8 @@ def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoin
     if restored is not None:
         with restored.as_directory() as directory:
             run.checkpoints.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(
-                Path(directory) / run.last.name, run.restored
-            )  # `report` in run_trial copied it there
+            # A Tune checkpoint holds a copy of a last checkpoint under its own name (`report` in run_trial).
+            shutil.copyfile(Path(directory) / run.last.name, run.restored)
             candidates.append(run.restored)
     if own_checkpoint_ok and run.last.is_file():
         candidates.append(run.last)
