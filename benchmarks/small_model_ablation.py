@@ -42,6 +42,7 @@ from synth_runs import (
     synthetic_set,
 )
 
+from msl.run_dir import RunDir
 from study.space import SHARED_WITH_SOURCE
 
 ROWS = {  # name -> overrides of the source stage; the UDA stage takes their model.* and runtime.* keys
@@ -124,7 +125,7 @@ def main() -> None:
                 **_shared(ROWS[row]),
                 **UDA_STAGE,
                 **UDA[variant],
-                "model.weights": str(source_dir(row, seed) / "checkpoints" / "last.pt"),
+                "model.weights": str(RunDir(source_dir(row, seed)).last),
             },
         )
         for row in ROWS

@@ -43,6 +43,7 @@ from synth_runs import (
 
 from msl.config import load_config
 from msl.metrics import metric_class_names
+from msl.run_dir import RunDir
 
 THIN_CLASSES = ("pole", "traffic sign", "person")  # the small, thin classes whose oracle IoU the table shows
 
@@ -77,7 +78,7 @@ def source_jobs(work: Path, data: Path, shift: float, seed: int, every: int) -> 
 
 def uda_jobs(work: Path, data: Path, seed: int) -> list[Job]:
     """The UDA-budget controls from the seed's source model at the default shift."""
-    weights = str(work / "runs" / f"shift{DEFAULT_SHIFT:g}_seed{seed}_source" / "checkpoints" / "last.pt")
+    weights = str(RunDir(work / "runs" / f"shift{DEFAULT_SHIFT:g}_seed{seed}_source").last)
     stage = {**source_overrides(data, seed), **UDA_STAGE, "model.weights": weights}
     runs = {
         "source_only": {"loss.target": "none"},

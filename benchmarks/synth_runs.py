@@ -20,6 +20,7 @@ from pathlib import Path
 import msl
 from msl.config import load_config
 from msl.data.synth import SYNTH_VERSION, generate
+from msl.run_dir import RunDir
 
 CONFIG = Path(msl.__file__).parent / "configs" / "synth.yaml"
 DEFAULT_SHIFT = 0.5  # msl.data.synth.generate's default
@@ -45,16 +46,15 @@ class Job:
 
 def run_job(job: Job) -> list[dict]:
     """Train (or reuse a finished run in `job.run_dir`) and return its evaluation records."""
-    metrics = job.run_dir / "metrics.jsonl"
+    run = RunDir(job.run_dir)
     cfg = load_config(CONFIG, job.overrides)
-    if metrics.is_file():
-        records = [json.loads(line) for line in metrics.read_text().splitlines()]
-        if records and records[-1]["iteration"] == cfg.optim.iterations:
-            return records
+    records = run.read_metrics()
+    if records and records[-1]["iteration"] == cfg.optim.iterations:
+        return records
     from msl.trainer import train
 
-    train(cfg, job.run_dir)
-    return [json.loads(line) for line in metrics.read_text().splitlines()]
+    train(cfg, run.path)
+    return run.read_metrics()
 
 
 def run_jobs(jobs: list[Job], parallel: int) -> dict[str, list[dict]]:

@@ -344,6 +344,43 @@ def machine(device: torch.device) -> str:
 
 
 def main() -> None:
+    parser = _parser()
+    args = parser.parse_args()
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    cfg = load_config(SYNTH_CONFIG if device.type == "cpu" and not args.smoke else None, UDA_OVERRIDES)
+    unknown = set(args.compile) - {case.name for case in paper_modes(args.smoke)} - {"all"}
+    if unknown:
+        parser.error(
+            f"--compile: unknown modes {sorted(unknown)}; choose among {[c.name for c in paper_modes(True)]}"
+        )
+    if args.worker or args.processes:
+        modes = {case.name: case for case in paper_cases(args.smoke, ["all"])}
+        if args.mode not in modes:
+            parser.error(f"--mode {args.mode!r}: choose one of {', '.join(modes)}")
+        if args.worker:
+            torch.set_num_threads(args.threads[0])
+            packing_worker(modes[args.mode], cfg, device, args.warmup, args.seconds)
+            return
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    say("# One UDA iteration (multi-level, IW max-squares)")
+    say()
+    say(f"- machine: {machine(device)}; torch {torch.__version__}")
+    say(f"- date: {datetime.date.today().isoformat()}")
+    say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
+    if args.processes:
+        packing_table(args, modes[args.mode], say)
+    else:
+        timing_tables(args, cfg, device, say)
+    write_report(args.report, lines)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="CPU thread counts to time")
@@ -378,67 +415,45 @@ def main() -> None:
     parser.add_argument(
         "--report", type=Path, default=None, help="also write the output to this markdown file"
     )
-    args = parser.parse_args()
-    auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
-    cfg = load_config(SYNTH_CONFIG if device.type == "cpu" and not args.smoke else None, UDA_OVERRIDES)
-    unknown = set(args.compile) - {case.name for case in paper_modes(args.smoke)} - {"all"}
-    if unknown:
-        parser.error(
-            f"--compile: unknown modes {sorted(unknown)}; choose among {[c.name for c in paper_modes(True)]}"
-        )
-    if args.worker or args.processes:
-        modes = {case.name: case for case in paper_cases(args.smoke, ["all"])}
-        if args.mode not in modes:
-            parser.error(f"--mode {args.mode!r}: choose one of {', '.join(modes)}")
-        if args.worker:
-            torch.set_num_threads(args.threads[0])
-            packing_worker(modes[args.mode], cfg, device, args.warmup, args.seconds)
-            return
-    lines: list[str] = []
+    return parser
 
-    def say(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
 
-    say("# One UDA iteration (multi-level, IW max-squares)")
+def packing_table(args: argparse.Namespace, case: Case, say) -> None:
+    """Throughput of N processes of one mode packed on one device, for each N of `--processes`."""
+    say(
+        f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up "
+        f"iterations each; iterations finished within a {args.seconds:g} s window; data loading not included"
+    )
     say()
-    say(f"- machine: {machine(device)}; torch {torch.__version__}")
-    say(f"- date: {datetime.date.today().isoformat()}")
-    say(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`")
-    if args.processes:
+    say(
+        "| arch | source HxW | target HxW | processes | ms/iteration (median of medians) "
+        "| trial-iterations/s | speed-up | peak MiB per process | reserved MiB per process |"
+    )
+    say("|---|---|---|---|---|---|---|---|---|")
+    single = None
+    for processes in args.processes:
+        results = run_packed(processes, args)
+        rate = sum(r["iterations"] for r in results) / args.seconds
+        single = single or (rate if processes == 1 else None)
+        speedup = f"{rate / single:.2f}x" if single else "-"
+        medians = [r["median_ms"] for r in results if r["median_ms"] is not None]
+        ms = f"{statistics.median(medians):.1f}" if medians else "-"
+        reserved = max((r["reserved_mib"] or 0) for r in results)
         say(
-            f"- packing: N processes of mode {args.mode}, started together after {args.warmup} warm-up iterations "
-            f"each; iterations finished within a {args.seconds:g} s window; data loading not included"
+            f"| {case.arch} | {'x'.join(map(str, case.source_hw))} | {'x'.join(map(str, case.target_hw))} "
+            f"| {processes} | {ms} | {rate:.2f} | {speedup} | {max(r['peak_mib'] for r in results):.0f} "
+            f"| {f'{reserved:.0f}' if reserved else '-'} |"
         )
-        say()
-        case = modes[args.mode]
-        say(
-            "| arch | source HxW | target HxW | processes | ms/iteration (median of medians) | trial-iterations/s "
-            "| speed-up | peak MiB per process | reserved MiB per process |"
-        )
-        say("|---|---|---|---|---|---|---|---|---|")
-        single = None
-        for processes in args.processes:
-            results = run_packed(processes, args)
-            rate = sum(r["iterations"] for r in results) / args.seconds
-            single = single or (rate if processes == 1 else None)
-            speedup = f"{rate / single:.2f}x" if single else "-"
-            medians = [r["median_ms"] for r in results if r["median_ms"] is not None]
-            ms = f"{statistics.median(medians):.1f}" if medians else "-"
-            reserved = max((r["reserved_mib"] or 0) for r in results)
-            say(
-                f"| {case.arch} | {'x'.join(map(str, case.source_hw))} | {'x'.join(map(str, case.target_hw))} "
-                f"| {processes} | {ms} | {rate:.2f} | {speedup} | {max(r['peak_mib'] for r in results):.0f} "
-                f"| {f'{reserved:.0f}' if reserved else '-'} |"
-            )
-        say()
-        say(
-            "Peak MiB: torch's peak allocation per process on CUDA (plus the CUDA context, not counted) or its "
-            "peak resident set size on the CPU; reserved: what CUDA's caching allocator held."
-        )
-        write_report(args.report, lines)
-        return
+    say()
+    say(
+        "Peak MiB: torch's peak allocation per process on CUDA (plus the CUDA context, not counted) or its "
+        "peak resident set size on the CPU; reserved: what CUDA's caching allocator held."
+    )
+
+
+def timing_tables(args: argparse.Namespace, cfg, device: torch.device, say) -> None:
+    """Milliseconds per iteration of each case (the quickstart's on the CPU, the paper's elsewhere) and, for
+    the paper's, the loss terms of one forward pass in bf16 against strict fp32."""
     say(f"- median of {args.iterations} iterations after {args.warmup} warm-up; data loading not included")
     say()
     say("| arch | batch | source HxW | target HxW | mode | threads | ms/iteration | peak MiB |")
@@ -456,22 +471,21 @@ def main() -> None:
             row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
         say()
         say("CPU peak memory is the process's peak resident set size (Python, torch and all cases so far).")
-    else:
-        cases = paper_cases(args.smoke, args.compile)
-        threads = torch.get_num_threads() if device.type == "cpu" else "-"
-        for case in cases:
-            row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
-        say()
-        init = (
-            f"weights {args.weights}"
-            if args.weights
-            else "seeded random init: guidance is 0 if no pixel is confident"
-        )
-        say(f"## Loss terms of one forward pass, bf16 versus strict fp32 ({init})")
-        say()
-        for text in compare_precisions(cases, cfg, device, args.weights):
-            say(text)
-    write_report(args.report, lines)
+        return
+    cases = paper_cases(args.smoke, args.compile)
+    threads = torch.get_num_threads() if device.type == "cpu" else "-"
+    for case in cases:
+        row(case, threads, *time_case(case, cfg, device, args.warmup, args.iterations))
+    say()
+    init = (
+        f"weights {args.weights}"
+        if args.weights
+        else "seeded random init: guidance is 0 if no pixel is confident"
+    )
+    say(f"## Loss terms of one forward pass, bf16 versus strict fp32 ({init})")
+    say()
+    for text in compare_precisions(cases, cfg, device, args.weights):
+        say(text)
 
 
 def write_report(path: Path | None, lines: list[str]) -> None:

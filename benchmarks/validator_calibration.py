@@ -26,9 +26,10 @@ from synth_calibration import source_jobs
 from synth_runs import CONFIG, UDA_STAGE, Job, Report, header, run_jobs, synthetic_set
 
 from msl.config import load_config, parse_override
+from msl.run_dir import RunDir
 from study import layout
 from study.report import VALIDATOR_MODES
-from study.results import ExperimentResults, read_metrics
+from study.results import ExperimentResults
 from study.selection import TARGET, checkpoint_audit, configuration_audit, with_study_validators
 from study.space import VARIANTS
 
@@ -56,7 +57,7 @@ def uda_jobs(args: argparse.Namespace, sets: dict[float, Path]) -> tuple[list[Jo
                             **UDA_STAGE,
                             "eval.every": args.eval_every,
                             **VARIANTS[variant],
-                            "model.weights": str(source.run_dir / "checkpoints" / "last.pt"),
+                            "model.weights": str(RunDir(source.run_dir).last),
                             "runtime.seed": seed,
                             **uda_overrides,
                         },
@@ -85,7 +86,7 @@ def experiment(work: Path, shift: float, variants: list[str], seeds: list[int]) 
             }
             trials.append(trial)
             run = layout.trials_dir(study_dir(work), name) / trial["trial_name"] / layout.RUN_DIR
-            evals.extend({**trial, **record} for record in read_metrics(run / layout.METRICS_FILE))
+            evals.extend({**trial, **record} for record in RunDir(run).read_metrics())
     exp = ExperimentResults(name, {}, pd.DataFrame(trials), pd.DataFrame(evals), study_dir(work))
     exp.evals = with_study_validators(exp).astype({TARGET: float})
     return exp

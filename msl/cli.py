@@ -24,19 +24,20 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from msl.config import load_config, read_yaml
+    from msl.run_dir import RunDir
     from msl.trainer import train
 
     out = Path(args.out or f"runs/{Path(args.config).stem}")
+    run = RunDir(out)
     if args.resume:
-        last = out / "checkpoints" / "last.pt"
-        if not last.is_file():
+        if not run.last.is_file():
             raise FileNotFoundError(
-                f"nothing to resume: {last} does not exist (a run that never reached its first "
+                f"nothing to resume: {run.last} does not exist (a run that never reached its first "
                 "evaluation starts again without --resume)"
             )
-        _check_same_config(read_yaml(out / "config.yaml"), load_config(args.config, args.set))
+        _check_same_config(read_yaml(run.config), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
-    record = train(cfg, out, resume_from=out / "checkpoints" / "last.pt" if args.resume else None)
+    record = train(cfg, out, resume_from=run.last if args.resume else None)
     shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
     print(f"finished {cfg.optim.iterations} iterations in {out}: {shown}")
     return 0
@@ -72,6 +73,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
+
     parser = argparse.ArgumentParser(prog="msl", description=__doc__)
     add_debug_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -89,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify = data_commands.add_parser(
         "verify", help="check a dataset tree: files, sizes, label ids, histogram"
     )
-    verify.add_argument("--dataset", required=True, choices=("gta5", "synthia", "cityscapes", "crosscity"))
+    verify.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     verify.add_argument("--root", required=True)
     verify.add_argument("--split", default=None, help="one split (default: every split found)")
-    verify.add_argument("--num-classes", dest="num_classes", type=int, choices=(19, 16, 13), default=19)
+    verify.add_argument(
+        "--num-classes", dest="num_classes", type=int, choices=NUM_CLASSES_CHOICES, default=19
+    )
     verify.add_argument("--city", default=None, help="NTHU CrossCity city")
     verify.set_defaults(handler=_data_verify)
 

@@ -23,10 +23,10 @@ from typing import Any, TypeVar
 import yaml
 
 from msl.io import write_text_atomic
+from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
 from msl.losses import TARGET_LOSS_NAMES
 
 T = TypeVar("T")
-DATASETS = ("gta5", "synthia", "cityscapes", "crosscity")
 OPTIMIZERS = ("sgd", "adamw")
 # Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
 # target val labels (the test set): selecting on them is an oracle that must be asked for by name.
@@ -41,6 +41,17 @@ METRIC_MODES = {
     "target_snd": "max",
     "target_bnm": "max",
 }
+MODES = ("max", "min")
+
+
+def is_better(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether `value` beats `best` under `mode` (one of MODES). A missing value (None or NaN) never wins, any
+    value beats a missing best, and a tie keeps `best` (the earlier checkpoint or trial)."""
+    if value is None or math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if mode == "max" else value < best
 
 
 class ConfigError(ValueError):
@@ -70,18 +81,18 @@ def spec(
 class DataConfig:
     """Which datasets, where they live on disk, and how images are prepared. Sizes are [width, height]."""
 
-    source: str = spec("gta5", choices=DATASETS)
+    source: str = spec("gta5", choices=DATASET_NAMES)
     source_root: str = ""
     source_train_split: str = "train"
     source_val_split: str = "val"
     source_size: list[int] = spec([1280, 720], length=2, gt=0)
-    target: str = spec("cityscapes", choices=DATASETS)
+    target: str = spec("cityscapes", choices=DATASET_NAMES)
     target_root: str = ""
     target_city: str | None = None  # NTHU CrossCity city: Rome, Rio, Tokyo or Taipei
     target_train_split: str = "train"
     target_val_split: str = "val"
     target_size: list[int] = spec([1024, 512], length=2, gt=0)
-    num_classes: int = spec(19, choices=(19, 16, 13))
+    num_classes: int = spec(19, choices=NUM_CLASSES_CHOICES)
     batch_size: int = spec(1, ge=1)
     num_workers: int = spec(4, ge=0)
     flip: bool = True
@@ -150,7 +161,7 @@ class SelectionConfig:
     test set, so selecting on them (`oracle_miou`) is an oracle the user must name explicitly."""
 
     metric: str = spec("source_val_miou", choices=tuple(METRIC_MODES))
-    mode: str | None = spec(None, choices=("max", "min"))  # None: the metric's own direction
+    mode: str | None = spec(None, choices=MODES)  # None: the metric's own direction
 
     @property
     def direction(self) -> str:
@@ -201,9 +212,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(options[0], value, path)
+        return None if value is None else _convert(options[0], value, path)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping of {_describe(tp)} keys, got {value!r}")
@@ -217,30 +226,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{path}: expected a list of {_describe(item_type)}, got {value!r}")
         return [_convert(item_type, v, f"{path}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        # YAML 1.1 reads `1e-4` (no dot) as a string: accept any string that is a number.
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, path)
     raise TypeError(f"{path}: unsupported annotation {tp!r}")
 
 
@@ -249,6 +236,41 @@ def _convert_mapping(tp: Any, value: Any, path: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: expected a mapping, got {value!r}")
     return {_convert(key_type, k, path): _convert(value_type, v, f"{path}.{k}") for k, v in value.items()}
+
+
+def _to_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true or false, got {value!r}")
+    return value
+
+
+def _to_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    return value
+
+
+def _to_float(value: Any, path: str) -> float:
+    # YAML 1.1 reads `1e-4` (no dot) as a string: accept any string that is a number.
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{path}: expected a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _to_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    return value
+
+
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:

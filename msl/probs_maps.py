@@ -13,27 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
-PROBS_DIR = "validator_probs"
-
-
-def probs_path(run_dir: str | Path, iteration: int) -> Path:
-    return Path(run_dir) / PROBS_DIR / f"{iteration:08d}.npy"
+from msl.io import write_atomic
+from msl.run_dir import RunDir
 
 
 def save_probs(run_dir: str | Path, iteration: int, probs: np.ndarray) -> Path:
-    """Write one evaluation's (N, C, h, w) maps atomically (temporary file, then rename)."""
-    path = probs_path(run_dir, iteration)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as file:
-        np.save(file, probs.astype(np.float16), allow_pickle=False)
-    temporary.replace(path)
-    return path
+    """Write one evaluation's (N, C, h, w) maps atomically (`msl.io.write_atomic`)."""
+
+    def write(temporary: Path) -> None:
+        with temporary.open("wb") as file:  # a file object: np.save would add `.npy` to a path
+            np.save(file, probs.astype(np.float16), allow_pickle=False)
+
+    return write_atomic(RunDir(run_dir).validator_probs / f"{iteration:08d}.npy", write)
 
 
 def saved_iterations(run_dir: str | Path) -> dict[int, Path]:
     """{iteration: path} of the maps a run directory holds (none: empty)."""
-    directory = Path(run_dir) / PROBS_DIR
+    directory = RunDir(run_dir).validator_probs
     if not directory.is_dir():
         return {}
     return {int(path.stem): path for path in sorted(directory.glob("*.npy")) if path.stem.isdigit()}

@@ -9,20 +9,18 @@ the stage is source-only and draws no target batch, unless `loss.adabn` asks to 
 adapting variants by the loss alone). Losses stay on the device and are read back
 every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
 
-A run directory holds: config.yaml (resolved), run_info.json (git revision, versions, seed), metrics.jsonl (one
-line per evaluation), tensorboard/, checkpoints/{last,best}.pt and, with a target, validator_probs/ (the
-validator images' low-resolution softmax maps per evaluation, `msl.probs_maps`).
+What a run writes where: `msl.run_dir`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +29,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
-from msl.config import ConfigError, OptimConfig, TrainConfig, config_to_dict, save_config
+from msl.config import ConfigError, OptimConfig, TrainConfig, config_to_dict, is_better, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
-from msl.io import write_text_atomic
 from msl.labels import IGNORE_INDEX
 from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
@@ -43,8 +40,12 @@ from msl.models.build import reference_param_groups
 from msl.models.deeplab import ARCHS, DeepLabMulti
 from msl.optim import RepeatedSGD
 from msl.probs_maps import save_probs
+from msl.run_dir import RunDir
 from msl.runinfo import expand_path, write_run_info
 from msl.visualize import colourise
+
+if TYPE_CHECKING:  # TensorBoard loads when a run starts, not on every import of this module
+    from torch.utils.tensorboard import SummaryWriter
 
 EvalCallback = Callable[[dict, Path], None]
 
@@ -321,23 +322,6 @@ def train_step(
     return terms
 
 
-# What a run directory holds before its first checkpoint: a folder with only these never got far enough to be
-# resumed, so a new start may reuse it (a missing dataset or a kill before the first evaluation never wedges it).
-_RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", "tensorboard", "checkpoints")
-
-
-def _check_run_dir(run_dir: Path, resume: bool) -> None:
-    """Never overwrite a previous run: a directory with a checkpoint, or with files a run does not write,
-    needs `resume` (or another directory)."""
-    if resume or not run_dir.exists():
-        return
-    entries = {entry.name for entry in run_dir.iterdir()}
-    checkpoints = run_dir / "checkpoints"
-    saved = checkpoints.is_dir() and any(not p.name.startswith(".") for p in checkpoints.iterdir())
-    if saved or not entries <= set(_RUN_FILES):
-        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose --out")
-
-
 def _to_device(batch: Tensor, device: torch.device, channels_last: bool) -> Tensor:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return batch.to(device, non_blocking=True, memory_format=fmt)
@@ -359,6 +343,23 @@ def _log_images(
     model.train()
 
 
+@dataclass
+class _Training:
+    """What the steps and evaluations of a run share; `history` and `best` grow with each evaluation."""
+
+    cfg: TrainConfig  # with data.normalization resolved
+    run: RunDir
+    device: torch.device
+    model: nn.Module
+    forward: Callable  # the training forward (`training_forward`)
+    optimizer: torch.optim.Optimizer
+    data: RunData
+    writer: SummaryWriter
+    start: int  # the first iteration this process runs
+    history: list[dict]  # the records of every evaluation so far
+    best: dict | None  # {"iteration", "metric", "value"} of the best evaluation so far (`_update_best`)
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -371,170 +372,183 @@ def train(
     `resume_from` continues from a checkpoint (model, optimiser, iteration, RNG, history, best record) under
     this `cfg`; `on_eval(record, checkpoint_path)` is called after each evaluation (the Ray Tune hook).
     """
-    run_dir = Path(run_dir)
-    _check_run_dir(run_dir, resume=resume_from is not None)
-    device = pick_device(cfg.runtime.device)
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
-    torch.manual_seed(cfg.runtime.seed)
+    run = RunDir(run_dir)
+    run.check_can_start(resume=resume_from is not None)
+    t = _set_up(cfg, run, resume_from)
+    cfg, total = t.cfg, t.cfg.optim.iterations
+    target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
+    source_batches, target_batches = _batch_streams(cfg, t.data, t.start, t.device)
+    meter = _LossMeter(t.device)
+    window_losses: dict[str, float] = {}
+    started = time.perf_counter()
+    bar = tqdm(
+        range(t.start, total),
+        initial=t.start,
+        total=total,
+        disable=not cfg.runtime.progress,
+        desc=f"{cfg.stage} {run.path.name}",
+        dynamic_ncols=True,
+    )
+    for iteration in bar:
+        lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
+        source, target_images = _next_batches(source_batches, target_batches, t.device, cfg)
+        terms = train_step(t.forward, t.optimizer, cfg, lr, source, target_images, target_loss, t.device)
+        meter.add(iteration, terms)
+        done = iteration + 1
+        evaluating = done % cfg.eval.every == 0 or done == total
+        if done % cfg.runtime.log_every == 0 or evaluating:
+            window_losses = _log_losses(meter, t.writer, bar, lr, done)
+        if evaluating:
+            last = _evaluate_and_save(t, done, lr, window_losses, started)
+            if on_eval is not None:
+                on_eval(t.history[-1], last)
+    bar.close()
+    t.writer.close()
+    return t.history[-1] if t.history else {}
 
+
+def _set_up(cfg: TrainConfig, run: RunDir, resume_from: str | Path | None) -> _Training:
+    """Device, model, optimiser and data of a run, restored from `resume_from` if given, and the run
+    directory's config, run info and metrics written. The order is part of exact resume: seed, model,
+    optimiser, then the checkpoint's RNG state. The data come before the run directory is written, so that a
+    bad data root leaves none."""
+    device = _set_up_runtime(cfg)
     checkpoint = load_checkpoint(resume_from) if resume_from is not None else None
-    model = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.aspp_branches, cfg.model.freeze_bn)
-    weights_format = None
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-    elif cfg.model.weights:
-        weights_format = load_weights(model, expand_path(cfg.model.weights))
-    trained_config = checkpoint["config"] if checkpoint is not None else None
-    if (
-        weights_format == "msl" and cfg.data.normalization == "auto"
-    ):  # keep what the weights were trained with
-        trained_config = load_file(expand_path(cfg.model.weights), "weights").get("config")
-    normalization = resolve_normalization(cfg, weights_format, trained_config)
-    channels_last = cfg.runtime.channels_last
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    model, normalization = _build_model(cfg, checkpoint, device)
     forward = training_forward(model, cfg.runtime.compile)
-
     optimizer = build_optimizer(cfg.optim, model)
     start, history, best = 0, [], None
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         start, history, best = checkpoint["iteration"], checkpoint["history"], checkpoint["best"]
         set_rng_state(checkpoint["rng"])
-
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, normalization=normalization))
-    data = build_run_data(
-        cfg, normalization
-    )  # before the run directory is written: a bad data root leaves none
-    resolved = config_to_dict(cfg)
-    save_config(cfg, run_dir / "config.yaml")
-    write_run_info(run_dir / "run_info.json", cfg.runtime.seed, device, resumed=checkpoint is not None)
-    _write_history(run_dir / "metrics.jsonl", history)
-
-    target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
-    pin = device.type == "cuda"
-    source_batches = batch_stream(
-        data.source_train,
-        cfg.data.batch_size,
-        seed=cfg.runtime.seed,
-        start_batch=start,
-        num_workers=cfg.data.num_workers,
-        pin_memory=pin,
-    )
-    target_batches: Iterator | None = None
-    if uses_target_batches(cfg):
-        target_batches = batch_stream(
-            data.target_train,
-            cfg.data.batch_size,
-            seed=cfg.runtime.seed + 1,
-            start_batch=start,
-            num_workers=cfg.data.num_workers,
-            pin_memory=pin,
-        )
-
+    data = build_run_data(cfg, normalization)
+    save_config(cfg, run.config)
+    write_run_info(run.run_info, cfg.runtime.seed, device, resumed=checkpoint is not None)
+    run.write_metrics(history)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start)
-    meter = _LossMeter(device)
-    window_losses: dict[str, float] = {}
-    total = cfg.optim.iterations
-    started = time.perf_counter()
-    bar = tqdm(
-        range(start, total),
-        initial=start,
-        total=total,
-        disable=not cfg.runtime.progress,
-        desc=f"{cfg.stage} {run_dir.name}",
-        dynamic_ncols=True,
-    )
-    record = history[-1] if history else {}
-    for iteration in bar:
-        lr = poly_lr(cfg.optim.lr, iteration, cfg.poly_horizon, cfg.optim.poly_power)
-        images, labels, _ = next(source_batches)
-        source = _to_device(images, device, channels_last), labels.to(device, non_blocking=True)
-        target_images = None
-        if target_batches is not None:
-            target_images = _to_device(next(target_batches)[0], device, channels_last)
-        terms = train_step(forward, optimizer, cfg, lr, source, target_images, target_loss, device)
-        meter.add(iteration, terms)
+    writer = SummaryWriter(str(run.tensorboard), purge_step=start)
+    return _Training(cfg, run, device, model, forward, optimizer, data, writer, start, history, best)
 
-        done = iteration + 1
-        evaluating = done % cfg.eval.every == 0 or done == total
-        if done % cfg.runtime.log_every == 0 or evaluating:
-            window_losses = meter.read()
-            for name, value in window_losses.items():
-                writer.add_scalar(f"loss/{name.removeprefix('loss_')}", value, done)
-            writer.add_scalar("learning_rate", lr, done)
-            bar.set_postfix(
-                {k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False
-            )
-        if evaluating:
-            evaluation = run_evaluation(model, data, cfg, device, run_dir, done)
-            record = {
-                "iteration": done,
-                "lr": lr,
-                **window_losses,
-                **evaluation,
-                "elapsed_s": time.perf_counter() - started,
-                "time": time.time(),
-            }
-            best = _update_best(best, record, cfg)
-            record["is_best"] = best["iteration"] == done
-            history.append(record)
-            for name, value in record.items():
-                if isinstance(value, float) and name not in window_losses and name != "lr":
-                    writer.add_scalar(f"metrics/{name}", value, done)
-            _log_images(writer, model, data, cfg, device, normalization, done)
-            payload = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "iteration": done,
-                "rng": rng_state(),
-                "config": resolved,
-                "history": history,
-                "best": best,
-            }
-            if record[
-                "is_best"
-            ]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
-                save_atomic(payload, run_dir / "checkpoints" / "best.pt")
-            last = save_atomic(payload, run_dir / "checkpoints" / "last.pt")
-            _write_history(run_dir / "metrics.jsonl", history)
-            writer.flush()
-            if on_eval is not None:
-                on_eval(record, last)
-    bar.close()
-    writer.close()
-    return record
+
+def _set_up_runtime(cfg: TrainConfig) -> torch.device:
+    """The run's device, with its CPU threads, cuDNN autotuning and seed set."""
+    device = pick_device(cfg.runtime.device)
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    torch.backends.cudnn.benchmark = cfg.runtime.cudnn_benchmark
+    torch.manual_seed(cfg.runtime.seed)
+    return device
+
+
+def _build_model(cfg: TrainConfig, checkpoint: dict | None, device: torch.device) -> tuple[nn.Module, str]:
+    """The model on `device` in train mode, with the checkpoint's weights, `model.weights` or a random init,
+    and the input normalization those weights need (`resolve_normalization`)."""
+    model = build_model(cfg.model.arch, cfg.data.num_classes, cfg.model.aspp_branches, cfg.model.freeze_bn)
+    weights_format, trained_config = None, None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        trained_config = checkpoint["config"]
+    elif cfg.model.weights:
+        weights_format = load_weights(model, expand_path(cfg.model.weights))
+        if weights_format == "msl" and cfg.data.normalization == "auto":  # keep what the weights trained with
+            trained_config = load_file(expand_path(cfg.model.weights), "weights").get("config")
+    memory_format = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format).train()
+    return model, resolve_normalization(cfg, weights_format, trained_config)
+
+
+def _batch_streams(
+    cfg: TrainConfig, data: RunData, start: int, device: torch.device
+) -> tuple[Iterator, Iterator | None]:
+    """The endless source batches and, when the stage draws them, the target batches, both from batch `start`
+    on (the batches a straight run would draw next)."""
+
+    def stream(dataset: Dataset, seed: int) -> Iterator:
+        return batch_stream(
+            dataset,
+            cfg.data.batch_size,
+            seed=seed,
+            start_batch=start,
+            num_workers=cfg.data.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+
+    source = stream(data.source_train, cfg.runtime.seed)
+    target = stream(data.target_train, cfg.runtime.seed + 1) if uses_target_batches(cfg) else None
+    return source, target
+
+
+def _next_batches(
+    source_batches: Iterator, target_batches: Iterator | None, device: torch.device, cfg: TrainConfig
+) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+    """The next source (images (B, 3, Hs, Ws), labels (B, Hs, Ws)) and target images (B, 3, Ht, Wt) or None,
+    on the device."""
+    channels_last = cfg.runtime.channels_last
+    images, labels, _ = next(source_batches)
+    source = _to_device(images, device, channels_last), labels.to(device, non_blocking=True)
+    if target_batches is None:
+        return source, None
+    return source, _to_device(next(target_batches)[0], device, channels_last)
+
+
+def _log_losses(
+    meter: _LossMeter, writer: SummaryWriter, bar: tqdm, lr: float, done: int
+) -> dict[str, float]:
+    """Read the loss means of the window back from the device and log them; returns them."""
+    window_losses = meter.read()
+    for name, value in window_losses.items():
+        writer.add_scalar(f"loss/{name.removeprefix('loss_')}", value, done)
+    writer.add_scalar("learning_rate", lr, done)
+    bar.set_postfix({k.removeprefix("loss_"): f"{v:.4f}" for k, v in window_losses.items()}, refresh=False)
+    return window_losses
+
+
+def _evaluate_and_save(
+    t: _Training, done: int, lr: float, window_losses: dict[str, float], started: float
+) -> Path:
+    """Evaluate after iteration `done`, record the evaluation (history, best, TensorBoard, metrics file) and
+    save the checkpoints; returns the last checkpoint's path."""
+    evaluation = run_evaluation(t.model, t.data, t.cfg, t.device, t.run.path, done)
+    record = {
+        "iteration": done,
+        "lr": lr,
+        **window_losses,
+        **evaluation,
+        "elapsed_s": time.perf_counter() - started,
+        "time": time.time(),
+    }
+    t.best = _update_best(t.best, record, t.cfg)
+    record["is_best"] = t.best["iteration"] == done
+    t.history.append(record)
+    for name, value in record.items():
+        if isinstance(value, float) and name not in window_losses and name != "lr":
+            t.writer.add_scalar(f"metrics/{name}", value, done)
+    _log_images(t.writer, t.model, t.data, t.cfg, t.device, t.cfg.data.normalization, done)
+    payload = {
+        "model": t.model.state_dict(),
+        "optimizer": t.optimizer.state_dict(),
+        "iteration": done,
+        "rng": rng_state(),
+        "config": config_to_dict(t.cfg),
+        "history": t.history,
+        "best": t.best,
+    }
+    if record["is_best"]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
+        save_atomic(payload, t.run.best)
+    last = save_atomic(payload, t.run.last)
+    t.run.write_metrics(t.history)
+    t.writer.flush()
+    return last
 
 
 def _update_best(best: dict | None, record: dict, cfg: TrainConfig) -> dict:
-    """The best-so-far record under `selection` (NaN never wins; ties keep the earlier checkpoint)."""
-    value = record.get(cfg.selection.metric, math.nan)
-    if value is None or math.isnan(value):
-        return best or {"iteration": -1, "metric": cfg.selection.metric, "value": math.nan}
-    better = (
-        best is None
-        or math.isnan(best["value"])
-        or (value > best["value"] if cfg.selection.direction == "max" else value < best["value"])
-    )
-    return (
-        {"iteration": record["iteration"], "metric": cfg.selection.metric, "value": value} if better else best
-    )
-
-
-def _json_ready(value):
-    """NaN (an IoU of a class absent from labels and predictions) becomes null: strict JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return [_json_ready(v) for v in value] if isinstance(value, list) else value
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    """Rewrite metrics.jsonl from the checkpointed history, so a resumed run never duplicates or loses a line."""
-    lines = (
-        json.dumps({k: _json_ready(v) for k, v in record.items()}, allow_nan=False) + "\n"
-        for record in history
-    )
-    write_text_atomic(path, "".join(lines))
+    """The best-so-far record under `selection` (`msl.config.is_better`: NaN never wins, a tie keeps the
+    earlier checkpoint)."""
+    metric = cfg.selection.metric
+    value = record.get(metric, math.nan)
+    if is_better(value, None if best is None else best["value"], cfg.selection.direction):
+        return {"iteration": record["iteration"], "metric": metric, "value": value}
+    return best or {"iteration": -1, "metric": metric, "value": math.nan}

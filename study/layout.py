@@ -12,8 +12,8 @@
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run"}
           status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
-          run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/,
-                                      validator_probs/ (msl.probs_maps, read by study.selection)
+          run/                        the trial's msl run directory (msl.run_dir; its validator_probs/ are
+                                      read by study.selection)
 
 plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
 "variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":
@@ -24,9 +24,8 @@ plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
 why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
-`error` says which) or, while no status.json exists yet, "running". metrics.jsonl has one JSON object per
-evaluation with the keys the trainer reports (msl.config.METRIC_MODES, per-class `*_iou` lists, `loss_*`, `lr`,
-`iteration`, `elapsed_s`, `is_best`).
+`error` says which) or, while no status.json exists yet, "running". What a run records per evaluation:
+msl.run_dir.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 RUN_DIR = "run"
 OPTUNA_JOURNAL = "optuna.journal"
-METRICS_FILE = "metrics.jsonl"
 TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
 FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed
 # Study, experiment and variant names become folder names: letters, digits, `_`, `-`, `.`, starting with a letter

@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from msl.config import METRIC_MODES
+from msl.config import METRIC_MODES, is_better
 from study import plots
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES
@@ -70,10 +70,11 @@ MISSING = "–"
 
 def best_label(values: pd.Series, mode: str):
     """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or None."""
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    if values.empty:
-        return None
-    return values.idxmax() if mode == "max" else values.idxmin()
+    best, best_value = None, math.nan
+    for label, value in pd.to_numeric(values, errors="coerce").items():
+        if is_better(value, best_value, mode):
+            best, best_value = label, value
+    return best
 
 
 @dataclass
@@ -956,11 +957,8 @@ def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
     spent = events.groupby("trial_name")["iteration"].diff().fillna(events["iteration"]).clip(lower=0)
     rows, best_objective, pick_target, best_target = [], math.nan, math.nan, math.nan
     for (_, event), cumulative in zip(events.iterrows(), spent.cumsum(), strict=True):
-        value = event[metric]
-        if not _missing(value) and (
-            _missing(best_objective) or (value > best_objective if mode == "max" else value < best_objective)
-        ):
-            best_objective, pick_target = value, event[TARGET]
+        if is_better(event[metric], best_objective, mode):
+            best_objective, pick_target = event[metric], event[TARGET]
         best_target = np.nanmax([best_target, event[TARGET]])
         rows.append(
             {

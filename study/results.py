@@ -2,18 +2,18 @@
 
     results = load_study("studies/quickstart")
     results.trials   # one row per trial: ids, `param:<dotted key>` columns, status, error, reason, iterations
-    results.evals    # one row per trial x evaluation: every key of metrics.jsonl (per-class IoUs as lists),
+    results.evals    # one row per trial x evaluation: every key of its records (per-class IoUs as lists),
                      # plus `wall_time` (when the evaluation happened, see `_wall_time`)
     exp = results.experiment("variants")   # the same, restricted to one experiment, with its plan
 
-Works on a finished, running or partly failed study: a trial without status.json is "running", a truncated last
-line of metrics.jsonl (a file being written) is ignored, and a trial that failed before its first evaluation
-keeps its row in `trials` (with its error) and simply has no rows in `evals`.
+Works on a finished, running or partly failed study: a trial without status.json is "running", a truncated
+last line of a run's records (a file being written) is ignored (`msl.run_dir.RunDir.read_metrics`), and a
+trial that failed before its first evaluation keeps its row in `trials` (with its error) and simply has no
+rows in `evals`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from msl.config import METRIC_MODES
+from msl.run_dir import RunDir
 from study import layout
 
 PARAM_PREFIX = "param:"
@@ -114,12 +115,10 @@ def _trial_columns(plans: dict[str, dict]) -> list[str]:
 
 
 def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> tuple[dict, list[dict]]:
-    """A trial's row (trial.json + status.json) and its evaluation records (metrics.jsonl)."""
+    """A trial's row (trial.json + status.json) and its evaluation records (`msl.run_dir`)."""
     info = _read_optional(trial_dir / layout.TRIAL_FILE)
     status = _read_optional(trial_dir / layout.STATUS_FILE) or {"status": "running"}
-    records = [
-        _clean_record(record) for record in read_metrics(trial_dir / layout.RUN_DIR / layout.METRICS_FILE)
-    ]
+    records = RunDir(trial_dir / layout.RUN_DIR).read_metrics()
     for record in records:
         record["wall_time"] = _wall_time(trial_dir, record)
     params = _flatten(info.get("params") or {})
@@ -156,36 +155,6 @@ def _wall_time(trial_dir: Path, record: dict) -> float:
 
 def _read_optional(path: Path) -> dict:
     return layout.read_json(path) if path.is_file() else {}
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """The records of a metrics.jsonl. A missing file has none; a truncated last line (the file is being written)
-    is ignored, while a broken line before the last one is an error naming the file and line."""
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            if number == len(lines):
-                break
-            raise ValueError(f"{path}:{number} is not valid JSON: {error}") from None
-    return records
-
-
-def _clean_record(record: dict) -> dict:
-    """JSON null (an undefined IoU or metric) becomes NaN, in scalars and inside per-class lists."""
-
-    def clean(value: Any) -> Any:
-        if value is None:
-            return math.nan
-        return [clean(v) for v in value] if isinstance(value, list) else value
-
-    return {key: clean(value) for key, value in record.items()}
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import shutil
@@ -25,7 +24,8 @@ import yaml
 from ray import tune
 
 from msl.checkpoint import load_checkpoint
-from msl.config import TrainConfig, save_config
+from msl.config import TrainConfig, is_better, save_config
+from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, train
 from study import layout
@@ -184,18 +184,15 @@ def source_cpus(resources: Resources, cluster_cpus: float, count: int) -> float:
 
 
 def _source_is_complete(run_dir: Path, iterations: int) -> bool:
-    metrics = run_dir / layout.METRICS_FILE
-    if not (run_dir / "checkpoints" / "best.pt").is_file() or not metrics.is_file():
-        return False
-    lines = metrics.read_text().splitlines()
-    return bool(lines) and json.loads(lines[-1]).get("iteration") == iterations
+    run = RunDir(run_dir)
+    records = run.read_metrics()
+    return run.best.is_file() and bool(records) and records[-1].get("iteration") == iterations
 
 
 def _train_source(cfg, run_dir: str) -> str:
-    run = Path(run_dir)
-    last = run / "checkpoints" / "last.pt"
-    train(cfg, run, resume_from=last if last.is_file() else None)
-    return str(run / "checkpoints" / "best.pt")
+    run = RunDir(run_dir)
+    train(cfg, run.path, resume_from=run.last if run.last.is_file() else None)
+    return str(run.best)
 
 
 def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
@@ -210,7 +207,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
         for seed in experiment.seeds:
             cfg = space.source_config(experiment, seed)
             run_dir = layout.sources_dir(study_dir) / source_key(cfg)
-            checkpoints[experiment.name][seed] = str(run_dir / "checkpoints" / "best.pt")
+            checkpoints[experiment.name][seed] = str(RunDir(run_dir).best)
             if source_key(cfg) in to_train:
                 continue
             if _source_is_complete(run_dir, cfg.optim.iterations):
@@ -275,7 +272,7 @@ def run_trial(
             "seed": seed,
             "params": params,
             "overrides": {**experiment.set, **experiment.variants[variant].set, **params},
-            "source_run": str(Path(sources[seed]).parent.parent),
+            "source_run": str(RunDir.of_checkpoint(sources[seed]).path),
         },
     )
 
@@ -288,7 +285,7 @@ def run_trial(
 
     def report(record: dict, last: Path) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            shutil.copyfile(last, Path(directory) / "last.pt")
+            shutil.copyfile(last, Path(directory) / last.name)
             tune.report(_scalars(record), checkpoint=tune.Checkpoint.from_directory(directory))
         reported.append(record["iteration"])
 
@@ -304,16 +301,15 @@ def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoin
     exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
     Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's). Each
     checkpoint's iteration is read without reading its weights (`mmap`)."""
-    candidates = []
+    run, candidates = RunDir(run_dir), []
     if restored is not None:
         with restored.as_directory() as directory:
-            copy = run_dir / "checkpoints" / "restored.pt"
-            copy.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(directory) / "last.pt", copy)
-            candidates.append(copy)
-    own = run_dir / "checkpoints" / "last.pt"
-    if own_checkpoint_ok and own.is_file():
-        candidates.append(own)
+            run.checkpoints.mkdir(parents=True, exist_ok=True)
+            # A Tune checkpoint holds a copy of a last checkpoint under its own name (`report` in run_trial).
+            shutil.copyfile(Path(directory) / run.last.name, run.restored)
+            candidates.append(run.restored)
+    if own_checkpoint_ok and run.last.is_file():
+        candidates.append(run.last)
     return max(candidates, key=lambda path: load_checkpoint(path, mmap=True)["iteration"], default=None)
 
 
@@ -361,11 +357,8 @@ class StudyCallback(tune.Callback):
         self._print(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        value = result.get(self.metric)
-        if isinstance(value, (int, float)) and not math.isnan(value):
-            self.best = (
-                value if math.isnan(self.best) else (max if self.mode == "max" else min)(self.best, value)
-            )
+        if is_better(value := result.get(self.metric), self.best, self.mode):
+            self.best = value
         self._print(force=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):

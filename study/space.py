@@ -52,6 +52,7 @@ import yaml
 
 from msl.config import (
     METRIC_MODES,
+    MODES,
     ConfigError,
     TrainConfig,
     build,
@@ -287,7 +288,7 @@ class Experiment:
     search: Search = field(default_factory=Search)
     scheduler: Scheduler = spec(FifoScheduler(), parse=_scheduler)
     metric: str = "source_val_miou"  # any metric the trainer reports (METRIC_MODES)
-    mode: str | None = spec(None, choices=("max", "min"))  # None: the metric's own direction
+    mode: str | None = spec(None, choices=MODES)  # None: the metric's own direction
     allow_oracle: bool = False  # needed for an oracle_* metric, which reads the target test labels
     benchmark: str | None = None  # a key of study/paper_results.yaml: the paper's numbers in the report
     resources: Resources = field(default_factory=Resources)  # per trial

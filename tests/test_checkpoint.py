@@ -1,6 +1,7 @@
 """Reading and writing run files safely: no code runs from a checkpoint, every bad file names itself, a full disk
 leaves neither a half-written file nor a temporary one."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import torch
 
 from msl.checkpoint import CheckpointError, load_checkpoint, load_file, save_atomic
 from msl.config import load_config, read_yaml, save_config
+from msl.io import write_atomic, write_text_atomic
 
 
 class _RunsCode:
@@ -129,3 +131,25 @@ def test_config_rewrite_is_atomic(tmp_path):
     assert path.read_text() == before
     assert read_yaml(path)["data"]["source"] == "gta5"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
+def test_a_write_that_fails_halfway_leaves_the_old_file(tmp_path):
+    path = write_text_atomic(tmp_path / "status.json", "old\n")
+
+    def half_then_disk_full(temporary):
+        temporary.write_text("ne")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"cannot write .*status\.json: .*No space left.*is the disk full\?"):
+        write_atomic(path, half_then_disk_full)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
+
+    def interrupted(temporary):
+        temporary.write_text("ne")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # not an OSError: passes through unchanged
+        write_atomic(path, interrupted)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]

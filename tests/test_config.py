@@ -1,9 +1,11 @@
 """The typed config: reference defaults, strict checking with dotted paths, overrides, round trip."""
 
+import math
+
 import pytest
 import yaml
 
-from msl.config import ConfigError, TrainConfig, load_config, parse_override, save_config
+from msl.config import ConfigError, TrainConfig, is_better, load_config, parse_override, save_config
 
 
 def test_defaults_are_the_reference_recipe():
@@ -84,3 +86,24 @@ def test_parse_override_reads_yaml_values():
     assert parse_override("a= true") == ("a", True)
     assert parse_override("x=[1, 2]") == ("x", [1, 2])
     assert parse_override("p=path/with=equals") == ("p", "path/with=equals")
+
+
+@pytest.mark.parametrize(
+    ("value", "best", "mode", "better"),
+    [
+        (0.5, 0.4, "max", True),
+        (0.4, 0.5, "max", False),
+        (0.4, 0.5, "min", True),
+        (0.5, 0.4, "min", False),
+        (0.5, 0.5, "max", False),  # a tie keeps the earlier
+        (0.5, 0.5, "min", False),
+        (math.nan, 0.5, "max", False),  # NaN never wins ...
+        (None, 0.5, "min", False),
+        (math.nan, math.nan, "max", False),
+        (-math.inf, math.nan, "max", True),  # ... and anything beats it
+        (3, None, "min", True),
+        (math.inf, 1e308, "max", True),
+    ],
+)
+def test_is_better_under_a_mode(value, best, mode, better):
+    assert is_better(value, best, mode) is better

@@ -20,10 +20,11 @@ from scipy import stats
 
 from msl.labels import class_names
 from msl.probs_maps import save_probs
+from msl.run_dir import RunDir
 from study import layout
 from study.report import build_report, paper_benchmark, select
 from study.report_cli import add_report_parser
-from study.results import load_study, read_metrics
+from study.results import load_study
 from study.selection import rank_correlations
 
 CLASSES = class_names(19)
@@ -130,7 +131,7 @@ def _write_trial(
     if status is not None:
         layout.write_json(directory / layout.STATUS_FILE, status)
     if records or truncated_line:
-        metrics = directory / layout.RUN_DIR / layout.METRICS_FILE
+        metrics = RunDir(directory / layout.RUN_DIR).metrics
         metrics.parent.mkdir(parents=True)
         metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + (truncated_line or ""))
 
@@ -304,10 +305,9 @@ def test_load_study_reads_every_trial_with_status_and_ignores_a_truncated_line(f
 
 
 def test_a_broken_line_before_the_last_is_an_error(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"iteration": 1}\n{"iter\n{"iteration": 3}\n')
+    RunDir(tmp_path).metrics.write_text('{"iteration": 1}\n{"iter\n{"iteration": 3}\n')
     with pytest.raises(ValueError, match="metrics.jsonl:2"):
-        read_metrics(path)
+        RunDir(tmp_path).read_metrics()
 
 
 def test_variant_rows_are_the_objectives_pick_with_seed_statistics_and_paired_test(report):

@@ -1,7 +1,8 @@
 """A run directory that no crash can wedge: a failed start can be started again, best.pt never falls behind what
-last.pt says, a resume keeps the record of how the run started."""
+last.pt says, a resume keeps the record of how the run started; and msl.run_dir's layout and records alone."""
 
 import json
+import math
 
 import pytest
 
@@ -9,6 +10,7 @@ import msl.trainer
 from msl.checkpoint import load_checkpoint
 from msl.config import load_config
 from msl.data.files import DatasetError
+from msl.run_dir import RunDir
 from msl.trainer import train
 from tests.conftest import tiny_config
 
@@ -92,3 +94,64 @@ def test_a_resume_keeps_how_the_run_started_and_appends_its_own_record(synth, tm
     info = json.loads((run_dir / "run_info.json").read_text())
     assert {key: info[key] for key in started} == started
     assert len(info["resumes"]) == 2 and all(r["resumed"] > started["started"] for r in info["resumes"])
+
+
+def test_a_run_killed_in_its_first_evaluation_starts_again(synth, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(msl.trainer, "save_atomic", killed)  # after the validator maps, before any checkpoint
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(synth), run_dir)
+    assert (run_dir / "validator_probs").is_dir() and not (run_dir / "checkpoints" / "last.pt").exists()
+    train(tiny(synth, **{"optim.iterations": 2}), run_dir)
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+# --- msl.run_dir on its own ---------------------------------------------------------------------------------
+
+
+def test_metrics_round_trip_with_null_for_nan(tmp_path):
+    records = [
+        {"iteration": 2, "oracle_miou": 0.25, "oracle_iou": [0.5, math.nan], "is_best": True},
+        {"iteration": 4, "oracle_miou": math.nan, "oracle_iou": [math.nan, 0.0], "is_best": False},
+    ]
+    run = RunDir(tmp_path / "run")
+    run.write_metrics(records)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[1]) == {
+        "iteration": 4,
+        "oracle_miou": None,
+        "oracle_iou": [None, 0.0],
+        "is_best": False,
+    }
+    back = run.read_metrics()
+    assert [r["iteration"] for r in back] == [2, 4] and back[0]["oracle_iou"][0] == 0.5
+    assert math.isnan(back[0]["oracle_iou"][1]) and math.isnan(back[1]["oracle_miou"])
+
+
+def test_metrics_reader_ignores_a_truncated_last_line_and_a_missing_file(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.read_metrics() == []
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"iteration": 2}\n\n{"iteration": 4}\n{"iteration": 6, "oracle_m'
+    )
+    assert run.read_metrics() == [{"iteration": 2}, {"iteration": 4}]
+
+
+def test_a_folder_may_be_started_in_until_it_holds_a_checkpoint_or_foreign_files(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.check_can_start(resume=False)  # no folder yet
+    for name in ("tensorboard", "checkpoints", "validator_probs"):
+        (tmp_path / "run" / name).mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / ".last.pt.tmp").write_bytes(b"half")  # an interrupted write
+    run.config.write_text("stage: uda\n")
+    run.check_can_start(resume=False)
+    run.last.write_bytes(b"")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run.check_can_start(resume=False)
+    run.check_can_start(resume=True)
+    assert RunDir.of_checkpoint(run.last).path == run.path == RunDir.of_checkpoint(str(run.best)).path

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from msl.data.files import DatasetError, read_rgb
 from msl.data.formats import LabelEncoding, Sample, get_format
 from msl.data.transforms import NORMALIZATIONS, build_transform, normalize
-from msl.labels import IGNORE_INDEX, NUM_CLASSES_CHOICES
+from msl.labels import IGNORE_INDEX, check_num_classes
 
 ItemKey = int | tuple[int, int]
 
@@ -154,8 +154,7 @@ def build_dataset(
     access) when a file cannot be decoded, sizes disagree or a label holds an unknown id.
     """
     dataset_format = get_format(name)
-    if num_classes not in NUM_CLASSES_CHOICES:
-        raise ValueError(f"num_classes must be one of {NUM_CLASSES_CHOICES}, got {num_classes}")
+    check_num_classes(num_classes)
     if normalization not in NORMALIZATIONS:
         raise ValueError(
             f"unknown normalization {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"

@@ -28,9 +28,7 @@ import numpy as np
 import scipy.io
 
 from msl.data.files import DatasetError, read_label_ids_8bit, read_label_ids_first_channel
-from msl.labels import IGNORE_INDEX, SUBSET_TRAIN_IDS, label_id_to_class_lut
-
-DATASET_NAMES = ("gta5", "synthia", "cityscapes", "crosscity")
+from msl.labels import DATASET_NAMES, IGNORE_INDEX, SUBSET_TRAIN_IDS, label_id_to_class_lut
 
 
 @dataclass(frozen=True)

@@ -325,24 +325,7 @@ def _draw_layout(canvas: _Canvas, rng: np.random.Generator, style: Style, street
 def _draw_objects(canvas: _Canvas, rng: np.random.Generator, style: Style, street: _Street) -> None:
     """Cars, persons, poles with signs and trees, painted from far to near so that nearer ones occlude."""
     s = street
-    road, walk = s.road_right - s.road_left, s.road_left - s.walk_left
-
-    def either_side(left: float, right: float) -> float:
-        return left if rng.random() < 0.5 else right
-
-    anchors = []  # (kind, x of the object's line through the vanishing point at the bottom row)
-    for _ in range(rng.poisson(style.cars)):
-        anchors.append(("car", rng.uniform(s.road_left + 0.15 * road, s.road_right - 0.15 * road)))
-    for _ in range(rng.poisson(style.persons)):
-        crossing = rng.random() < 0.15
-        on_walk = either_side(rng.uniform(s.walk_left, s.road_left), rng.uniform(s.road_right, s.walk_right))
-        anchors.append(("person", rng.uniform(s.road_left, s.road_right) if crossing else on_walk))
-    for _ in range(rng.poisson(style.poles)):
-        offset = rng.uniform(0.1, 0.35) * walk
-        anchors.append(("pole", either_side(s.road_left - offset, s.road_right + offset)))
-    for _ in range(rng.poisson(style.trees)):
-        offset = rng.uniform(0.0, 0.3) * walk
-        anchors.append(("tree", either_side(s.walk_left + offset, s.walk_right - offset)))
+    anchors = _object_anchors(rng, style, s)
     depths = 0.1 + 0.95 * rng.random(len(anchors)) ** 1.5  # more objects far away
     for index in np.argsort(depths, kind="stable"):
         u, (kind, x_bottom) = depths[index], anchors[index]
@@ -358,6 +341,29 @@ def _draw_objects(canvas: _Canvas, rng: np.random.Generator, style: Style, stree
     if rng.random() < style.ego_vehicle:
         bonnet = _pick(rng, style.colours["ego"], 4.0)
         canvas.ellipse(s.width / 2, 1.05 * s.height, 0.75 * s.width, 0.12 * s.height, EGO, bonnet)
+
+
+def _object_anchors(rng: np.random.Generator, style: Style, s: _Street) -> list[tuple[str, float]]:
+    """(kind, x of the object's line through the vanishing point at the bottom row) of each object drawn."""
+    road, walk = s.road_right - s.road_left, s.road_left - s.walk_left
+
+    def either_side(left: float, right: float) -> float:
+        return left if rng.random() < 0.5 else right
+
+    anchors = []
+    for _ in range(rng.poisson(style.cars)):
+        anchors.append(("car", rng.uniform(s.road_left + 0.15 * road, s.road_right - 0.15 * road)))
+    for _ in range(rng.poisson(style.persons)):
+        crossing = rng.random() < 0.15
+        on_walk = either_side(rng.uniform(s.walk_left, s.road_left), rng.uniform(s.road_right, s.walk_right))
+        anchors.append(("person", rng.uniform(s.road_left, s.road_right) if crossing else on_walk))
+    for _ in range(rng.poisson(style.poles)):
+        offset = rng.uniform(0.1, 0.35) * walk
+        anchors.append(("pole", either_side(s.road_left - offset, s.road_right + offset)))
+    for _ in range(rng.poisson(style.trees)):
+        offset = rng.uniform(0.0, 0.3) * walk
+        anchors.append(("tree", either_side(s.walk_left + offset, s.walk_right - offset)))
+    return anchors
 
 
 @cache
