@@ -412,17 +412,24 @@ def _scheduler(experiment: Experiment, iterations: int):
 
 
 def _searcher(experiment: Experiment, study_dir: Path):
-    """Optuna's TPE, its study stored in a journal file of the experiment (no server): `optuna-dashboard` and
-    `optuna.load_study(study_name=<experiment>, storage=JournalStorage(JournalFileBackend(path)))` read it."""
+    """Draws the configurations from `search.seed`, at most `max_concurrent` trials at once. Grid and random
+    search: Tune's variant generator. Optuna's TPE keeps its study in a journal file of the experiment (no
+    server): `optuna-dashboard` and `optuna.load_study(study_name=<experiment>,
+    storage=JournalStorage(JournalFileBackend(path)))` read it."""
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
     if experiment.search.algorithm != "optuna":
-        return None
+        return BasicVariantGenerator(
+            max_concurrent=experiment.max_concurrent or 0, random_state=experiment.search.seed
+        )
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     from ray.tune.search.optuna import OptunaSearch
 
     journal = layout.experiment_dir(study_dir, experiment.name) / layout.OPTUNA_JOURNAL
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    return OptunaSearch(seed=experiment.search.seed, storage=storage, study_name=experiment.name)
+    optuna = OptunaSearch(seed=experiment.search.seed, storage=storage, study_name=experiment.name)
+    return ConcurrencyLimiter(optuna, experiment.max_concurrent) if experiment.max_concurrent else optuna
 
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
@@ -566,7 +573,6 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 scheduler=_scheduler(experiment, iterations),
                 search_alg=_searcher(experiment, study_dir),
                 num_samples=experiment.search.num_samples,
-                max_concurrent_trials=experiment.max_concurrent,
                 trial_name_creator=_trial_name,
                 reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
                 trial_dirname_creator=_trial_name,

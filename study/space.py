@@ -207,7 +207,7 @@ class Search:
 
     algorithm: str = spec("grid", choices=("grid", "random", "optuna"))  # optuna: TPE, one variant and seed
     num_samples: int = spec(1, ge=1)
-    seed: int = 0  # the searcher's (optuna)
+    seed: int = 0  # the searcher's (random and optuna): the same seed draws the same configurations
 
 
 @dataclass

@@ -18,7 +18,7 @@ from study.space import load_space
 from tests.conftest import tiny_config
 
 
-def _sweep(tmp_path):
+def _sweep(tmp_path, algorithm: str = "optuna"):
     space = {
         "name": "journal",
         "config": tiny_config(tmp_path),
@@ -30,7 +30,8 @@ def _sweep(tmp_path):
                     "loss.lambda_target": {"loguniform": [0.01, 1.0]},
                     "optim.lr": {"uniform": [0.001, 0.01]},
                 },
-                "search": {"algorithm": "optuna", "num_samples": 6, "seed": 3},
+                "search": {"algorithm": algorithm, "num_samples": 6, "seed": 3},
+                "max_concurrent": 2,
             }
         },
     }
@@ -40,7 +41,7 @@ def _sweep(tmp_path):
 
 
 def _searcher_for(experiment, study_dir):
-    searcher = _searcher(experiment, study_dir)
+    searcher = _searcher(experiment, study_dir).searcher  # inside the limit of max_concurrent
     searcher.set_search_properties(experiment.metric, experiment.mode, _param_space(experiment))
     return searcher
 
@@ -68,3 +69,21 @@ def test_the_searchers_trials_and_values_are_in_the_journal_and_survive_a_restor
     assert {t.params["loss.lambda_target"]: t.value for t in complete} == told
     assert stored.direction == optuna.study.StudyDirection.MINIMIZE  # target_im is better when lower
     assert {"loss.lambda_target", "optim.lr"} <= set(complete[0].params)
+
+
+def test_random_search_draws_the_same_configurations_from_the_same_seed(tmp_path):
+    from ray.tune.experiment import Experiment as TuneExperiment
+
+    experiment = _sweep(tmp_path, "random")
+    experiment.max_concurrent = None  # draw all six without waiting for any to end
+
+    def draws(seed: int) -> list[dict]:
+        experiment.search.seed = seed
+        generator = _searcher(experiment, tmp_path)
+        space = _param_space(experiment)
+        generator.add_configurations([TuneExperiment("x", lambda config: None, config=space, num_samples=6)])
+        trials = iter(generator.next_trial, None)
+        return [{k: t.config[k] for k in ("loss.lambda_target", "optim.lr")} for t in trials]
+
+    first = draws(3)
+    assert len(first) == 6 and draws(3) == first and draws(4) != first
