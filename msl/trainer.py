@@ -366,11 +366,14 @@ def train(
     *,
     resume_from: str | Path | None = None,
     on_eval: EvalCallback | None = None,
+    stop_after: int | None = None,
 ) -> dict:
     """Run the configured stage in `run_dir` and return the last evaluation record.
 
     `resume_from` continues from a checkpoint (model, optimiser, iteration, RNG, history, best record) under
     this `cfg`; `on_eval(record, checkpoint_path)` is called after each evaluation (the Ray Tune hook).
+    `stop_after` ends the run early after that iteration (an evaluation's, so that it leaves a checkpoint to
+    resume from); the schedule still runs to `optim.iterations`, so resuming gives the uninterrupted run.
     """
     run = RunDir(run_dir)
     run.check_can_start(resume=resume_from is not None)
@@ -381,8 +384,9 @@ def train(
     meter = _LossMeter(t.device)
     window_losses: dict[str, float] = {}
     started = time.perf_counter()
+    stop = total if stop_after is None else min(stop_after, total)
     bar = tqdm(
-        range(t.start, total),
+        range(t.start, stop),
         initial=t.start,
         total=total,
         disable=not cfg.runtime.progress,

@@ -10,17 +10,18 @@
         optuna.journal                the Optuna study of an Optuna search (optuna-dashboard, optuna.load_study)
         trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
-                                       "source_run"}
+                                       "source_run"}; a trial of several seeds (seeds_per_sample) has
+                                       "seeds": [...] and "source_runs": {seed: run} instead
           status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
           run/                        the trial's msl run directory (msl.run_dir; its validator_probs/ are
-                                      read by study.selection)
+                                      read by study.selection); run_s<seed>/ for each of several seeds
 
 plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
 "variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":
-{variant: values}} for a variant's own grid}), "scheduler", "search",
-"num_samples", "num_trials", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
-"num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment, "selected":
-{variant: {dotted key: value}}}, the configurations it runs).
+{variant: values}} for a variant's own grid}), "scheduler", "search", "num_samples", "num_trials",
+"seeds_per_sample", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
+"num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment,
+"selected": {variant: {dotted key: value}}}, the configurations it runs).
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
 why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
@@ -43,6 +44,7 @@ PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 RUN_DIR = "run"
+SEED_MARK = "@s"  # Ray's trial names never hold "@"
 OPTUNA_JOURNAL = "optuna.journal"
 TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
 FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed
@@ -75,6 +77,22 @@ def experiment_dir(study: Path, experiment: str) -> Path:
 
 def trials_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "trials"
+
+
+def run_dir_name(seed: int | None = None) -> str:
+    """A trial's run directory: `run`, or `run_s<seed>` for each seed of a trial that runs several."""
+    return RUN_DIR if seed is None else f"{RUN_DIR}_s{seed}"
+
+
+def seed_row_name(trial_name: str, seed: int) -> str:
+    """The name of one seed's row (results, report) of a trial that runs several seeds."""
+    return f"{trial_name}{SEED_MARK}{seed}"
+
+
+def row_run_dir(study: Path, experiment: str, row_name: str) -> Path:
+    """The run directory of a results row: a trial's, or one seed's of a trial that runs several."""
+    trial, _, seed = row_name.partition(SEED_MARK)
+    return trials_dir(study, experiment) / trial / run_dir_name(int(seed) if seed else None)
 
 
 def ray_dir(study: Path, experiment: str) -> Path:

@@ -881,7 +881,8 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
         return
     _experiment_heading(report, exp)
     trials = exp.trials
-    planned = exp.plan.get("num_trials") or len(trials)
+    # a trial of several seeds (seeds_per_sample) has a row, and a run, per seed
+    planned = (exp.plan.get("num_trials") or len(trials)) * exp.plan.get("seeds_per_sample", 1)
     full = planned * exp.plan["max_iterations"]
     used = int(trials["iterations"].sum())
     budget = pd.DataFrame(

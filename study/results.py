@@ -88,14 +88,14 @@ def load_study(path: str | Path) -> StudyResults:
         trials_root = layout.trials_dir(path, experiment)
         trial_dirs = sorted(p for p in trials_root.iterdir() if p.is_dir()) if trials_root.is_dir() else []
         for trial_dir in trial_dirs:
-            trial, records = _load_trial(trial_dir, experiment, searched)
-            trial_rows.append(trial)
-            ids = {
-                key: value
-                for key, value in trial.items()
-                if key in ID_COLUMNS or key.startswith(PARAM_PREFIX)
-            }
-            eval_rows.extend({**ids, **record} for record in records)
+            for trial, records in _load_trial(trial_dir, experiment, searched):
+                trial_rows.append(trial)
+                ids = {
+                    key: value
+                    for key, value in trial.items()
+                    if key in ID_COLUMNS or key.startswith(PARAM_PREFIX)
+                }
+                eval_rows.extend({**ids, **record} for record in records)
     trials = pd.DataFrame(trial_rows, columns=_trial_columns(plans))
     evals = pd.DataFrame(eval_rows)
     for column in [
@@ -114,11 +114,33 @@ def _trial_columns(plans: dict[str, dict]) -> list[str]:
     return [*ID_COLUMNS[:4], *params, ID_COLUMNS[4], *STATUS_COLUMNS]
 
 
-def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> tuple[dict, list[dict]]:
-    """A trial's row (trial.json + status.json) and its evaluation records (`msl.run_dir`)."""
+def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> list[tuple[dict, list[dict]]]:
+    """A trial's row (trial.json + status.json) and its evaluation records (`msl.run_dir`); a trial that runs
+    several seeds (seeds_per_sample) gives one row per seed, named `layout.seed_row_name`."""
     info = _read_optional(trial_dir / layout.TRIAL_FILE)
     status = _read_optional(trial_dir / layout.STATUS_FILE) or {"status": "running"}
-    records = RunDir(trial_dir / layout.RUN_DIR).read_metrics()
+    trial_name = info.get("trial_name", trial_dir.name)
+    if not info.get("seeds"):
+        return [_load_run(trial_dir, layout.RUN_DIR, info, status, searched, experiment, trial_name)]
+    runs = info.get("source_runs") or {}
+    return [
+        _load_run(
+            trial_dir,
+            layout.run_dir_name(seed),
+            {**info, "seed": seed, "source_run": runs.get(str(seed))},
+            status,
+            searched,
+            experiment,
+            layout.seed_row_name(trial_name, seed),
+        )
+        for seed in info["seeds"]
+    ]
+
+
+def _load_run(
+    trial_dir: Path, run: str, info: dict, status: dict, searched: list[str], experiment: str, name: str
+) -> tuple[dict, list[dict]]:
+    records = RunDir(trial_dir / run).read_metrics()
     for record in records:
         record["wall_time"] = _wall_time(trial_dir, record)
     params = _flatten(info.get("params") or {})
@@ -128,7 +150,7 @@ def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> tuple[
         iterations = records[-1].get("iteration", 0) if records else 0
     row = {
         "experiment": experiment,
-        "trial_name": info.get("trial_name", trial_dir.name),
+        "trial_name": name,
         "variant": info.get("variant") or "default",
         "seed": info.get("seed"),
         **{param_column(key): value for key, value in chosen.items()},

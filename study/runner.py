@@ -250,37 +250,57 @@ def run_trial(
     sources: dict,
     confirmed: dict[str, dict],
 ) -> None:
-    """A Tune function trainable: one UDA training whose evaluations are reported with checkpoints. `confirmed`
-    maps variants to the configuration a confirmation runs them with (see `confirmed_configurations`)."""
+    """A Tune function trainable: one UDA training (or one per seed, see `_train_seeds`) whose evaluations are
+    reported with checkpoints. `confirmed` maps variants to the configuration a confirmation runs them with
+    (see `confirmed_configurations`)."""
     experiment = next(e for e in space.experiments if e.name == experiment_name)
     config = {**{k: v for k, v in config.items() if k != "case"}, **config.get("case", {})}
-    variant, seed = config["variant"], config["seed"]
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed")} | confirmed.get(variant, {})
+    variant, seeds = config["variant"], config.get("seeds") or [config["seed"]]
+    params = {k: v for k, v in config.items() if k not in ("variant", "seed", "seeds")} | confirmed.get(
+        variant, {}
+    )
     trial_name = tune.get_context().get_trial_name()
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
-    run_dir = trial_dir / layout.RUN_DIR
-    cfg = _in_worker(
-        space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-        experiment.resources.cpu,
+    cfgs = {
+        seed: _in_worker(
+            space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
+            experiment.resources.cpu,
+        )
+        for seed in seeds
+    }
+    source_runs = {seed: str(RunDir.of_checkpoint(sources[seed]).path) for seed in seeds}
+    info = {"trial_name": trial_name, "experiment": experiment_name, "variant": variant}
+    several = "seeds" in config
+    seed_info = (
+        {"seed": None, "seeds": seeds, "source_runs": source_runs}
+        if several
+        else {"seed": seeds[0], "source_run": source_runs[seeds[0]]}
     )
+    overrides = {**experiment.set, **experiment.variants[variant].set, **params}
     layout.write_json(
-        trial_dir / layout.TRIAL_FILE,
-        {
-            "trial_name": trial_name,
-            "experiment": experiment_name,
-            "variant": variant,
-            "seed": seed,
-            "params": params,
-            "overrides": {**experiment.set, **experiment.variants[variant].set, **params},
-            "source_run": str(RunDir.of_checkpoint(sources[seed]).path),
-        },
+        trial_dir / layout.TRIAL_FILE, {**info, **seed_info, "params": params, "overrides": overrides}
     )
+    own_checkpoint_ok = not isinstance(experiment.scheduler, PbtScheduler)
+    if several:
+        _train_seeds(cfgs, trial_dir, own_checkpoint_ok)
+    else:
+        _train_one(cfgs[seeds[0]], trial_dir, own_checkpoint_ok)
 
-    resume_from = _resume_point(
-        run_dir, tune.get_checkpoint(), own_checkpoint_ok=not isinstance(experiment.scheduler, PbtScheduler)
-    )
-    if resume_from is None and run_dir.exists():  # an attempt that failed before its first checkpoint
-        run_dir.rename(trial_dir / f"run.failed-{datetime.now():%Y%m%d-%H%M%S}")
+
+def _start(
+    trial_dir: Path, run_dir: Path, restored, own_checkpoint_ok: bool, inside: str = ""
+) -> Path | None:
+    """The resume point of one run of a trial (`_resume_point`); a run that failed before its first
+    checkpoint is moved aside so that it starts again."""
+    resume_from = _resume_point(run_dir, restored, own_checkpoint_ok, inside)
+    if resume_from is None and run_dir.exists():
+        run_dir.rename(trial_dir / f"{run_dir.name}.failed-{datetime.now():%Y%m%d-%H%M%S}")
+    return resume_from
+
+
+def _train_one(cfg: TrainConfig, trial_dir: Path, own_checkpoint_ok: bool) -> None:
+    run_dir = trial_dir / layout.RUN_DIR
+    resume_from = _start(trial_dir, run_dir, tune.get_checkpoint(), own_checkpoint_ok)
     reported = []
 
     def report(record: dict, last: Path) -> None:
@@ -296,17 +316,66 @@ def run_trial(
         tune.report(_scalars(record))
 
 
-def _resume_point(run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool) -> Path | None:
+def _train_seeds(cfgs: dict[int, TrainConfig], trial_dir: Path, own_checkpoint_ok: bool) -> None:
+    """`seeds_per_sample`: one configuration trained on several seeds in turn, each run stopping after every
+    evaluation and resuming from its checkpoint (which gives the run it would be straight through). After
+    each evaluation the trial reports the mean over seeds of every scalar, which is what the scheduler's rungs
+    and the searcher see, with a checkpoint holding each seed's last checkpoint in `s<seed>/`."""
+    runs = {seed: trial_dir / layout.run_dir_name(seed) for seed in cfgs}
+    restored = tune.get_checkpoint()
+    resume = {
+        seed: _start(trial_dir, run, restored, own_checkpoint_ok, f"s{seed}") for seed, run in runs.items()
+    }
+    cfg = next(iter(cfgs.values()))
+    total, every = cfg.optim.iterations, cfg.eval.every
+    reached = min((_iteration(path) if path else 0) for path in resume.values())
+    records = {}
+    for point in sorted({*range(every, total + 1, every), total} - set(range(reached + 1))):
+        for seed, run in runs.items():
+            records[seed] = _advance(cfgs[seed], run, resume[seed], point)
+            resume[seed] = RunDir(run).last
+        with tempfile.TemporaryDirectory() as directory:
+            for seed, last in resume.items():
+                (Path(directory) / f"s{seed}").mkdir()
+                shutil.copyfile(last, Path(directory) / f"s{seed}" / last.name)
+            tune.report(_seed_mean(records), checkpoint=tune.Checkpoint.from_directory(directory))
+    if not records:  # already complete: say so again, without a checkpoint (see `_train_one`)
+        tune.report(_seed_mean({seed: RunDir(run).read_metrics()[-1] for seed, run in runs.items()}))
+
+
+def _iteration(checkpoint: Path) -> int:
+    return load_checkpoint(checkpoint, mmap=True)["iteration"]
+
+
+def _advance(cfg: TrainConfig, run_dir: Path, resume_from: Path | None, point: int) -> dict:
+    """One seed's run trained up to the evaluation at `point` (or its record there, when it got there before
+    the trial was interrupted)."""
+    if resume_from is not None and _iteration(resume_from) >= point:
+        return next(r for r in RunDir(run_dir).read_metrics() if r["iteration"] == point)
+    return train(cfg, run_dir, resume_from=resume_from, stop_after=point)
+
+
+def _seed_mean(records: dict[int, dict]) -> dict[str, float]:
+    """The mean over seeds of each scalar every seed's record has (NaN in any seed gives NaN)."""
+    scalars = [_scalars(record) for record in records.values()]
+    keys = set.intersection(*(set(values) for values in scalars))
+    return {key: math.fsum(values[key] for values in scalars) / len(scalars) for key in sorted(keys)}
+
+
+def _resume_point(
+    run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool, inside: str = ""
+) -> Path | None:
     """Where a (re)started trial continues: the checkpoint Tune hands over (a retry, a resumed study, a PBT
     exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
     Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's). Each
-    checkpoint's iteration is read without reading its weights (`mmap`)."""
+    checkpoint's iteration is read without reading its weights (`mmap`). `inside`: the folder in Tune's
+    checkpoint that holds this run's (one seed's of several)."""
     run, candidates = RunDir(run_dir), []
     if restored is not None:
         with restored.as_directory() as directory:
             run.checkpoints.mkdir(parents=True, exist_ok=True)
             # A Tune checkpoint holds a copy of a last checkpoint under its own name (`report` in run_trial).
-            shutil.copyfile(Path(directory) / run.last.name, run.restored)
+            shutil.copyfile(Path(directory) / inside / run.last.name, run.restored)
             candidates.append(run.restored)
     if own_checkpoint_ok and run.last.is_file():
         candidates.append(run.last)
@@ -388,7 +457,8 @@ class StudyCallback(tune.Callback):
 
 def _trial_name(trial) -> str:
     variant = trial.config.get("variant") or trial.config["case"]["variant"]
-    return f"{variant}_s{trial.config['seed']}_{trial.trial_id}"
+    seeds = trial.config.get("seeds") or [trial.config["seed"]]
+    return f"{variant}_s{'-'.join(map(str, seeds))}_{trial.trial_id}"
 
 
 def _scheduler(experiment: Experiment, iterations: int):
@@ -434,8 +504,14 @@ def _searcher(experiment: Experiment, study_dir: Path):
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
     space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
-    if experiment.search.algorithm == "optuna":  # one variant, one seed (checked by the space)
-        return {"variant": next(iter(experiment.variants)), "seed": experiment.seeds[0], **space}
+    if experiment.seeds_per_sample > 1:  # every trial runs all the seeds
+        seed: dict[str, Any] = {"seeds": list(experiment.seeds)}
+    elif experiment.search.algorithm == "optuna":  # one seed (checked by the space)
+        seed = {"seed": experiment.seeds[0]}
+    else:
+        seed = {"seed": tune.grid_search(experiment.seeds)}
+    if experiment.search.algorithm == "optuna":  # one variant (checked by the space)
+        return {"variant": next(iter(experiment.variants)), **seed, **space}
     if experiment.variant_params:  # each variant with its own grid: one grid over (variant, its values) cases
         cases = [
             {"variant": variant, **dict(zip(own, values, strict=True))}
@@ -443,12 +519,8 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
             for own in [{k: v["grid"] for k, v in experiment.variant_params.get(variant, {}).items()}]
             for values in itertools.product(*own.values())
         ]
-        return {"case": tune.grid_search(cases), "seed": tune.grid_search(experiment.seeds), **space}
-    return {
-        "variant": tune.grid_search(list(experiment.variants)),
-        "seed": tune.grid_search(experiment.seeds),
-        **space,
-    }
+        return {"case": tune.grid_search(cases), **seed, **space}
+    return {"variant": tune.grid_search(list(experiment.variants)), **seed, **space}
 
 
 def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
@@ -543,6 +615,7 @@ def _write_plan(
             "search": dataclasses.asdict(experiment.search),
             "num_samples": experiment.search.num_samples,
             "num_trials": experiment.num_trials(),
+            "seeds_per_sample": experiment.seeds_per_sample,
             "max_iterations": iterations,
             "eval_every": representative_config(space, experiment).eval.every,
             "benchmark": experiment.benchmark,

@@ -56,7 +56,7 @@ TARGET = "oracle_miou"
 
 
 def run_dir(exp: ExperimentResults, trial_name: str):
-    return layout.trials_dir(exp.study_path, exp.name) / trial_name / layout.RUN_DIR
+    return layout.row_run_dir(exp.study_path, exp.name, trial_name)
 
 
 def ensemble_agreement(maps: dict) -> dict:

@@ -283,6 +283,9 @@ class Experiment:
     name: str = "main"  # its key under `experiments` (given by the space, not a setting)
     set: dict[str, Any] = field(default_factory=dict)  # fixed dotted overrides of the base config
     seeds: list[int] = spec([0], ge=0)  # a grid dimension: every configuration runs once per seed
+    # > 1: each configuration drawn runs on all `seeds` (this many) inside one trial; the searcher and the
+    # scheduler see the mean over seeds (ASHA's rungs, Optuna's objective)
+    seeds_per_sample: int = spec(1, ge=1)
     variants: dict[str, Variant] = spec({"maxsquare": Variant(VARIANTS["maxsquare"])}, parse=_variants)
     params: dict[str, Any] = field(default_factory=dict)  # searched dotted key -> {distribution: arguments}
     search: Search = field(default_factory=Search)
@@ -319,8 +322,10 @@ class Experiment:
         return math.prod(len(dist["grid"]) for dist in [*self.params.values(), *own] if "grid" in dist)
 
     def num_trials(self) -> int:
+        """Tune trials: grid points x samples, times the seeds unless one trial runs them all."""
         points = sum(self.grid_size(variant) for variant in self.variants)
-        return points * len(self.seeds) * self.search.num_samples
+        seeds = 1 if self.seeds_per_sample > 1 else len(self.seeds)
+        return points * seeds * self.search.num_samples
 
 
 EXPERIMENT_KEYS = tuple(f.name for f in dataclasses.fields(Experiment) if f.name != "name")
@@ -396,12 +401,14 @@ def _check_experiment(e: Experiment, prefix: str) -> None:
         not e.variant_params or e.search.algorithm == "grid",
         f"{prefix}variants: a variant's own params are grids; they need search.algorithm grid",
     )
+    _check_seeds_per_sample(e, prefix)
     if e.search.algorithm == "optuna":
         _require(
-            len(e.variants) == 1 and len(e.seeds) == 1,
-            f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant with one seed; "
-            f"got {len(e.variants)} variants and {len(e.seeds)} seeds (repeat the chosen configuration over "
-            "seeds in a grid experiment)",
+            len(e.variants) == 1 and (len(e.seeds) == 1 or e.seeds_per_sample > 1),
+            f"{prefix}search.algorithm: optuna (TPE) explores the params of one variant; got "
+            f"{len(e.variants)} variants and {len(e.seeds)} seeds (give each configuration all the seeds "
+            f"with seeds_per_sample: {len(e.seeds)}, or repeat the chosen configuration over seeds in a grid "
+            "experiment)",
         )
         _require(
             not any("grid" in dist for dist in e.params.values() if isinstance(dist, dict)),
@@ -431,6 +438,21 @@ def _check_experiment(e: Experiment, prefix: str) -> None:
         and e.search.num_samples == 1,
         f"{prefix}confirm: a confirmation searches nothing itself (no params, no search); it runs the "
         f"configurations that experiment {e.confirm!r} selected",
+    )
+
+
+def _check_seeds_per_sample(e: Experiment, prefix: str) -> None:
+    if e.seeds_per_sample == 1:
+        return
+    _require(
+        len(e.seeds) == e.seeds_per_sample,
+        f"{prefix}seeds_per_sample: {e.seeds_per_sample} runs every configuration on that many seeds; list "
+        f"them in seeds (got {e.seeds!r}), e.g. seeds: {list(range(e.seeds_per_sample))}",
+    )
+    _require(
+        not isinstance(e.scheduler, PbtScheduler) and e.confirm is None,
+        f"{prefix}seeds_per_sample: not with the pbt scheduler or a confirmation (they run one seed per "
+        "trial)",
     )
 
 
@@ -636,7 +658,9 @@ def describe_plan(space: Space) -> str:
         objective = f"{experiment.mode} {experiment.metric}" + (
             " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
         )
-        seeds, samples = f"{len(experiment.seeds)} seeds", f"{experiment.search.num_samples} samples"
+        per_trial = experiment.seeds_per_sample
+        seeds = f"{len(experiment.seeds)} seeds" if per_trial == 1 else "1 trial of all seeds"
+        samples = f"{experiment.search.num_samples} samples"
         product = (
             f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
             if not experiment.variant_params
@@ -660,6 +684,7 @@ def describe_plan(space: Space) -> str:
                     for key in ("max_concurrent", "retries", "checkpoints_to_keep")
                 }
             ).strip("{}"),
-            f"    budget: at most {trials * iterations} trial-iterations ({iterations} per trial)",
+            f"    budget: at most {trials * iterations * per_trial} trial-iterations ({iterations} per trial"
+            + (f" and seed, {per_trial} seeds per trial)" if per_trial > 1 else ")"),
         ]
     return "\n".join(lines)

@@ -93,6 +93,25 @@ def test_source_stage_takes_the_data_and_model_but_not_the_optimisation_of_the_t
     assert (source.data.batch_size, source.model.aspp_branches, source.optim.iterations) == (3, 4, 50)
 
 
+def test_seeds_per_sample_runs_each_configuration_on_every_seed_in_one_trial(tmp_path):
+    space = load_space(
+        write(
+            tmp_path,
+            seeds=[0, 1, 2],
+            seeds_per_sample=3,
+            variants=["iw_maxsquare"],
+            params={"optim.lr": {"loguniform": [1e-4, 1e-2]}},
+            search={"algorithm": "optuna", "num_samples": 5},
+            scheduler={"name": "asha", "grace_period": 20},
+        )
+    )
+    (experiment,) = space.experiments
+    assert experiment.num_trials() == 5
+    plan = describe_plan(space)
+    assert "5 trials = 1 variants x 1 trial of all seeds x 1 grid points x 5 samples" in plan
+    assert "at most 1500 trial-iterations (100 per trial and seed, 3 seeds per trial)" in plan
+
+
 # Every kind of mistake in a space file, with the message it must give (tests/test_errors.py runs each through
 # the CLI too).
 BAD_SPACES = [
@@ -114,6 +133,20 @@ BAD_SPACES = [
     ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
     ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
     ({"resources": {"gpu": 1.5}}, "resources.gpu: expected 0, a fraction of one GPU"),
+    ({"seeds_per_sample": 2}, "seeds_per_sample: 2 runs every configuration on that many seeds; list them"),
+    ({"seeds_per_sample": 0}, "seeds_per_sample: 0 is out of range; it must be >= 1"),
+    (
+        {
+            "seeds": [0, 1],
+            "seeds_per_sample": 2,
+            "scheduler": {
+                "name": "pbt",
+                "perturbation_interval": 10,
+                "mutations": {"loss.lambda_target": {"choice": [0.1, 1.0]}},
+            },
+        },
+        "seeds_per_sample: not with the pbt scheduler or a confirmation",
+    ),
     (
         {"scheduler": {"name": "asha", "grace_periods": 3}},
         "scheduler.grace_periods: unknown key; did you mean 'scheduler.grace_period'?",

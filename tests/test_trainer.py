@@ -143,6 +143,35 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run
     )
 
 
+def test_a_run_stopped_after_each_evaluation_and_resumed_equals_the_straight_run(synth, source_run, tmp_path):
+    """`stop_after` (how a trial steps several seeds in turn): same weights, same records, the same schedule."""
+    overrides = {
+        "stage": "uda",
+        "loss.target": "iw_maxsquare",
+        "eval.every": 2,
+        "optim.iterations": 6,
+        "model.weights": str(source_run / "checkpoints" / "last.pt"),
+    }
+    cfg = tiny(synth, **overrides)
+    train(cfg, tmp_path / "straight")
+    chunks = tmp_path / "chunks"
+    first = train(cfg, chunks, stop_after=2)
+    assert first["iteration"] == 2 and [r["iteration"] for r in read_metrics(chunks)] == [2]
+    last = chunks / "checkpoints" / "last.pt"
+    assert train(cfg, chunks, resume_from=last, stop_after=4)["iteration"] == 4
+    train(cfg, chunks, resume_from=last)
+    straight = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=False)
+    split = torch.load(last, weights_only=False)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, split["model"][key]), key
+    timing = ("elapsed_s", "time")
+    records = [
+        [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(run)]
+        for run in (tmp_path / "straight", chunks)
+    ]
+    assert records[0] == records[1]  # lr included: the schedule's horizon stayed optim.iterations
+
+
 def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run, tmp_path, monkeypatch):
     def nan_on_second_call():
         calls = iter(range(100))
