@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,21 @@ def replay(exp, grace: int, rf: int, concurrency: int) -> dict[str, int]:
     return reached
 
 
+def halving(exp, grace: int, rf: int) -> dict[str, int]:
+    """Iterations each trial would run under synchronous successive halving: every trial to `grace`, then at
+    each rung (grace x rf^k) the best 1/rf of those there (by the objective at the rung) go on."""
+    max_t, metric, mode = exp.plan["max_iterations"], exp.plan["metric"], exp.plan["mode"]
+    at = exp.evals.pivot_table(index="trial_name", columns="iteration", values=metric)
+    alive, rung = list(exp.trials["trial_name"]), grace
+    reached = {}
+    while rung < max_t and len(alive) > 1:
+        keep = max(1, math.ceil(len(alive) / rf))
+        ranked = at.loc[alive, rung].sort_values(ascending=mode == "min", kind="stable").index[:keep]
+        reached |= {name: rung for name in alive if name not in ranked}
+        alive, rung = list(ranked), rung * rf
+    return reached | dict.fromkeys(alive, max_t)
+
+
 def pick(exp, reached: dict[str, int]) -> dict:
     """What the report would select from the evaluations each trial reached."""
     trials = exp.trials[exp.trials["trial_name"].isin(list(reached))]
@@ -175,10 +191,10 @@ def main() -> None:
     )
     say()
     say(
-        "| samples | grace | reduction | trial-iterations | full run's pick ran to the end | same pick | picked "
-        "| target mIoU % | vs full |"
+        "| samples | scheduler | grace | reduction | trial-iterations | full run's pick ran to the end | same pick "
+        "| picked | target mIoU % | vs full |"
     )
-    say("|---|---|---|---|---|---|---|---|---|")
+    say("|---|---|---|---|---|---|---|---|---|---|")
     counts = sorted({4, 8, args.samples} & set(range(1, args.samples + 1)))
     for count in counts:
         subset = SimpleNamespace(
@@ -191,15 +207,17 @@ def main() -> None:
         say(
             f"| {count} | – | – | {best['used']} (100%) | – | – | {best['pick']} | {best['target']:.1f} | – |"
         )
-        for grace in GRACE:
-            for rf in REDUCTION:
+        for kind, grace, rf in itertools.product(("ASHA", "sync SH"), GRACE, REDUCTION):
+            if kind == "ASHA":
                 reached = replay(subset, grace, rf, args.concurrency)
-                result = pick(subset, reached)
-                say(
-                    f"| {count} | {grace} | {rf} | {result['used']} ({result['used'] / best['used']:.0%}) | "
-                    f"{yes(reached[best['trial']] == max_t)} | {yes(result['trial'] == best['trial'])} | "
-                    f"{result['pick']} | {result['target']:.1f} | {result['target'] - best['target']:+.1f} |"
-                )
+            else:
+                reached = halving(subset, grace, rf)
+            result = pick(subset, reached)
+            say(
+                f"| {count} | {kind} | {grace} | {rf} | {result['used']} ({result['used'] / best['used']:.0%}) "
+                f"| {yes(reached[best['trial']] == max_t)} | {yes(result['trial'] == best['trial'])} | "
+                f"{result['pick']} | {result['target']:.1f} | {result['target'] - best['target']:+.1f} |"
+            )
     report.write(args.out)
 
 
