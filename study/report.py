@@ -408,6 +408,13 @@ def _objective_words(plan: dict) -> str:
 
 def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
+    numbers, shown = variant_table(exp, selection)
+    report.add(_selection_words(exp, selection, paper_benchmark(exp.plan) or {}))
+    report.table(f"variants_{slug(exp.name)}", numbers, shown)
+
+
+def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Section 1's table: one row per variant, as numbers (percent) and as shown (strings)."""
     paper = paper_benchmark(exp.plan) or {}
     extra_metrics = [
         key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()
@@ -448,8 +455,7 @@ def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection
     for column in numbers.columns:
         if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
             numbers[column] = 100 * numbers[column]
-    report.add(_selection_words(exp, selection, paper))
-    report.table(f"variants_{slug(exp.name)}", numbers, pd.DataFrame(shown))
+    return numbers, pd.DataFrame(shown)
 
 
 def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
@@ -982,7 +988,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
         ["experiment", "trial_name", "variant", "seed", "config", "status", "iterations", "evaluations"]
     ].astype(str)
     shown["reason or error"] = [
-        _message_line(error if isinstance(error, str) else reason)
+        message_line(error if isinstance(error, str) else reason)
         for error, reason in zip(numbers["error"], numbers["reason"], strict=True)
     ]
     report.add(
@@ -992,7 +998,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
     report.table("unfinished_trials", numbers, shown)
 
 
-def _message_line(text, limit: int = 160) -> str:
+def message_line(text, limit: int = 160) -> str:
     """The last non-empty line of a message (a traceback's exception line), shortened."""
     if not isinstance(text, str) or not text.strip():
         return MISSING
