@@ -2,9 +2,9 @@
 
 Per experiment: trials by state, iterations done against those still to run with an ETA, the best checkpoint
 so far under the experiment's own objective (plan "metric"/"mode": label-free unless the plan says oracle),
-and the trials that errored or diverged with their reason. A trial without status.json is "running" while it keeps
-writing; one silent for longer than `quiet_limit` is "interrupted" (its driver died: `msl-study resume DIR`
-continues it). Reads what `study.results.load_study` reads, so partly written files are tolerated alike.
+and the trials that errored or diverged with their reason. A trial without status.json is "running" while it
+keeps writing; one silent for longer than `quiet_limit` is "interrupted" (its driver died: `msl-study resume
+DIR` continues it). Reads what `study.results.load_study` reads, so partly written files are tolerated alike.
 """
 
 from __future__ import annotations
