@@ -111,12 +111,11 @@ def select(exp: ExperimentResults) -> Selection:
     mode = exp.plan.get("mode") or METRIC_MODES[metric]
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
+    by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
     for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
-        evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values(
-            "iteration", kind="stable"
-        )
-        if evals.empty:
+        if trial["trial_name"] not in by_trial:
             continue
+        evals = by_trial[trial["trial_name"]].sort_values("iteration", kind="stable")
         selected = best_label(evals[metric], mode)
         objective = math.nan if selected is None else evals.at[selected, metric]
         picks.append(
