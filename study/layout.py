@@ -9,7 +9,7 @@
         ray/                          Ray Tune's own experiment state (restore, resume)
         trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
-                                       "source_run"}
+                                       "source_run", "node_id" (the Ray node that runs the trial)}
           status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
           run/                        the msl run directory: config.yaml, metrics.jsonl, checkpoints/, tensorboard/,
                                       validator_probs/ (msl.probs_maps, read by study.selection)

@@ -271,6 +271,7 @@ def run_trial(
             "params": params,
             "overrides": {**experiment.overrides, **experiment.variants[variant], **params},
             "source_run": str(Path(sources[seed]).parent.parent),
+            "node_id": ray.get_runtime_context().get_node_id(),
         },
     )
 

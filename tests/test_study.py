@@ -4,7 +4,6 @@ two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed wit
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import yaml
 
 from study import layout
 from tests.conftest import tiny_config
+from tests.ray_nodes import RAY_ENV, ray_node
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -38,16 +38,6 @@ def space_file(path: Path, synth: Path, **extra) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# `ray start` enables token authentication (Ray >= 2.59); a driver must then ask for it too.
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-
-
 def msl_study(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "msl-study"), *map(str, args)], capture_output=True, text=True, timeout=600, env=RAY_ENV
@@ -65,24 +55,8 @@ def read(study: Path, experiment: str, name: str) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray head node with 4 CPUs and 2 logical GPUs, as `ray start --head` makes it on a cluster."""
-    port = free_port()
-    subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=4",
-            "--num-gpus=2",
-            "--include-dashboard=false",
-        ],
-        check=True,
-        capture_output=True,
-        env=RAY_ENV,
-        timeout=120,
-    )
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
+    with ray_node(num_cpus=4, num_gpus=2) as address:
+        yield address
 
 
 def test_study_on_a_head_node_packs_two_trials_per_gpu_and_records_a_failure(cluster, synth, tmp_path):
