@@ -1,6 +1,6 @@
-"""Real Ray nodes for the slow tests, each a `ray start --block` process of its own: stopping one stops exactly
-the processes it started (never `ray stop`, which would stop every Ray of this user on the machine, other
-people's tests included). Every port is chosen free and each node keeps its files in its own temp dir."""
+"""Real Ray nodes for the slow tests, each a `ray start --block` process of its own: stopping one stops
+exactly the processes it started (never `ray stop`, which would stop every Ray of this user on the machine,
+other people's tests included). Every port is chosen free and each node keeps its files in its own temp dir."""
 
 from __future__ import annotations
 
