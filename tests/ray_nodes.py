@@ -1,6 +1,7 @@
 """Real Ray nodes for the slow tests, each a `ray start --block` process of its own: stopping one stops
 exactly the processes it started (never `ray stop`, which would stop every Ray of this user on the machine,
-other people's tests included). Every port is chosen free and each node keeps its files in its own temp dir."""
+other people's tests included). Every port is chosen free; each node keeps its files in a temp dir of its own.
+"""
 
 from __future__ import annotations
 
