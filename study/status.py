@@ -41,7 +41,8 @@ class ExperimentStatus:
     counts: dict[str, int]
     done: int  # trial-iterations run so far
     remaining: int
-    elapsed_s: float  # since the experiment started (its plan.json was written)
+    elapsed_s: float  # from its start (plan.json written) to now, or to its last write when nothing runs
+    active: bool  # some trial runs now
     eta_s: float | None
     best: dict | None  # {"value", "trial_name", "iteration", "variant", "config"} of the best checkpoint
     failed: list[dict] = field(default_factory=list)  # {"trial_name", "status", "iterations", "message"}
@@ -78,8 +79,9 @@ def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
     max_iterations = int(plan["max_iterations"])
     planned = int(plan.get("num_trials") or len(trials))
     trials["quiet_s"] = [now - last_write(exp, name) for name in trials["trial_name"]]
+    limits = quiet_limits(exp)
     trials["status"] = [
-        INTERRUPTED if status == "running" and quiet > quiet_limit(exp, name) else status
+        INTERRUPTED if status == "running" and quiet > limits.get(name, QUIET_MIN_S) else status
         for name, status, quiet in zip(trials["trial_name"], trials["status"], trials["quiet_s"], strict=True)
     ]
     counts = trials["status"].value_counts()
@@ -88,9 +90,11 @@ def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
     remaining = int((max_iterations - unended["iterations"]).clip(lower=0).sum())
     remaining += max(planned - len(trials), 0) * max_iterations
     plan_file = layout.experiment_dir(exp.study_path, exp.name) / layout.PLAN_FILE
-    elapsed = now - plan_file.stat().st_mtime
+    running = counts.get("running", 0) > 0
+    end = now if running or trials.empty else now - trials["quiet_s"].min()  # else: its last write
+    elapsed = end - plan_file.stat().st_mtime
     eta = None
-    if counts.get("running", 0) and done > 0 and elapsed > 0:
+    if running and done > 0 and elapsed > 0:
         eta = remaining * elapsed / done
     failed = trials[trials["status"].isin(layout.FAILED_STATUSES)]
     return ExperimentStatus(
@@ -104,6 +108,7 @@ def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
         done=done,
         remaining=remaining,
         elapsed_s=elapsed,
+        active=running,
         eta_s=eta,
         best=_best(exp, metric, mode),
         failed=[
@@ -139,13 +144,14 @@ def last_write(exp: ExperimentResults, trial_name: str) -> float:
     return max((path.stat().st_mtime for path in paths if path.exists()), default=directory.stat().st_mtime)
 
 
-def quiet_limit(exp: ExperimentResults, trial_name: str) -> float:
-    """How long a running trial may stay silent: QUIET_MIN_S, or QUIET_EVALUATIONS of its own evaluation
-    intervals (from the `elapsed_s` of its records) when that is longer."""
-    elapsed = exp.evals.loc[exp.evals["trial_name"] == trial_name, "elapsed_s"]
-    elapsed = pd.to_numeric(elapsed, errors="coerce").dropna()
-    pace = elapsed.max() / len(elapsed) if len(elapsed) else 0.0
-    return max(QUIET_MIN_S, QUIET_EVALUATIONS * pace)
+def quiet_limits(exp: ExperimentResults) -> pd.Series:
+    """Per trial, how long it may stay silent while running: QUIET_MIN_S, or QUIET_EVALUATIONS of its own
+    evaluation intervals (from the `elapsed_s` of its records) when that is longer."""
+    if "elapsed_s" not in exp.evals:  # nothing evaluated yet
+        return pd.Series(dtype=float)
+    elapsed = pd.to_numeric(exp.evals["elapsed_s"], errors="coerce").groupby(exp.evals["trial_name"])
+    pace = (elapsed.max() / elapsed.count()).fillna(0.0)
+    return (QUIET_EVALUATIONS * pace).clip(lower=QUIET_MIN_S)
 
 
 def _best(exp: ExperimentResults, metric: str, mode: str) -> dict | None:
@@ -194,9 +200,10 @@ def _experiment_lines(exp: ExperimentStatus, path: Path) -> list[str]:
     total = exp.done + exp.remaining
     share = f" ({100 * exp.done / total:.0f}%)" if total else ""
     eta = f", ETA {duration(exp.eta_s)} at this pace" if exp.eta_s is not None else ""
+    span = "since it started" if exp.active else "from its start to its last write"
     lines.append(
         f"  trial-iterations: {exp.done} done{share}, at most {exp.remaining} to go; "
-        f"{duration(exp.elapsed_s)} since the experiment started{eta}"
+        f"{duration(exp.elapsed_s)} {span}{eta}"
     )
     if exp.best is None:
         lines.append(f"  best {exp.metric} so far: none reported yet")

@@ -126,6 +126,7 @@ def test_after_the_driver_died_running_trials_are_interrupted_and_there_is_no_et
     (exp,) = study_status(study, now=later).experiments
     assert exp.counts["running"] == 0 and exp.counts["interrupted"] == 4
     assert exp.eta_s is None
+    assert exp.elapsed_s == pytest.approx(1000.0 - 30)  # to the last write, not to now
     text = format_status(study_status(study, now=later))
     assert f"`msl-study resume {study}` continues it" in text and "ETA" not in text
 
@@ -135,3 +136,24 @@ def test_cli_prints_the_status_and_names_a_directory_that_is_not_a_study(study, 
     assert "experiment sweep: objective target_entropy (min, label-free)" in capsys.readouterr().out
     assert main(["status", str(tmp_path)]) == 2
     assert f"{tmp_path} is not a study directory" in capsys.readouterr().err
+
+
+def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
+    study = tmp_path / "fresh"
+    layout.write_json(study / layout.STUDY_FILE, {"name": "fresh", "experiments": ["sweep"]})
+    plan = _plan(
+        "sweep",
+        metric="target_im",
+        mode="min",
+        variants=["maxsquare"],
+        seeds=[0],
+        searched={},
+        scheduler="fifo",
+        num_trials=2,
+    )
+    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
+    _write_trial(study, "sweep", "t0", variant="maxsquare", seed=0, params={}, status=None, records=[])
+    (exp,) = study_status(study).experiments
+    assert exp.counts["running"] == 1 and exp.done == 0 and exp.remaining == 60
+    assert exp.best is None and exp.eta_s is None
+    assert "best target_im so far: none reported yet" in format_status(study_status(study))
