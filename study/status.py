@@ -9,6 +9,7 @@ DIR` continues it). Reads what `study.results.load_study` reads, so partly writt
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,16 @@ def last_write(exp: ExperimentResults, trial_name: str) -> float:
     directory = _trial_dir(exp, trial_name)
     run = directory / layout.RUN_DIR
     paths = [directory / layout.TRIAL_FILE, run / layout.METRICS_FILE, run / "checkpoints" / "last.pt"]
-    return max((path.stat().st_mtime for path in paths if path.exists()), default=directory.stat().st_mtime)
+    latest = max(_mtime(path) for path in paths)
+    return latest if latest > -math.inf else _mtime(directory)  # a trial still writing its trial.json
+
+
+def _mtime(path: Path) -> float:
+    """A file's modification time; -inf for one that is not there (not yet, or just replaced)."""
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return -math.inf
 
 
 def quiet_limits(exp: ExperimentResults) -> pd.Series:
