@@ -27,7 +27,8 @@ def compare_tables(studies: list[str | Path]) -> dict[str, tuple[pd.DataFrame, p
     for label, path in zip(study_labels(paths), paths, strict=True):
         for exp in load_study(path).experiments():
             numbers, shown = variant_table(exp, select(exp))
-            tables.setdefault(exp.name, []).append((label, numbers, shown, variants_of(exp)))
+            if len(numbers):
+                tables.setdefault(exp.name, []).append((label, numbers, shown, variants_of(exp)))
     return {name: _side_by_side(parts) for name, parts in tables.items()}
 
 

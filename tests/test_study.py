@@ -161,6 +161,12 @@ def test_a_study_whose_driver_is_killed_resumes_without_losing_or_redoing_work(s
         name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
     }
     assert finished_before, "no trial ended before the deadline"
+    # The driver is dead: `status` still shows the ended trials and the unended ones with their last write.
+    status = msl_study("status", study)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"{len(read(study, 'main', layout.STATUS_FILE))} finished" in status.stdout, status.stdout
+    unended = [d.name for d in running if not (d / layout.STATUS_FILE).exists()]
+    assert all(f"running: {name} at iteration" in status.stdout for name in unended), status.stdout
 
     result = msl_study("resume", study)
     assert result.returncode == 0, result.stdout + result.stderr
