@@ -81,7 +81,9 @@ def run_study(work: Path, synth: Path, trials: int) -> dict:
     path.write_text(yaml.safe_dump(space(synth, trials), sort_keys=False))
     msl_study = Path(sys.executable).parent / "msl-study"
     started = time.perf_counter()
-    subprocess.run([str(msl_study), "run", str(path), "--storage", str(work)], check=True)
+    with (work / f"scale_{trials}.log").open("w") as log:  # the driver's output, apart from the table
+        command = [str(msl_study), "run", str(path), "--storage", str(work)]
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     total = time.perf_counter() - started
     study = work / f"scale_{trials}"
     exp = load_study(study).experiment(EXPERIMENT)
@@ -131,32 +133,34 @@ def main() -> None:
     synth = args.work / "synth"
     if not (synth / "synth.json").is_file():
         generate(synth, seed=0, scale="small", progress=False)
-    rows = [run_study(args.work, synth, trials) for trials in args.trials]
+    print(
+        "| trials | `msl-study run` s | first trial started s | trials s | their own training s "
+        "| overhead per trial s | status s | report s |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    for trials in args.trials:  # each row as soon as it is measured
+        print_row(run_study(args.work, synth, trials))
     if args.copies:
         study = enlarge(
             args.work / f"scale_{args.trials[-1]}", args.copies, args.work / f"copies_{args.copies}"
         )
-        rows.append(
+        print_row(
             {
                 "trials": f"{args.copies} (copies)",
                 "status_s": timed(lambda: format_status(study_status(study))),
                 "report_s": timed(build_report, study, args.work / f"report_copies_{args.copies}"),
             }
         )
+
+
+def print_row(row: dict) -> None:
+    cells = [f"{row[key]:.0f}" if key in row else "–" for key in ("run_s", "startup_s", "trials_s", "own_s")]
+    overhead = f"{row['overhead_s']:.2f}" if "overhead_s" in row else "–"
     print(
-        "| trials | `msl-study run` s | first trial started s | trials s | their own training s "
-        "| overhead per trial s | status s | report s |"
+        f"| {row['trials']} | {' | '.join(cells)} | {overhead} | {row['status_s']:.2f} | "
+        f"{row['report_s']:.1f} |",
+        flush=True,
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        cells = [
-            f"{row[key]:.0f}" if key in row else "–" for key in ("run_s", "startup_s", "trials_s", "own_s")
-        ]
-        overhead = f"{row['overhead_s']:.2f}" if "overhead_s" in row else "–"
-        print(
-            f"| {row['trials']} | {' | '.join(cells)} | {overhead} | {row['status_s']:.2f} | "
-            f"{row['report_s']:.1f} |"
-        )
 
 
 if __name__ == "__main__":
