@@ -134,8 +134,8 @@ def main() -> None:
     if not (synth / "synth.json").is_file():
         generate(synth, seed=0, scale="small", progress=False)
     print(
-        "| trials | `msl-study run` s | first trial started s | trials s | their own training s "
-        "| overhead per trial s | status s | report s |"
+        "| trials | run s | to first trial s | trials s | own training s | overhead/trial s | status s "
+        "| report s |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for trials in args.trials:  # each row as soon as it is measured
