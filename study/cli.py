@@ -39,6 +39,20 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from study.status import format_status, study_status
+
+    print(format_status(study_status(args.study)))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from study.compare import format_comparison
+
+    print(format_comparison(args.studies))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msl-study", description=__doc__)
     add_debug_option(parser)
@@ -65,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     resume.set_defaults(handler=_resume)
 
     add_report_parser(commands)
+    status = commands.add_parser(
+        "status", help="trials by state, best so far, ETA and errors of a running or stopped study"
+    )
+    status.add_argument("study", help="the study directory")
+    status.set_defaults(handler=_status)
+    compare = commands.add_parser("compare", help="the variant tables of several studies side by side")
+    compare.add_argument("studies", nargs="+", help="study directories")
+    compare.set_defaults(handler=_compare)
     return parser
 
 

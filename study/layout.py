@@ -10,8 +10,9 @@
         optuna.journal                the Optuna study of an Optuna search (optuna-dashboard, optuna.load_study)
         trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
-                                       "source_run"}; a trial of several seeds (seeds_per_sample) has
-                                       "seeds": [...] and "source_runs": {seed: run} instead
+                                       "source_run", "node_id" (the Ray node that runs the trial)}; a trial
+                                       of several seeds (seeds_per_sample) has "seeds": [...] and
+                                       "source_runs": {seed: run} instead
           status.json                 {"status", "iterations", "error", "reason"}, written when the trial ends
           run/                        the trial's msl run directory (msl.run_dir; its validator_probs/ are
                                       read by study.selection); run_s<seed>/ for each of several seeds

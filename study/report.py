@@ -114,12 +114,11 @@ def select(exp: ExperimentResults) -> Selection:
     mode = exp.plan.get("mode") or METRIC_MODES[metric]
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
+    by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
     for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
-        evals = exp.evals[exp.evals["trial_name"] == trial["trial_name"]].sort_values(
-            "iteration", kind="stable"
-        )
-        if evals.empty:
+        if trial["trial_name"] not in by_trial:
             continue
+        evals = by_trial[trial["trial_name"]].sort_values("iteration", kind="stable")
         selected = best_label(evals[metric], mode)
         objective = math.nan if selected is None else evals.at[selected, metric]
         picks.append(
@@ -411,6 +410,13 @@ def _objective_words(plan: dict) -> str:
 
 def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
+    numbers, shown = variant_table(exp, selection)
+    report.add(_selection_words(exp, selection, paper_benchmark(exp.plan) or {}))
+    report.table(f"variants_{slug(exp.name)}", numbers, shown)
+
+
+def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Section 1's table: one row per variant, as numbers (percent) and as shown (strings)."""
     paper = paper_benchmark(exp.plan) or {}
     extra_metrics = [
         key for key in ("miou13",) if paper.get(key) and exp.evals[f"oracle_{key}"].notna().any()
@@ -451,8 +457,7 @@ def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection
     for column in numbers.columns:
         if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
             numbers[column] = 100 * numbers[column]
-    report.add(_selection_words(exp, selection, paper))
-    report.table(f"variants_{slug(exp.name)}", numbers, pd.DataFrame(shown))
+    return numbers, pd.DataFrame(shown)
 
 
 def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
@@ -1031,7 +1036,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
         ["experiment", "trial_name", "variant", "seed", "config", "status", "iterations", "evaluations"]
     ].astype(str)
     shown["reason or error"] = [
-        _message_line(error if isinstance(error, str) else reason)
+        message_line(error if isinstance(error, str) else reason)
         for error, reason in zip(numbers["error"], numbers["reason"], strict=True)
     ]
     report.add(
@@ -1041,7 +1046,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
     report.table("unfinished_trials", numbers, shown)
 
 
-def _message_line(text, limit: int = 160) -> str:
+def message_line(text, limit: int = 160) -> str:
     """The last non-empty line of a message (a traceback's exception line), shortened."""
     if not isinstance(text, str) or not text.strip():
         return MISSING

@@ -278,7 +278,14 @@ def run_trial(
     )
     overrides = {**experiment.set, **experiment.variants[variant].set, **params}
     layout.write_json(
-        trial_dir / layout.TRIAL_FILE, {**info, **seed_info, "params": params, "overrides": overrides}
+        trial_dir / layout.TRIAL_FILE,
+        {
+            **info,
+            **seed_info,
+            "params": params,
+            "overrides": overrides,
+            "node_id": ray.get_runtime_context().get_node_id(),
+        },
     )
     own_checkpoint_ok = not isinstance(experiment.scheduler, PbtScheduler)
     if several:

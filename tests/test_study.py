@@ -6,7 +6,6 @@ behind them are unit-tested without Ray in test_runner.py."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import yaml
 
 from study import layout
 from tests.conftest import tiny_config
+from tests.ray_nodes import RAY_ENV, ray_node
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -40,16 +40,6 @@ def space_file(path: Path, synth: Path, **extra) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# `ray start` enables token authentication (Ray >= 2.59); a driver must then ask for it too.
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-
-
 def msl_study(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
         [str(BIN / "msl-study"), *map(str, args)], capture_output=True, text=True, timeout=600, env=RAY_ENV
@@ -67,24 +57,8 @@ def read(study: Path, experiment: str, name: str) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray head node with 4 CPUs and 2 logical GPUs, as `ray start --head` makes it on a cluster."""
-    port = free_port()
-    subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=4",
-            "--num-gpus=2",
-            "--include-dashboard=false",
-        ],
-        check=True,
-        capture_output=True,
-        env=RAY_ENV,
-        timeout=120,
-    )
-    yield f"127.0.0.1:{port}"
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
+    with ray_node(num_cpus=4, num_gpus=2) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +158,7 @@ def test_the_plan_records_the_horizon_objective_and_effective_scheduler(head_stu
 
 
 @pytest.fixture(scope="module")
-def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, dict[str, str]]:
+def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, dict[str, str], tuple]:
     """A study whose driver is killed with SIGKILL once one trial has ended and another has written a
     checkpoint, then resumed: (the resume's result, the study, metrics.jsonl of the trials ended before)."""
     tmp_path = tmp_path_factory.mktemp("resume")
@@ -223,11 +197,22 @@ def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess,
         name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
     }
     assert finished_before, "no trial ended before the deadline"
-    return msl_study("resume", study), study, finished_before
+    # The driver is dead: `status` still shows the ended trials and the unended ones with their last write.
+    ended_count = len(read(study, "main", layout.STATUS_FILE))
+    unended = [d.name for d in running if not (d / layout.STATUS_FILE).exists()]
+    status = msl_study("status", study), ended_count, unended
+    return msl_study("resume", study), study, finished_before, status
+
+
+def test_status_reads_a_study_whose_driver_was_killed(resumed_study):
+    status, ended_count, unended = resumed_study[3]
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"{ended_count} finished" in status.stdout, status.stdout
+    assert all(f"running: {name} at iteration" in status.stdout for name in unended), status.stdout
 
 
 def test_a_killed_study_resumes_without_an_error(resumed_study):
-    result, study, _ = resumed_study
+    result, study, _, _ = resumed_study
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
     status = read(study, "main", layout.STATUS_FILE)
@@ -235,20 +220,20 @@ def test_a_killed_study_resumes_without_an_error(resumed_study):
 
 
 def test_trials_that_ended_before_the_kill_are_kept_as_they_were(resumed_study):
-    _, study, finished_before = resumed_study
+    _, study, finished_before, _ = resumed_study
     for name, metrics in finished_before.items():
         assert (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() == metrics
 
 
 def test_every_evaluation_is_recorded_exactly_once(resumed_study):
-    _, study, _ = resumed_study
+    _, study, _, _ = resumed_study
     for name in read(study, "main", layout.STATUS_FILE):
         lines = (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text().splitlines()
         assert [json.loads(line)["iteration"] for line in lines] == [4, 8, 12], name
 
 
 def test_the_interrupted_trial_continues_from_its_checkpoint(resumed_study):
-    _, study, _ = resumed_study
+    _, study, _, _ = resumed_study
     resumed = [
         d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()
     ]

@@ -1,0 +1,160 @@
+"""`msl-study status` on a fake study directory caught mid-run (written through `study.layout`, file times
+set): one trial of each state, partly written files, and the same directory after its driver died.
+Expectations are counted by hand from what the fixture writes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from msl.run_dir import RunDir
+from study import layout
+from study.cli import main
+from study.status import QUIET_MIN_S, format_status, study_status
+from tests.test_report import _finished, _plan, _record, _write_trial
+
+START = 1_700_000_000.0  # when the experiment started (plan.json's mtime)
+NOW = START + 1000.0
+PLANNED = 9
+TRACEBACK = "Traceback (most recent call last):\n  File 'x.py'\nRuntimeError: CUDA out of memory"
+
+
+def _touch(path, when: float) -> None:
+    os.utime(path, (when, when))
+
+
+def _trial(study, name: str, oracles: tuple[float, ...], status: dict | None, wrote: float, **extra) -> None:
+    records = [_record(10 * (i + 1), oracle, 0.6, 0.7) for i, oracle in enumerate(oracles)]
+    for record in records:
+        record.update(extra)
+    _write_trial(study, "sweep", name, variant="maxsquare", seed=0, params={}, status=status, records=records)
+    directory = layout.trials_dir(study, "sweep") / name
+    for path in [directory / layout.TRIAL_FILE, *directory.rglob("metrics.jsonl")]:
+        _touch(path, wrote)
+
+
+@pytest.fixture
+def study(tmp_path):
+    study = tmp_path / "midrun"
+    layout.write_json(study / layout.STUDY_FILE, {"name": "midrun", "experiments": ["sweep", "later"]})
+    plan = _plan(
+        "sweep",
+        metric="target_entropy",
+        mode="min",
+        variants=["maxsquare"],
+        seeds=[0],
+        searched={},
+        scheduler="asha",
+        num_trials=PLANNED,
+    )
+    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
+    _touch(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, START)
+    recent = NOW - 30
+    _trial(study, "t_finished", (0.30, 0.34, 0.36), _finished(), recent)
+    stopped = {
+        "status": "stopped",
+        "iterations": 10,
+        "error": None,
+        "reason": "stopped by the asha scheduler",
+    }
+    _trial(study, "t_stopped", (0.20,), stopped, recent)
+    # The best objective of all (entropy 0.1), but diverged: never "best so far".
+    diverged = {
+        "status": "diverged",
+        "iterations": 20,
+        "error": "loss_target is nan at iteration 20",
+        "reason": "diverged: a loss or the objective became NaN or infinite",
+    }
+    _trial(study, "t_diverged", (0.9, 0.9), diverged, recent)
+    error = {"status": "error", "iterations": 0, "error": TRACEBACK, "reason": "raised an error"}
+    _trial(study, "t_error", (), error, recent)
+    _trial(study, "t_running", (0.31, 0.35), None, recent)  # + a truncated line: being written
+    metrics = RunDir(layout.trials_dir(study, "sweep") / "t_running" / layout.RUN_DIR).metrics
+    with metrics.open("a") as file:
+        file.write('{"iteration": 30, "oracle_mi')
+    _touch(metrics, recent)
+    _trial(study, "t_silent", (0.25,), None, NOW - 2 * QUIET_MIN_S)  # silent far longer than its pace
+    # Silent as long, but its evaluations take 1000 s each: still running.
+    _trial(study, "t_slow", (0.26,), None, NOW - 2 * QUIET_MIN_S, elapsed_s=1000.0)
+    starting = layout.trials_dir(study, "sweep") / "t_starting"  # trial.json not renamed into place yet
+    starting.mkdir(parents=True)
+    (starting / f".{layout.TRIAL_FILE}.tmp").write_text('{"trial_na')
+    _touch(starting, recent)
+    return study
+
+
+def test_status_counts_states_iterations_eta_best_and_errors(study):
+    status = study_status(study, now=NOW)
+    assert status.not_started == ["later"]
+    (exp,) = status.experiments
+    assert exp.counts == {
+        "finished": 1,
+        "stopped": 1,
+        "error": 1,
+        "diverged": 1,
+        "running": 3,  # t_running, t_slow, t_starting
+        "interrupted": 1,  # t_silent
+    }
+    # Done: 30 + 10 + 20 + 0 + 20 (t_running's last whole line) + 10 + 10 + 0.
+    assert exp.done == 100
+    # To go: the unended trials up to 30 (10 + 20 + 20 + 30) and the planned trial not started (30).
+    assert exp.remaining == 110
+    assert exp.elapsed_s == pytest.approx(1000.0)
+    assert exp.eta_s == pytest.approx(110 * 1000.0 / 100)
+    assert exp.best["trial_name"] == "t_finished" and exp.best["iteration"] == 30
+    assert exp.best["value"] == pytest.approx(1 - 0.36)
+    failed = {trial["trial_name"]: trial for trial in exp.failed}
+    assert failed["t_error"]["message"] == "RuntimeError: CUDA out of memory"
+    assert failed["t_diverged"]["message"] == "loss_target is nan at iteration 20"
+    running = {trial["trial_name"]: trial for trial in exp.running}
+    assert running["t_silent"]["status"] == "interrupted"
+    assert running["t_silent"]["quiet_s"] == pytest.approx(2 * QUIET_MIN_S)
+    assert running["t_running"]["iterations"] == 20 and running["t_running"]["quiet_s"] == pytest.approx(30)
+
+    text = format_status(status)
+    assert (
+        "9 planned, 8 started: 1 finished, 1 stopped, 1 error, 1 diverged, 3 running, 1 interrupted" in text
+    )
+    assert "100 done (48%), at most 110 to go" in text and "ETA 18.3 min" in text
+    assert "best target_entropy so far: 0.6400 by t_finished at iteration 30" in text
+    assert "interrupted: t_silent at iteration 10 of 30, no write for 20.0 min" in text
+    assert "experiment later: not started" in text
+
+
+def test_after_the_driver_died_running_trials_are_interrupted_and_there_is_no_eta(study):
+    later = NOW + 100 * QUIET_MIN_S
+    (exp,) = study_status(study, now=later).experiments
+    assert exp.counts["running"] == 0 and exp.counts["interrupted"] == 4
+    assert exp.eta_s is None
+    assert exp.elapsed_s == pytest.approx(1000.0 - 30)  # to the last write, not to now
+    text = format_status(study_status(study, now=later))
+    assert f"`msl-study resume {study}` continues it" in text and "ETA" not in text
+
+
+def test_cli_prints_the_status_and_names_a_directory_that_is_not_a_study(study, tmp_path, capsys):
+    assert main(["status", str(study)]) == 0
+    assert "experiment sweep: objective target_entropy (min, label-free)" in capsys.readouterr().out
+    assert main(["status", str(tmp_path)]) == 2
+    assert f"{tmp_path} is not a study directory" in capsys.readouterr().err
+
+
+def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
+    study = tmp_path / "fresh"
+    layout.write_json(study / layout.STUDY_FILE, {"name": "fresh", "experiments": ["sweep"]})
+    plan = _plan(
+        "sweep",
+        metric="target_im",
+        mode="min",
+        variants=["maxsquare"],
+        seeds=[0],
+        searched={},
+        scheduler="fifo",
+        num_trials=2,
+    )
+    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
+    _write_trial(study, "sweep", "t0", variant="maxsquare", seed=0, params={}, status=None, records=[])
+    (exp,) = study_status(study).experiments
+    assert exp.counts["running"] == 1 and exp.done == 0 and exp.remaining == 60
+    assert exp.best is None and exp.eta_s is None
+    assert "best target_im so far: none reported yet" in format_status(study_status(study))
