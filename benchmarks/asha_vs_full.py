@@ -14,7 +14,8 @@ used as a share of the full run, whether the full run's pick reached the end, th
 label-free objective picks (the report's rule: a trial's best checkpoint), and that pick's target mIoU
 (reported, never used to choose) against the full run's pick.
 
-    MSL_SYNTH=data/synth python benchmarks/asha_vs_full.py --work /tmp/asha_vs_full --out results/benchmarks/asha_vs_full.md
+    MSL_SYNTH=data/synth python benchmarks/asha_vs_full.py --work /tmp/asha_vs_full \\
+        --out results/benchmarks/asha_vs_full.md
 """
 
 from __future__ import annotations
@@ -174,9 +175,11 @@ def main() -> None:
     say(f"- machine: {machine()}; date: {pd.Timestamp.now():%Y-%m-%d}")
     say(f"- command: `{' '.join(['python', *sys.argv])}`")
     say(
-        f"- the `sweep` experiment of search_spaces/quickstart.yaml (MaxSquare+IW, seed 0, {max_t} iterations) "
+        f"- the `sweep` experiment of search_spaces/quickstart.yaml (MaxSquare+IW, seed 0, {max_t} "
+        "iterations) "
         f"with random search over {args.samples} configurations, evaluated every {args.every} iterations; "
-        f"objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU reported, never used "
+        f"objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU reported, never "
+        "used "
         "to choose"
     )
     truth = real.trials.set_index("trial_name")["iterations"].to_dict()
@@ -191,7 +194,8 @@ def main() -> None:
     )
     say()
     say(
-        "| samples | scheduler | grace | reduction | trial-iterations | full run's pick ran to the end | same pick "
+        "| samples | scheduler | grace | reduction | trial-iterations | full run's pick ran to the end | "
+        "same pick "
         "| picked | target mIoU % | vs full |"
     )
     say("|---|---|---|---|---|---|---|---|---|---|")
@@ -214,7 +218,8 @@ def main() -> None:
                 reached = halving(subset, grace, rf)
             result = pick(subset, reached)
             say(
-                f"| {count} | {kind} | {grace} | {rf} | {result['used']} ({result['used'] / best['used']:.0%}) "
+                f"| {count} | {kind} | {grace} | {rf} | {result['used']} "
+                f"({result['used'] / best['used']:.0%}) "
                 f"| {yes(reached[best['trial']] == max_t)} | {yes(result['trial'] == best['trial'])} | "
                 f"{result['pick']} | {result['target']:.1f} | {result['target'] - best['target']:+.1f} |"
             )

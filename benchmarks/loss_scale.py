@@ -1,4 +1,5 @@
-"""How hard each target loss pushes a model, label-free: the gradient norm of lambda_target * loss at lambda 1.
+"""How hard each target loss pushes a model, label-free: the gradient norm of lambda_target * loss at lambda
+1.
 
 The losses keep the reference's normalisations, which differ by orders of magnitude (entropy and max-squares
 average over B*C*H*W elements, the image-wise weighted ones divide by B*C only, the hard loss averages over
@@ -9,8 +10,8 @@ guidance for `*_multi`, weighted by lambda_seg as in training), averaged over ba
 reference variant. Grids of lambda_target centred on reference_lambda * ratio give every loss the same initial
 step size (search_spaces/quickstart.yaml uses them).
 
-Usage: python benchmarks/loss_scale.py --checkpoint RUN/checkpoints/last.pt [--batches 8] [--reference iw_maxsquare]
-       [--reference-lambda 1.0] [--report results/benchmarks/loss_scale.md]
+Usage: python benchmarks/loss_scale.py --checkpoint RUN/checkpoints/last.pt [--batches 8]
+       [--reference iw_maxsquare] [--reference-lambda 1.0] [--report results/benchmarks/loss_scale.md]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ ADAPTING = ("entropy", "iw_entropy", "maxsquare", "iw_maxsquare", "iw_maxsquare_
 
 
 def gradient_norm(model: torch.nn.Module, images: torch.Tensor, cfg, multi_level: bool) -> float:
-    """|| d(target loss + lambda_seg * guidance) / d(parameters) || at lambda_target 1, for a batch (B, 3, H, W)."""
+    """|| d(target loss + lambda_seg * guidance) / d(parameters) || at lambda_target 1, for a batch (B, 3, H,
+    W)."""
     model.zero_grad(set_to_none=True)
     main, aux = model(images)  # (B, C, H, W) each
     loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)(main)
@@ -80,11 +82,13 @@ def main() -> None:
     say()
     say(f"- machine: {machine()}")
     say(
-        f"- date: {datetime.date.today().isoformat()}; command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+        f"- date: {datetime.date.today().isoformat()}; command: "
+        f"`{' '.join([Path(sys.executable).name, *sys.argv])}`"
     )
     say(
         f"- model: {base.model.arch} from `{args.checkpoint}`; {args.batches} target-train batches of "
-        f"{base.data.batch_size} (no labels read); iw_ratio {base.loss.iw_ratio}, threshold {base.loss.threshold}, "
+        f"{base.data.batch_size} (no labels read); iw_ratio {base.loss.iw_ratio}, threshold "
+        f"{base.loss.threshold}, "
         f"lambda_seg {base.loss.lambda_seg}"
     )
     say()

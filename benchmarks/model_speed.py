@@ -1,9 +1,9 @@
 """Forward+backward time of one training step of the segmentation networks, printed as a table.
 
-CPU: the benchmark network small_segnet and the older deeplab_resnet18_small on the synthetic benchmark's batch
-(8, 3, 64, 128), in both memory layouts (budget: 250 ms per step).
-CUDA, when available: DeepLab-v2 ResNet-101 on a (1, 3, 720, 1280) batch (a GTA5 crop) in fp32, bf16 autocast and
-channels_last. The step is both heads' cross-entropy, backward included; times are medians after warm-up.
+CPU: the benchmark network small_segnet and the older deeplab_resnet18_small on the synthetic benchmark's
+batch (8, 3, 64, 128), in both memory layouts (budget: 250 ms per step). CUDA, when available: DeepLab-v2
+ResNet-101 on a (1, 3, 720, 1280) batch (a GTA5 crop) in fp32, bf16 autocast and channels_last. The step is
+both heads' cross-entropy, backward included; times are medians after warm-up.
 
 Usage: python benchmarks/model_speed.py [--repeats 10] [--threads 2]
 """
@@ -34,7 +34,8 @@ def step_ms(
     channels_last: bool,
     repeats: int,
 ) -> float:
-    """Median milliseconds of forward + both heads' cross-entropy + backward (`dtype`: autocast dtype or None)."""
+    """Median milliseconds of forward + both heads' cross-entropy + backward (`dtype`: autocast dtype or
+    None)."""
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = build_model(arch, NUM_CLASSES).to(device, memory_format=memory_format).train()
@@ -80,7 +81,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
     print(
-        f"torch {torch.__version__}, {args.threads} CPU threads, {device_name}, median of {args.repeats} steps"
+        f"torch {torch.__version__}, {args.threads} CPU threads, {device_name}, median of {args.repeats} "
+        "steps"
     )
     header = f"{'arch':<24} {'input':<18} {'device':<6} {'dtype':<9} {'layout':<14} {'fwd+bwd ms':>10}"
     print(header)

@@ -14,9 +14,11 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
-# Lines of the run kept in the clean log: make's commands, the generator's summary, the plan, the study's progress.
+# Lines of the run kept in the clean log: make's commands, the generator's summary, the plan, the study's
+# progress.
 KEPT = re.compile(
-    r"^(\.venv/bin/msl|MSL_SYNTH=|\s+--name|wrote |\d+ images of|  \S|study '|\[msl-study|report: |END-TO-END)"
+    r"^(\.venv/bin/msl|MSL_SYNTH=|\s+--name|wrote |\d+ images of|  \S|study '|\[msl-study|report: "
+    r"|END-TO-END)"
 )
 DROPPED = re.compile(r"pip-build-env|^\s*!!|\*{10}|WheelFile")  # pip's and setuptools' messages
 

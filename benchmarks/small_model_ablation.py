@@ -1,23 +1,25 @@
-"""Why the benchmark's network lets adaptation act: small_segnet against its ablations and the old small DeepLab.
+"""Why the benchmark's network lets adaptation act: small_segnet against its ablations and the old small
+DeepLab.
 
 Each row changes one thing of the design (msl/configs/synth.yaml: small_segnet, AdamW source stage) and runs,
 for each seed at the default shift: the source stage, then the quickstart's UDA stage (`synth_runs.UDA_STAGE`)
 from it as `source_only` (no target data), as `adabn` (target batches forwarded without a loss: batch-norm
 statistics adapt; the same as source_only for a group-norm network) and as `iw_maxsquare` at lambda_target 1.
 Seeds are paired: the same seed gives the same source batches and target batches in every row. The table shows
-the source model's target mIoU, the UDA results, and the paired differences of iw_maxsquare against source_only
-(all that target data does) and against adabn (what the loss does beyond batch-norm statistics), the effect the
-benchmark exists to measure. No row is tuned
-on the target labels; lambda_target stays 1 everywhere.
+the source model's target mIoU, the UDA results, and the paired differences of iw_maxsquare against
+source_only (all that target data does) and against adabn (what the loss does beyond batch-norm statistics),
+the effect the benchmark exists to measure. No row is tuned on the target labels; lambda_target stays 1
+everywhere.
 
 Rows:
 * small_segnet: the design;
 * batch norm: `small_segnet_bn` (normalisation; its `adabn` control is the same as source_only here, see the
   trainer: a loss-free target forward would move its statistics);
 * coarse grid: `small_segnet_coarse`, no decoder, the main head on the 1/8 grid (8x16 at 64x128);
-* old source recipe: small_segnet with the previous quickstart's source stage (AdamW, 300 iterations, batch 4);
-* deeplab_resnet18_small: the previous benchmark network (8x16 logit grid through dilated ASPP, batch norm) with
-  the new source recipe.
+* old source recipe: small_segnet with the previous quickstart's source stage (AdamW, 300 iterations, batch
+  4);
+* deeplab_resnet18_small: the previous benchmark network (8x16 logit grid through dilated ASPP, batch norm)
+  with the new source recipe.
 
 Usage: python benchmarks/small_model_ablation.py [--work DIR] [--seeds 0 1 2] [--parallel 2]
        [--report results/benchmarks/small_model_ablation.md]
@@ -136,8 +138,10 @@ def main() -> None:
 
     header("Which differences of the benchmark network matter", say)
     say(
-        f"Target val mIoU (%) at shift {DEFAULT_SHIFT:g}, whole val split, seeds {args.seeds}, mean over seeds. "
-        "*gain vs X*: iw_maxsquare (lambda_target 1) minus X after the same UDA stage from the same source model, "
+        f"Target val mIoU (%) at shift {DEFAULT_SHIFT:g}, whole val split, seeds {args.seeds}, mean over "
+        "seeds. "
+        "*gain vs X*: iw_maxsquare (lambda_target 1) minus X after the same UDA stage from the same source "
+        "model, "
         "mean (per seed) and the p-value of a paired t-test over seeds."
     )
     say()
@@ -154,7 +158,8 @@ def main() -> None:
         }
         means = " | ".join(percent(statistics.mean(final[variant])) for variant in UDA)
         say(
-            f"| {row} | {percent(statistics.mean(start))} | {means} | {gain(final['iw_maxsquare'], final['source_only'])} "
+            f"| {row} | {percent(statistics.mean(start))} | {means} | "
+            f"{gain(final['iw_maxsquare'], final['source_only'])} "
             f"| {gain(final['iw_maxsquare'], final['adabn'])} |"
         )
     say()

@@ -7,7 +7,8 @@ With the base config `msl/configs/synth.yaml` (1 CPU thread per run, runs in par
    target val split. The gap is the room domain adaptation has; chance is 1 / (classes present in target val).
 2. Convergence at the default shift: the source stage's source-val mIoU every `--curve-every` iterations; the
    change over its last 20% should stay under 1 point.
-3. Controls at the UDA budget (the quickstart's UDA stage, `synth_runs.UDA_STAGE`), from each seed's source model:
+3. Controls at the UDA budget (the quickstart's UDA stage, `synth_runs.UDA_STAGE`), from each seed's source
+   model:
    `source_only` (the UDA stage without any target data: it should stay within 1 point of its source model),
    `target_supervised` (the same stage trained on target labels: how far the stage can move the model), and
    `iw_maxsquare` at lambda_target 1. Then the paired standard deviation over seeds of (iw_maxsquare -
@@ -60,7 +61,8 @@ def present_classes(target: Path) -> int:
 
 
 def source_jobs(work: Path, data: Path, shift: float, seed: int, every: int) -> tuple[Job, Job]:
-    """The source-only and the oracle source stage of one (shift, seed), evaluating every `every` iterations."""
+    """The source-only and the oracle source stage of one (shift, seed), evaluating every `every`
+    iterations."""
     common = {"eval.every": every}
     return (
         Job(
@@ -191,11 +193,13 @@ def say_controls(args: argparse.Namespace, data: Path, records: dict, say) -> No
     jobs = [job for seed in args.uda_seeds for job in uda_jobs(args.work, data, seed)]
     uda = run_jobs(jobs, args.parallel)
     say(
-        f"## Controls and noise at the UDA budget, shift {DEFAULT_SHIFT:g}: target val mIoU (%) at the last iteration"
+        f"## Controls and noise at the UDA budget, shift {DEFAULT_SHIFT:g}: target val mIoU (%) at the last "
+        "iteration"
     )
     say()
     say(
-        "Each row starts from that seed's source model (column *source model*). *source_only*: the UDA stage with "
+        "Each row starts from that seed's source model (column *source model*). *source_only*: the UDA stage "
+        "with "
         "no target data at all; *target_supervised*: the same stage trained on the target train labels; "
         "*iw_maxsquare*: lambda_target 1."
     )
@@ -219,7 +223,8 @@ def say_controls(args: argparse.Namespace, data: Path, records: dict, say) -> No
         detectable = stats.t.ppf(0.975, len(differences) - 1) * spread / len(differences) ** 0.5
         say(
             f"Paired difference iw_maxsquare - source_only over {len(differences)} seeds: mean "
-            f"{100 * statistics.mean(differences):+.1f}, standard deviation {100 * spread:.1f} points; a paired "
+            f"{100 * statistics.mean(differences):+.1f}, standard deviation {100 * spread:.1f} points; a "
+            "paired "
             f"t-test over {len(differences)} seeds reaches p < 0.05 (two-sided) for a mean difference above "
             f"{100 * detectable:.1f} points at that spread."
         )

@@ -58,7 +58,8 @@ def run_job(job: Job) -> list[dict]:
 
 
 def run_jobs(jobs: list[Job], parallel: int) -> dict[str, list[dict]]:
-    """Records of all jobs by name, `parallel` at a time in fresh processes (each sets its own thread count)."""
+    """Records of all jobs by name, `parallel` at a time in fresh processes (each sets its own thread
+    count)."""
     with ProcessPoolExecutor(max_workers=parallel, mp_context=get_context("spawn")) as pool:
         return dict(zip([job.name for job in jobs], pool.map(run_job, jobs), strict=True))
 
@@ -121,7 +122,8 @@ def header(title: str, say) -> None:
     say(
         f"- base config: msl/configs/synth.yaml ({base.model.arch}, batch {base.data.batch_size}, "
         f"{base.optim.optimizer} lr {base.optim.lr}, {base.optim.iterations} source iterations, "
-        f"{base.runtime.threads} thread per run); UDA stage: {', '.join(f'{k}={v}' for k, v in UDA_STAGE.items())}"
+        f"{base.runtime.threads} thread per run); UDA stage: "
+        f"{', '.join(f'{k}={v}' for k, v in UDA_STAGE.items())}"
     )
     say()
 

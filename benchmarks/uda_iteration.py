@@ -6,7 +6,8 @@ through the trainer's own `_supervised_loss`), backward, a target batch (λ_T·L
 benchmarks/loader_throughput.py); inputs are random tensors of the right shapes, made once.
 
 * CPU: the small model at the quickstart size (msl/configs/synth.yaml: its arch, batch size and image sizes),
-  fp32 without and with channels_last, for each `--threads` value (studies run two 1-thread trials side by side).
+  fp32 without and with channels_last, for each `--threads` value (studies run two 1-thread trials side by
+  side).
 * CUDA, when available: the paper configuration (deeplabv2_resnet101, source 1280x720, target 1024x512, batch
   1) in strict fp32, tf32, bf16 autocast and bf16+channels_last, each also under torch.compile when named by
   `--compile` (default: bf16+channels_last only; each compiled mode costs minutes of compilation; `all`), and
@@ -20,9 +21,9 @@ benchmarks/loader_throughput.py); inputs are random tensors of the right shapes,
 * `--smoke`: the CUDA case list (or the packing run) on the current device at a tiny size, to check that code
   path without a GPU (a torch.compile case takes minutes of inductor compilation on a 2-core CPU).
 
-Times are medians over `--iterations` timed iterations after `--warmup` (CUDA: per-iteration CUDA events, no host
-synchronisation inside the loop, as in the trainer). Peak memory is torch's peak allocation on CUDA and the
-process's peak resident set size on the CPU.
+Times are medians over `--iterations` timed iterations after `--warmup` (CUDA: per-iteration CUDA events, no
+host synchronisation inside the loop, as in the trainer). Peak memory is torch's peak allocation on CUDA and
+the process's peak resident set size on the CPU.
 
 Usage: python benchmarks/uda_iteration.py [--device auto|cpu|cuda] [--threads 1 2] [--weights CKPT]
                                           [--compile MODE ...|all] [--processes 1 2 4 [--mode MODE]]
@@ -102,8 +103,8 @@ def paper_modes(smoke: bool) -> list[Case]:
 
 
 def paper_cases(smoke: bool, compiled: list[str]) -> list[Case]:
-    """Every mode, then the compiled twins of the modes in `compiled` (or of all), then bf16+channels_last with
-    the reference's repeated backbone steps."""
+    """Every mode, then the compiled twins of the modes in `compiled` (or of all), then bf16+channels_last
+    with the reference's repeated backbone steps."""
     modes = paper_modes(smoke)
     twins = [
         dataclasses.replace(case, name=f"{case.name}+compile", compile=True)
@@ -124,7 +125,8 @@ def set_tf32(enabled: bool) -> None:
 
 
 def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on any device (msl.evaluate.autocast is CUDA-only; this lets --smoke run bf16 on a CPU)."""
+    """bf16 autocast on any device (msl.evaluate.autocast is CUDA-only; this lets --smoke run bf16 on a
+    CPU)."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
@@ -141,7 +143,8 @@ class Setup:
 
 
 def build_setup(case: Case, cfg: TrainConfig, device: torch.device, weights: str | None = None) -> Setup:
-    """Model (seeded init, or `weights`), optimiser and target loss as the trainer builds them; random inputs."""
+    """Model (seeded init, or `weights`), optimiser and target loss as the trainer builds them; random
+    inputs."""
     torch.manual_seed(0)
     model = build_model(case.arch, NUM_CLASSES, cfg.model.aspp_branches, cfg.model.freeze_bn)
     if weights:
@@ -242,7 +245,8 @@ def compare_precisions(
 
 
 def peak_memory_mib(device: torch.device) -> float:
-    """torch's peak allocation on CUDA; the process's peak resident set size on the CPU (Linux reports KiB)."""
+    """torch's peak allocation on CUDA; the process's peak resident set size on the CPU (Linux reports
+    KiB)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,14 +1,16 @@
-"""Which label-free validator picks checkpoints and configurations closest to the oracle, on the synthetic benchmark.
+"""Which label-free validator picks checkpoints and configurations closest to the oracle, on the synthetic
+benchmark.
 
 The embedded benchmark has target labels, so every validator's choices can be scored. For each generator shift
 and seed: the source model of `synth_calibration.py` (synth.yaml's source stage, reused when already trained
 under --work), then UDA runs of every variant (study.space.VARIANTS) from it with the quickstart's UDA stage
 (`synth_runs.UDA_STAGE`), evaluated every `--eval-every` iterations; each evaluation reports the
-per-checkpoint validators and saves the validator images' softmax maps. Per shift, the runs form one experiment
-whose configurations are the variants, and study.selection audits every validator (and the study-level ones
-computed from the maps): regret at the checkpoint level (within runs) and at the configuration level (which
-variant, every run at its last checkpoint). Prints a markdown table, validators ordered by their mean regret
-over the two levels and the shifts, and saves a plot. No validator is tuned here; the target labels only score.
+per-checkpoint validators and saves the validator images' softmax maps. Per shift, the runs form one
+experiment whose configurations are the variants, and study.selection audits every validator (and the
+study-level ones computed from the maps): regret at the checkpoint level (within runs) and at the
+configuration level (which variant, every run at its last checkpoint). Prints a markdown table, validators
+ordered by their mean regret over the two levels and the shifts, and saves a plot. No validator is tuned here;
+the target labels only score.
 
 Usage: python benchmarks/validator_calibration.py [--work DIR] [--shifts 0.25 0.5 0.75] [--seeds 0 1 2]
            [--variants source_only maxsquare ...] [--eval-every 10] [--uda-set KEY=VALUE]
@@ -119,7 +121,8 @@ def audit(exp: ExperimentResults) -> pd.DataFrame:
 
 
 def table(results: dict[float, pd.DataFrame]) -> pd.DataFrame:
-    """Validators x (level, statistic), means over shifts, plus each shift's regret; ordered by mean regret."""
+    """Validators x (level, statistic), means over shifts, plus each shift's regret; ordered by mean
+    regret."""
     frame = pd.concat([result.assign(shift=shift) for shift, result in results.items()], ignore_index=True)
     mean = frame.groupby(["validator", "level"])[["regret", "worst_regret", "weighted_spearman"]].mean()
     wide = mean.unstack("level")
@@ -207,9 +210,12 @@ def main() -> None:
         f"Shifts {args.shifts}, seeds {args.seeds}, variants {args.variants}; the UDA stage above with "
         f"eval.every={args.eval_every} and {args.uda_overrides or 'no other overrides'}.",
         "",
-        "Regret: target mIoU points (%) below the oracle's choice (study.selection): *checkpoint* within each run "
-        "(mean over runs), *configuration* = which variant, every run at its last checkpoint (mean over seeds); "
-        "*worst*: worst run / worst single seed; weighted Spearman: powerful-benchmarker's weighting; all means "
+        "Regret: target mIoU points (%) below the oracle's choice (study.selection): *checkpoint* within "
+        "each run "
+        "(mean over runs), *configuration* = which variant, every run at its last checkpoint (mean over "
+        "seeds); "
+        "*worst*: worst run / worst single seed; weighted Spearman: powerful-benchmarker's weighting; all "
+        "means "
         "over shifts. Ordered by the mean of the two regrets.",
         "",
         markdown(frame),

@@ -14,7 +14,8 @@ import torch
 
 from msl.io import write_atomic
 
-# What numpy's RNG state (stored in our training checkpoints) needs beyond torch.load's weights-only allowlist.
+# What numpy's RNG state (stored in our training checkpoints) needs beyond torch.load's weights-only
+# allowlist.
 _NUMPY_RNG_STATE_GLOBALS = [np.zeros(0).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 CHECKPOINT_KEYS = ("model", "optimizer", "iteration", "rng", "config", "history", "best")
 

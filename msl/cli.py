@@ -1,4 +1,5 @@
-"""The `msl` command: data preparation, training and evaluation. Heavy modules load only for the command run."""
+"""The `msl` command: data preparation, training and evaluation. Heavy modules load only for the command
+run."""
 
 from __future__ import annotations
 

@@ -136,9 +136,10 @@ class LossConfig:
     lambda_seg: float = spec(0.1, ge=0)
     iw_ratio: float = spec(0.2, ge=0, le=1)
     threshold: float = spec(0.95, gt=0, lt=1)
-    # Only for target `none` without multi-level (no target term): forward each target batch in train mode, without
-    # a loss, so that batch-norm statistics adapt to the target (AdaBN, Li et al. 2016). False: the UDA stage sees
-    # no target data at all (source-only). Variants that train a target term forward the target batches anyway.
+    # Only for target `none` without multi-level (no target term): forward each target batch in train mode,
+    # without a loss, so that batch-norm statistics adapt to the target (AdaBN, Li et al. 2016). False: the
+    # UDA stage sees no target data at all (source-only). Variants that train a target term forward the target
+    # batches anyway.
     adabn: bool = False
 
 
@@ -147,9 +148,9 @@ class EvalConfig:
     every: int = spec(2975, ge=1)  # iterations between evaluations; the last iteration always evaluates
     max_images: int | None = spec(None, ge=1)  # cap on val images per split (None: the whole split)
     validator_images: int = spec(100, ge=1)  # fixed subset of target-train images for label-free validators
-    # [width, height] of the float16 softmax maps of the validator images kept per evaluation for the study-level
-    # validators (msl.probs_maps); None: none kept. Disk: images x classes x width x height x 2 bytes per
-    # evaluation, e.g. 100 x 19 x 32 x 16 x 2 = 1.9 MB.
+    # [width, height] of the float16 softmax maps of the validator images kept per evaluation for the
+    # study-level validators (msl.probs_maps); None: none kept. Disk: images x classes x width x height x 2
+    # bytes per evaluation, e.g. 100 x 19 x 32 x 16 x 2 = 1.9 MB.
     probs_size: list[int] | None = spec([32, 16], length=2, gt=0)
     flip: bool = False  # flip test-time augmentation
     logged_images: int = spec(2, ge=0)  # images with predictions written to TensorBoard per eval
@@ -199,7 +200,7 @@ class TrainConfig:
         return self.optim.poly_horizon or self.optim.iterations
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Loading and checking
 
 
@@ -296,7 +297,8 @@ def _check_value(value: Any, meta: typing.Mapping[str, Any], path: str) -> None:
 def check_known_keys(
     raw: typing.Mapping, known: typing.Sequence[str], prefix: str = "", error: type[ValueError] = ConfigError
 ) -> None:
-    """Raise `error` for the first key of `raw` not in `known`, naming its dotted path and the closest name."""
+    """Raise `error` for the first key of `raw` not in `known`, naming its dotted path and the closest
+    name."""
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -383,6 +385,6 @@ def config_to_dict(cfg: TrainConfig) -> dict:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> Path:
-    """Write the resolved config as YAML (loadable again by `load_config`), atomically: a crash never leaves an
-    empty config.yaml that a resume would then misread."""
+    """Write the resolved config as YAML (loadable again by `load_config`), atomically: a crash never leaves
+    an empty config.yaml that a resume would then misread."""
     return write_text_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

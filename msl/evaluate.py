@@ -84,7 +84,8 @@ def soft_neighbourhood_density(probs: Tensor, temperature: float = SND_TEMPERATU
         SND = (1 / N) sum_i H(q_i) = -(1 / N) sum_i sum_{j != i} q_ij log q_ij.
 
     Higher is better: each prediction has many close neighbours, i.e. the predictions form dense clusters.
-    Note: identical predictions for every sample (e.g. all uniform) reach the maximum, log(N - 1). A scalar tensor.
+    Note: identical predictions for every sample (e.g. all uniform) reach the maximum, log(N - 1). A scalar
+    tensor.
     """
     features = F.normalize(probs.double(), dim=1)  # (N, C)
     similarity = features @ features.T / temperature  # (N, N)
@@ -95,30 +96,31 @@ def soft_neighbourhood_density(probs: Tensor, temperature: float = SND_TEMPERATU
 
 def batch_nuclear_norm(gram: Tensor, count: int) -> Tensor:
     """BNM (Cui et al., "Towards Discriminability and Diversity: Batch Nuclear-norm Maximization under Label
-    Insufficient Situations", CVPR 2020) as a validator: ||P||_* / N for the (N, C) softmax matrix P of N pixels.
+    Insufficient Situations", CVPR 2020) as a validator: ||P||_* / N for the (N, C) softmax matrix P of N
+    pixels.
 
-    Taken from the (C, C) Gram matrix `gram` = P^T P, accumulated over the pixels: the singular values of P are the
-    square roots of the eigenvalues of P^T P, so ||P||_* = sum_k sqrt(lambda_k). Higher is better: confident
-    predictions (large singular values) spread over many classes (many of them). A scalar tensor."""
+    Taken from the (C, C) Gram matrix `gram` = P^T P, accumulated over the pixels: the singular values of P
+    are the square roots of the eigenvalues of P^T P, so ||P||_* = sum_k sqrt(lambda_k). Higher is better:
+    confident predictions (large singular values) spread over many classes (many of them). A scalar tensor."""
     eigenvalues = torch.linalg.eigvalsh(gram.double()).clamp(min=0)  # (C,)
     return eigenvalues.sqrt().sum() / count
 
 
 class LabelFreeValidators:
-    """Validators computed from predictions alone, accumulated on the device over batches of softmax maps (no host
-    sync until `compute`):
+    """Validators computed from predictions alone, accumulated on the device over batches of softmax maps
+    (no host sync until `compute`):
 
     * `target_entropy`: mean pixel entropy H(p) (nats);
     * `target_im`: information maximisation, mean H(p) minus the entropy of the mean prediction H(mean p):
       low when pixels are confident yet the classes stay diverse (lower is better);
     * `target_max_square`: mean of sum_c p_c^2 per pixel (higher is more confident);
     * `target_snd`: `soft_neighbourhood_density` of a fixed, seeded sample of SND_PIXELS pixels (its cost is
-      quadratic): ceil(SND_PIXELS / num_images) pixels drawn without replacement from each image, then, if more,
-      SND_PIXELS of those (higher is better);
+      quadratic): ceil(SND_PIXELS / num_images) pixels drawn without replacement from each image, then, if
+      more, SND_PIXELS of those (higher is better);
     * `target_bnm`: `batch_nuclear_norm` over every pixel (higher is better).
 
-    With `probs_size` ([width, height]) it also keeps each image's softmax map area-downsampled to that size in
-    float16, for the study-level validators (`low_res_probs`).
+    With `probs_size` ([width, height]) it also keeps each image's softmax map area-downsampled to that size
+    in float16, for the study-level validators (`low_res_probs`).
     """
 
     def __init__(
@@ -183,7 +185,8 @@ class LabelFreeValidators:
         return dict(zip(VALIDATORS, values, strict=True))
 
     def low_res_probs(self) -> Tensor | None:
-        """(N, C, h, w) float16 on the CPU: every image's downsampled softmax, or None without `probs_size`."""
+        """(N, C, h, w) float16 on the CPU: every image's downsampled softmax, or None without
+        `probs_size`."""
         return torch.cat(self.low_res).cpu() if self.low_res else None
 
 
@@ -198,7 +201,8 @@ def label_free_validators(
     bf16: bool = True,
     channels_last: bool = False,
 ) -> LabelFreeValidators:
-    """`LabelFreeValidators` of the model's predictions on every image of `images_batches` ((B, 3, H, W) each)."""
+    """`LabelFreeValidators` of the model's predictions on every image of `images_batches` ((B, 3, H, W)
+    each)."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     validators = LabelFreeValidators(device, num_images=num_images, probs_size=probs_size)

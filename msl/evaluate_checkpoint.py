@@ -22,8 +22,8 @@ from msl.visualize import colourise
 
 
 def _prediction_writer(out: Path, num_classes: int):
-    """Writes each prediction twice: Cityscapes label ids (the official submission format that cityscapesscripts'
-    evaluator scores) under `labelIds/`, and Cityscapes colours under `colour/`."""
+    """Writes each prediction twice: Cityscapes label ids (the official submission format that
+    cityscapesscripts' evaluator scores) under `labelIds/`, and Cityscapes colours under `colour/`."""
     label_ids = (
         class_to_label_id(num_classes)
         if num_classes in NUM_CLASSES_CHOICES

@@ -1,5 +1,6 @@
-"""Atomic file writes: a temporary file beside the target, then a rename, so that a crash (a kill, a full disk)
-never leaves a half-written file in the target's place. One helper for checkpoints, configs, metrics and JSON."""
+"""Atomic file writes: a temporary file beside the target, then a rename, so that a crash (a kill, a full
+disk) never leaves a half-written file in the target's place. One helper for checkpoints, configs, metrics and
+JSON."""
 
 from __future__ import annotations
 

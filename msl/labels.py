@@ -46,7 +46,8 @@ def palette(num_classes: int = 19) -> np.ndarray:
 
 
 def label_id_to_class_lut(num_classes: int = 19) -> np.ndarray:
-    """Lookup table `(256,)` uint8 from Cityscapes label ids to a protocol's class index, IGNORE_INDEX elsewhere."""
+    """Lookup table `(256,)` uint8 from Cityscapes label ids to a protocol's class index, IGNORE_INDEX
+    elsewhere."""
     check_num_classes(num_classes)
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     for index, train_id in enumerate(SUBSET_TRAIN_IDS[num_classes]):

@@ -61,7 +61,8 @@ def _pixel_entropy(logits: Tensor) -> Tensor:
 
 
 def _image_wise_weighted_sum(pixel_values: Tensor, logits: Tensor, ratio: float) -> Tensor:
-    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (docs/losses.md §1.2 item 6)."""
+    """Σ_{b,h,w} w(b,h,w)·value(b,h,w) / (B·C): the reference's IW normalisation (docs/losses.md §1.2 item
+    6)."""
     batch_size, num_classes = logits.shape[:2]
     return (image_wise_weights(logits, ratio) * pixel_values).sum() / (batch_size * num_classes)
 

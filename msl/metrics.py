@@ -5,7 +5,8 @@ evaluation loop never stalls the GPU (docs/reference-quirks.md §10.9); `compute
 copy at the end and returns plain Python numbers (JSON-ready). The formulas and NaN rules are the reference's:
 
 * pixel_acc = trace(CM) / sum(CM) (0.0 with a warning when nothing was counted);
-* mean_acc  = nan-mean over classes of CM[c, c] / rowsum_c (classes absent from the ground truth are left out);
+* mean_acc  = nan-mean over classes of CM[c, c] / rowsum_c (classes absent from the ground truth are left
+  out);
 * iou_c     = CM[c, c] / (rowsum_c + colsum_c - CM[c, c]): NaN for a class absent from both ground truth and
   prediction (left out of the mean), 0 for a class only predicted (counted); miou = nan-mean of iou;
 * fwiou     = sum over classes with a defined IoU of rowsum_c * iou_c, divided by sum(CM);
@@ -33,7 +34,8 @@ _MIOU_SUBSETS: dict[int, dict[str, tuple[int, ...]]] = {
     19: {"miou16": SUBSET_TRAIN_IDS[16], "miou13": SUBSET_TRAIN_IDS[13]},
     16: {"miou13": SUBSET_13_IN_16},
 }
-# Frequency-weighted IoU over a subset, divided by the pixel count of the whole matrix (the reference's quirk).
+# Frequency-weighted IoU over a subset, divided by the pixel count of the whole matrix (the reference's
+# quirk).
 _FWIOU_SUBSETS: dict[int, dict[str, tuple[int, ...]]] = {16: {"fwiou13": SUBSET_13_IN_16}}
 
 
@@ -47,7 +49,8 @@ def predicted_classes(scores: torch.Tensor) -> torch.Tensor:
 
 
 def metric_class_names(num_classes: int) -> list[str]:
-    """Class names of a protocol (19/16/13 classes), or `class_0`, `class_1`, ... for any other class count."""
+    """Class names of a protocol (19/16/13 classes), or `class_0`, `class_1`, ... for any other class
+    count."""
     if num_classes in NUM_CLASSES_CHOICES:
         return class_names(num_classes)
     return [f"class_{index}" for index in range(num_classes)]
@@ -88,9 +91,10 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add the pixels of integer class maps `pred` and `target` of any equal shape, e.g. `(B, H, W)`.
 
-        Tensors on another device are moved to the matrix's device. The counts are added with `index_add_` into
-        the flattened matrix rather than `torch.bincount`, because CUDA's bincount reads the input's min and max
-        back to the host to size its output (two synchronisations per call); the matrix's size is known here.
+        Tensors on another device are moved to the matrix's device. The counts are added with `index_add_`
+        into the flattened matrix rather than `torch.bincount`, because CUDA's bincount reads the input's min
+        and max back to the host to size its output (two synchronisations per call); the matrix's size is
+        known here.
         """
         if pred.shape != target.shape:
             raise ValueError(
@@ -106,7 +110,8 @@ class ConfusionMatrix:
         target = target.to(device=self.device, dtype=torch.int64).reshape(-1)  # (N,)
         counted = (target != self.ignore_index) & (target >= 0) & (target < num_classes)  # (N,)
         counted &= (pred >= 0) & (pred < num_classes)
-        # Uncounted pixels add 0 to cell 0 instead of being filtered out (filtering has a data-dependent size).
+        # Uncounted pixels add 0 to cell 0 instead of being filtered out (filtering has a data-dependent
+        # size).
         cell = torch.where(counted, target * num_classes + pred, 0)  # (N,) flat index of CM[gt, pred]
         self._matrix.view(-1).index_add_(0, cell, counted.to(torch.int64))
 

@@ -1,4 +1,5 @@
-"""SGD that steps some parameters several times per step: the reference's duplicated backbone entries, made exact.
+"""SGD that steps some parameters several times per step: the reference's duplicated backbone entries, made
+exact.
 
 The reference lists most backbone parameters 3 or 4 times in one SGD parameter group (docs/model.md §3.4,
 docs/reference-quirks.md §9.2).
@@ -34,10 +35,11 @@ from torch import nn
 
 
 class RepeatedSGD(torch.optim.Optimizer):
-    """SGD with momentum and L2 weight decay in which each parameter of a group takes `repeats` updates per step.
+    """SGD with momentum and L2 weight decay in which each parameter of a group takes `repeats` updates per
+    step.
 
-    A group's `repeats` is a list of positive ints, one per parameter of its `params` (default: all 1, which is
-    exactly torch.optim.SGD without dampening or Nesterov). The state is torch.optim.SGD's: one
+    A group's `repeats` is a list of positive ints, one per parameter of its `params` (default: all 1, which
+    is exactly torch.optim.SGD without dampening or Nesterov). The state is torch.optim.SGD's: one
     `momentum_buffer` per parameter, so checkpoints resume the same way.
     """
 

@@ -1,10 +1,10 @@
 """Low-resolution softmax maps of the validator images, one file per evaluation of a run.
 
 The trainer keeps, at each evaluation, every validator image's softmax area-downsampled to `eval.probs_size`
-in float16 (`msl.evaluate.LabelFreeValidators`), and writes them to `<run>/validator_probs/<iteration>.npy` as an
-(N, C, h, w) array: N validator images in their fixed order, C classes. The study layer compares checkpoints and
-seeds on these maps (`study.selection`). Disk per evaluation: N x C x h x w x 2 bytes (100 images, 19 classes,
-32 x 16: 1.9 MB). Plain .npy, read without pickle.
+in float16 (`msl.evaluate.LabelFreeValidators`), and writes them to `<run>/validator_probs/<iteration>.npy` as
+an (N, C, h, w) array: N validator images in their fixed order, C classes. The study layer compares
+checkpoints and seeds on these maps (`study.selection`). Disk per evaluation: N x C x h x w x 2 bytes (100
+images, 19 classes, 32 x 16: 1.9 MB). Plain .npy, read without pickle.
 """
 
 from __future__ import annotations

@@ -3,11 +3,11 @@
 One UDA iteration follows the reference (docs/losses.md §1.7): poly learning rate, then a source batch
 (CE on the main head, plus lambda_seg * CE on the aux head when multi-level), then a target batch
 (lambda_target * L_T on the main head, plus lambda_seg * lambda_target * guidance on the aux head when
-multi-level), gradients of both accumulated into one optimiser step. With target loss `none` (and no multi-level)
-the stage is source-only and draws no target batch, unless `loss.adabn` asks to forward them without a loss
-(batch-norm statistics then see both domains, as in every adapting variant, so that baseline differs from the
-adapting variants by the loss alone). Losses stay on the device and are read back
-every `runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
+multi-level), gradients of both accumulated into one optimiser step. With target loss `none` (and no
+multi-level) the stage is source-only and draws no target batch, unless `loss.adabn` asks to forward them
+without a loss (batch-norm statistics then see both domains, as in every adapting variant, so that baseline
+differs from the adapting variants by the loss alone). Losses stay on the device and are read back every
+`runtime.log_every` iterations, so the GPU never waits for the host inside an iteration.
 
 What a run writes where: `msl.run_dir`.
 """
@@ -73,7 +73,8 @@ def pick_device(name: str) -> torch.device:
 
 def build_optimizer(optim: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW (beta1 = `optim.momentum`) over the model's parameter groups;
-    with `optim.reference_param_groups`, SGD stepping each backbone parameter as often as the reference lists it."""
+    with `optim.reference_param_groups`, SGD stepping each backbone parameter as often as the reference lists
+    it."""
     if optim.reference_param_groups:
         if optim.optimizer != "sgd":
             raise ConfigError(
@@ -115,7 +116,8 @@ def resolve_normalization(
     cfg: TrainConfig, weights_format: str | None, checkpoint_config: dict | None
 ) -> str:
     """`data.normalization`, with `auto` following the weights: BGR mean for the DeepLab init checkpoint, the
-    ImageNet mean/std for torchvision weights (and for random init), whatever an msl checkpoint trained with."""
+    ImageNet mean/std for torchvision weights (and for random init), whatever an msl checkpoint trained
+    with."""
     if cfg.data.normalization != "auto":
         return cfg.data.normalization
     if checkpoint_config is not None:
@@ -191,8 +193,9 @@ def run_evaluation(
     probs_dir: Path | None = None,
     iteration: int = 0,
 ) -> dict:
-    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs. With `probs_dir`
-    (a run directory) the validator images' low-resolution softmax maps go there (`msl.probs_maps`)."""
+    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs. With
+    `probs_dir` (a run directory) the validator images' low-resolution softmax maps go there
+    (`msl.probs_maps`)."""
     options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": cfg.runtime.channels_last}
     record: dict = {}
     source = evaluate(
@@ -294,8 +297,8 @@ def train_step(
     forward+backward (gradients accumulate), step. Returns the loss terms, still on the device.
 
     `source` is (images (B, 3, Hs, Ws), labels (B, Hs, Ws)); `target_images` (B, 3, Ht, Wt) or None (stage
-    source, source-only). Without a target term (`loss.adabn`) the target batch only goes through the model, so
-    that batch norm sees both domains as in every other variant.
+    source, source-only). Without a target term (`loss.adabn`) the target batch only goes through the model,
+    so that batch norm sees both domains as in every other variant.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]

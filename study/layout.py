@@ -7,8 +7,8 @@
       <experiment>/
         plan.json                     the resolved experiment (see below)
         ray/                          Ray Tune's own experiment state (restore, resume)
-        optuna.journal                the Optuna study of an Optuna search (optuna-dashboard, optuna.load_study)
-        trials/<trial_name>/
+        optuna.journal                the Optuna study of an Optuna search (optuna-dashboard,
+        optuna.load_study) trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run", "node_id" (the Ray node that runs the trial)}; a trial
                                        of several seeds (seeds_per_sample) has "seeds": [...] and
@@ -49,8 +49,8 @@ SEED_MARK = "@s"  # Ray's trial names never hold "@"
 OPTUNA_JOURNAL = "optuna.journal"
 TRIAL_STATUSES = ("finished", "stopped", "error", "diverged", "running")
 FAILED_STATUSES = ("error", "diverged")  # trials without a usable result: left out of picks, listed
-# Study, experiment and variant names become folder names: letters, digits, `_`, `-`, `.`, starting with a letter
-# or a digit, so that none can be `..` or hold a `/` and escape the study directory.
+# Study, experiment and variant names become folder names: letters, digits, `_`, `-`, `.`, starting with a
+# letter or a digit, so that none can be `..` or hold a `/` and escape the study directory.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 

@@ -75,8 +75,8 @@ def sensitivity(
 def validator_scatter(
     evals: pd.DataFrame, validators: list[str], target: str, colors: dict[str, tuple]
 ) -> Figure:
-    """Each validator against the target mIoU over every evaluation, one colour per variant: the picture behind
-    the rank correlations."""
+    """Each validator against the target mIoU over every evaluation, one colour per variant: the picture
+    behind the rank correlations."""
     figure, axes = _panels(len(validators))
     for axis, validator in zip(axes, validators, strict=True):
         scale = 100 if is_percent(validator) else 1
@@ -121,8 +121,8 @@ def budget_curve(curve: pd.DataFrame, objective: str) -> Figure:
 
 
 def learning_curves(curves: pd.DataFrame, metrics: list[str], colors: dict[str, tuple]) -> Figure:
-    """Per metric, the mean over seeds against iteration for each variant, with a band of +-1 standard deviation
-    (`curves` columns: variant, metric, iteration, mean, std)."""
+    """Per metric, the mean over seeds against iteration for each variant, with a band of +-1 standard
+    deviation (`curves` columns: variant, metric, iteration, mean, std)."""
     figure, axes = _panels(len(metrics))
     for axis, metric in zip(axes, metrics, strict=True):
         scale = 100 if is_percent(metric) else 1

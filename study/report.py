@@ -10,10 +10,10 @@
 Honest selection is the rule of every headline number: a trial's value is the target mIoU (`oracle_miou`, read
 from the target val labels, i.e. the test set) of the checkpoint that the experiment's *own objective* (plan
 "metric"/"mode", label-free unless the plan says oracle) picks among that trial's evaluations, and when a
-variant was run in several configurations, the configuration is the one whose objective is best on average over
-seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would choose.
-It works on running and partly failed studies: errored, diverged, stopped and running trials are counted and
-listed, never dropped silently nor counted as zeros.
+variant was run in several configurations, the configuration is the one whose objective is best on average
+over seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would
+choose. It works on running and partly failed studies: errored, diverged, stopped and running trials are
+counted and listed, never dropped silently nor counted as zeros.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ from study.selection import (
 )
 
 BASELINE = "source_only"
-# The baseline with the same target exposure as the adapting variants (they all forward target batches): a change
-# against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
+# The baseline with the same target exposure as the adapting variants (they all forward target batches): a
+# change against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
 EXPOSED_BASELINE = "adabn"
 TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
 PRUNING_SCHEDULERS = ("asha", "pbt")
@@ -69,7 +69,8 @@ MISSING = "–"
 
 
 def best_label(values: pd.Series, mode: str):
-    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or None."""
+    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or
+    None."""
     best, best_value = None, math.nan
     for label, value in pd.to_numeric(values, errors="coerce").items():
         if is_better(value, best_value, mode):
@@ -81,11 +82,12 @@ def best_label(values: pd.Series, mode: str):
 class Selection:
     """What an experiment's own objective selects.
 
-    `picks` has one row per trial that did not error or diverge and has evaluations: trial_name, variant, seed,
-    config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of the checkpoint
-    the objective picks, NaN when the objective was never reported) and `final_row` (the last evaluation).
-    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial of
-    the variant reported the objective)."""
+    `picks` has one row per trial that did not error or diverge and has evaluations: trial_name, variant,
+    seed, config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of
+    the checkpoint the objective picks, NaN when the objective was never reported) and `final_row` (the last
+    evaluation).
+    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial
+    of the variant reported the objective)."""
 
     metric: str
     mode: str
@@ -329,7 +331,8 @@ class _ReportWriter:
 
 
 def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write the report of the study in `study_dir` (default output: `<study_dir>/report`); returns report.md."""
+    """Write the report of the study in `study_dir` (default output: `<study_dir>/report`); returns
+    report.md."""
     results = load_study(study_dir)
     report = _ReportWriter(Path(out_dir) if out_dir is not None else Path(study_dir) / "report")
     experiments = results.experiments()
@@ -510,7 +513,8 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
     words = [
         f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
         f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
-        f"Rows are over the seeds {seeds} (column *seeds*: how many had a value); 95% CI: Student t over seeds. "
+        f"Rows are over the seeds {seeds} (column *seeds*: how many had a value); 95% CI: Student t over "
+        "seeds. "
         "*final*: the last checkpoint of the same trials, no checkpoint selection."
     ]
     if exp.searched:
@@ -704,13 +708,15 @@ def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     table = importances(exp, selection.picks, selection.mode)
     if table.empty:
         report.add(
-            f"Importances (Optuna's fANOVA and PED-ANOVA) need two or more varied parameters and {MIN_TRIALS} "
+            "Importances (Optuna's fANOVA and PED-ANOVA) need two or more varied parameters and "
+            f"{MIN_TRIALS} "
             "or more finished trials of one variant and seed; this experiment has fewer."
         )
         return
     report.add(
         f"**Importance** of each searched parameter for the objective ({selection.metric}, at each trial's "
-        "selected checkpoint), by Optuna's evaluators, normalised to sum to 1 per variant, seed and evaluator; "
+        "selected checkpoint), by Optuna's evaluators, normalised to sum to 1 per variant, seed and "
+        "evaluator; "
         "computed per seed over the finished trials (stopped ones left out), mean ± standard deviation over "
         "seeds."
     )
@@ -854,11 +860,13 @@ def _selection_audit(
 
 
 AUDIT_WORDS = {
-    "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus that of "
+    "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus "
+    "that of "
     "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
     "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
     "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
-    "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration at "
+    "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration "
+    "at "
     "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
     "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
     "mIoU of the k best configurations; rank correlations over the *n* configurations",
@@ -904,7 +912,8 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
     )
     report.add(
         f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
-        f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they ran)."
+        f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they "
+        "ran)."
     )
     report.table(
         f"budget_{slug(exp.name)}",
@@ -942,7 +951,8 @@ def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Sel
         return
     report.add(
         f"**Pruning audit.** At each iteration where trials were stopped: the Spearman correlation of the "
-        f"objective ({selection.metric}) there with the trials' final objective (their best checkpoint), over "
+        f"objective ({selection.metric}) there with the trials' final objective (their best checkpoint), "
+        "over "
         "the trials that ran to the end, and where the trial with the best final objective ranked there (1 = "
         "best). A low correlation means the stopped trials may have held the winner; "
         "`benchmarks/asha_vs_full.py` measures what pruning lost by running every trial to the end."
@@ -957,8 +967,8 @@ def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Sel
 
 
 def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """After each evaluation (in wall-clock order): cumulative trial-iterations, the best objective so far, the
-    target mIoU of that best-so-far checkpoint, and the best target mIoU seen so far."""
+    """After each evaluation (in wall-clock order): cumulative trial-iterations, the best objective so far,
+    the target mIoU of that best-so-far checkpoint, and the best target mIoU seen so far."""
     events = evals.sort_values(["wall_time", "iteration"], kind="stable")
     spent = events.groupby("trial_name")["iteration"].diff().fillna(events["iteration"]).clip(lower=0)
     rows, best_objective, pick_target, best_target = [], math.nan, math.nan, math.nan
@@ -1040,7 +1050,8 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
         for error, reason in zip(numbers["error"], numbers["reason"], strict=True)
     ]
     report.add(
-        "Errored and diverged trials are left out of every table above (their compute still counts in section 5); "
+        "Errored and diverged trials are left out of every table above (their compute still counts in "
+        "section 5); "
         "stopped trials count at the checkpoint they reached; running trials with what they have so far."
     )
     report.table("unfinished_trials", numbers, shown)

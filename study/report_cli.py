@@ -1,4 +1,5 @@
-"""`msl-study report DIR [--out DIR]`: the subcommand, registered by `study.cli` through `add_report_parser`."""
+"""`msl-study report DIR [--out DIR]`: the subcommand, registered by `study.cli` through
+`add_report_parser`."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_report_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register `report` on the `msl-study` subcommands; works on finished, running or partly failed studies."""
+    """Register `report` on the `msl-study` subcommands; works on finished, running or partly failed
+    studies."""
     report = subparsers.add_parser(
         "report", help="tables (md, csv, tex) and plots of a finished or running study"
     )

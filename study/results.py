@@ -166,8 +166,9 @@ def _load_run(
 
 
 def _wall_time(trial_dir: Path, record: dict) -> float:
-    """Unix time of an evaluation: the record's own `time` when it has one, else the trial's start (the mtime of
-    trial.json) plus `elapsed_s`. Only orders evaluations across trials (the pruning budget's compute axis)."""
+    """Unix time of an evaluation: the record's own `time` when it has one, else the trial's start (the mtime
+    of trial.json) plus `elapsed_s`. Only orders evaluations across trials (the pruning budget's compute
+    axis)."""
     if record.get("time") is not None:
         return float(record["time"])
     trial_file = trial_dir / layout.TRIAL_FILE
@@ -180,7 +181,8 @@ def _read_optional(path: Path) -> dict:
 
 
 def _flatten(params: dict, prefix: str = "") -> dict:
-    """Nested parameter dicts as dotted keys: {"loss": {"lambda_target": 0.1}} -> {"loss.lambda_target": 0.1}."""
+    """Nested parameter dicts as dotted keys: {"loss": {"lambda_target": 0.1}} -> {"loss.lambda_target":
+    0.1}."""
     flat = {}
     for key, value in params.items():
         if isinstance(value, dict):
@@ -208,5 +210,6 @@ def config_label(params: dict) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A parameter value as shown: floats with 4 significant digits, anything else (ints, strings, lists) as is."""
+    """A parameter value as shown: floats with 4 significant digits, anything else (ints, strings, lists) as
+    is."""
     return format(value, ".4g") if isinstance(value, float) else str(value)

@@ -121,7 +121,8 @@ def _to_tune(spec: dict[str, Any]):
 
 
 def connect(address: str | None) -> None:
-    """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this machine."""
+    """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this
+    machine."""
     # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
@@ -164,7 +165,7 @@ def prepare_cluster(space: Space, address: str | None) -> None:
     check_resources(space.experiments, ray.nodes())
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Source models
 
 
@@ -196,9 +197,9 @@ def _train_source(cfg, run_dir: str) -> str:
 
 
 def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
-    """The source checkpoint of each experiment's seeds: an existing one with the same key, or trained now. The
-    models of every experiment train together at the start, so that they share the CPUs (an experiment with one
-    seed would otherwise leave cores idle while the next one waits)."""
+    """The source checkpoint of each experiment's seeds: an existing one with the same key, or trained now.
+    The models of every experiment train together at the start, so that they share the CPUs (an experiment
+    with one seed would otherwise leave cores idle while the next one waits)."""
     if space.source_checkpoint:
         return {e.name: dict.fromkeys(e.seeds, space.source_checkpoint) for e in space.experiments}
     checkpoints: dict[str, dict[int, str]] = {e.name: {} for e in space.experiments}
@@ -222,7 +223,8 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
             num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
         )
         _log(
-            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in {run_dir} "
+            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
+            f"{run_dir} "
             f"({cpus:.2g} CPU)"
         )
         pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
@@ -233,7 +235,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
     return checkpoints
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # Trials
 
 
@@ -531,11 +533,11 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
 
 
 def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
-    """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment selected
-    with its own objective, by the rule of the report (`study.report.select`: per trial the best checkpoint's
-    objective, per variant the configuration with the best mean over seeds). Recorded in the plan, so that a
-    resumed study confirms the same configurations. A variant the earlier experiment did not search (e.g.
-    source_only) has no entry: it runs with its fixed settings."""
+    """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment
+    selected with its own objective, by the rule of the report (`study.report.select`: per trial the best
+    checkpoint's objective, per variant the configuration with the best mean over seeds). Recorded in the
+    plan, so that a resumed study confirms the same configurations. A variant the earlier experiment did not
+    search (e.g. source_only) has no entry: it runs with its fixed settings."""
     if experiment.confirm is None:
         return {}
     plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
@@ -662,7 +664,8 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 storage_path=str(ray_path.parent),
                 verbose=0,
                 callbacks=[StudyCallback(study_dir, experiment, experiment.num_trials(), iterations)],
-                # PBT exploits a donor's checkpoint that may be older than the donor's last few: keep them all.
+                # PBT exploits a donor's checkpoint that may be older than the donor's last few: keep them
+                # all.
                 checkpoint_config=tune.CheckpointConfig(
                     num_to_keep=None
                     if isinstance(experiment.scheduler, PbtScheduler)

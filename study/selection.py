@@ -1,35 +1,38 @@
 """Label-free model selection across a study: the study-level validators and the selection audit.
 
-Study-level validators need predictions of several checkpoints on the same images, so they are computed here from
+Study-level validators need predictions of several checkpoints on the same images, so they are computed here
+from
 the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by the trainer:
 
-* `ensemble_agreement` (EnsV: "Ensembling Validation for Unsupervised Domain Adaptation", NeurIPS 2024): the mean
-  softmax of all candidate checkpoints of an experiment (every evaluation of its trials that did not error) is the
-  ensemble; a checkpoint scores the fraction of validator pixels where its argmax equals the ensemble's argmax.
-  Higher is better.
-* `seed_disagreement`: for a configuration run on several seeds, the fraction of validator pixels where two seeds'
-  argmax differ, averaged over pairs of seeds, at the same iteration (a checkpoint scores its mean disagreement
-  with the other seeds). It approximates the error without labels; lower is better.
+* `ensemble_agreement` (EnsV: "Ensembling Validation for Unsupervised Domain Adaptation", NeurIPS 2024): the
+  mean softmax of all candidate checkpoints of an experiment (every evaluation of its trials that did not
+  error) is the ensemble; a checkpoint scores the fraction of validator pixels where its argmax equals the
+  ensemble's argmax. Higher is better.
+* `seed_disagreement`: for a configuration run on several seeds, the fraction of validator pixels where two
+  seeds' argmax differ, averaged over pairs of seeds, at the same iteration (a checkpoint scores its mean
+  disagreement with the other seeds). It approximates the error without labels; lower is better.
 
-The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at two levels that
+The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at two levels
+that
 answer different questions:
 
 * checkpoint level (within trials): which evaluation of a trial to keep. Per trial: regret = the trial's best
-  target mIoU minus that of the checkpoint the validator picks; top-k = mean target mIoU of the validator's k best
-  checkpoints of the trial. Rank correlations pool every trial's evaluations after subtracting each trial's mean
-  (of the validator and of the target), so they measure agreement within trials, not between them.
-* configuration level (across trials): which configuration (variant and searched values) to keep, every trial at
-  its last checkpoint so that checkpoint selection plays no part. A configuration's value is the mean over its
-  seeds; regret = the best configuration's target mIoU minus the chosen one's, also chosen within each seed alone
-  (worst case over seeds).
+  target mIoU minus that of the checkpoint the validator picks; top-k = mean target mIoU of the validator's k
+  best checkpoints of the trial. Rank correlations pool every trial's evaluations after subtracting each
+  trial's mean (of the validator and of the target), so they measure agreement within trials, not between
+  them.
+* configuration level (across trials): which configuration (variant and searched values) to keep, every trial
+  at its last checkpoint so that checkpoint selection plays no part. A configuration's value is the mean over
+  its seeds; regret = the best configuration's target mIoU minus the chosen one's, also chosen within each
+  seed alone (worst case over seeds).
 
 Correlations are signed so that positive means the validator, in its own direction, orders as the target does.
 The weighted Spearman follows powerful-benchmarker (Musgrave et al., "Three New Validators and a Large-Scale
-Benchmark Ranking for Unsupervised Domain Adaptation", 2022) in spirit: each point is weighted by its validator
-rank, scaled to (0, 1] (dense ranks, best = 1) and squared, so that disagreement among the points the validator
-ranks highest, the ones that would be picked, costs most; we then take the weighted Pearson correlation of the
-plain (average) ranks. Confidence intervals are percentile bootstraps over the points of each correlation
-(evaluations at the checkpoint level, configurations at the configuration level).
+Benchmark Ranking for Unsupervised Domain Adaptation", 2022) in spirit: each point is weighted by its
+validator rank, scaled to (0, 1] (dense ranks, best = 1) and squared, so that disagreement among the points
+the validator ranks highest, the ones that would be picked, costs most; we then take the weighted Pearson
+correlation of the plain (average) ranks. Confidence intervals are percentile bootstraps over the points of
+each correlation (evaluations at the checkpoint level, configurations at the configuration level).
 """
 
 from __future__ import annotations
@@ -78,7 +81,8 @@ def ensemble_agreement(maps: dict) -> dict:
 
 
 def seed_disagreement(predictions: list[np.ndarray]) -> float:
-    """Mean over pairs of the fraction of pixels where two (N, h, w) argmax maps differ (NaN for fewer than 2)."""
+    """Mean over pairs of the fraction of pixels where two (N, h, w) argmax maps differ (NaN for fewer than
+    2)."""
     pairs = [float((a != b).mean()) for a, b in itertools.combinations(predictions, 2)]
     return float(np.mean(pairs)) if pairs else math.nan
 
@@ -137,7 +141,8 @@ def with_study_validators(exp: ExperimentResults) -> pd.DataFrame:
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted Pearson correlation of each row of x and y (R, n) with weights w (R, n); NaN for a constant row."""
+    """Weighted Pearson correlation of each row of x and y (R, n) with weights w (R, n); NaN for a constant
+    row."""
     w = w / w.sum(axis=1, keepdims=True)
     xc = x - (w * x).sum(axis=1, keepdims=True)
     yc = y - (w * y).sum(axis=1, keepdims=True)
@@ -190,7 +195,8 @@ def _top(frame: pd.DataFrame, k: int) -> float:
 
 def checkpoint_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[str, float]:
     """Within trials: mean and worst regret over trials, mean top-k target mIoU, correlations of the
-    within-trial deviations (see the module docstring). `evals` needs trial_name, iteration, TARGET, validator."""
+    within-trial deviations (see the module docstring). `evals` needs trial_name, iteration, TARGET,
+    validator."""
     frame = (
         evals[["trial_name", "iteration", TARGET]].assign(score=_oriented(evals[validator], mode)).dropna()
     )
@@ -223,9 +229,9 @@ def last_checkpoints(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[str, float]:
-    """Across trials, every trial at its last checkpoint: a configuration (variant, config) scores the mean over
-    its seeds. Regret of the configuration chosen on that mean, worst regret over seeds when choosing within each
-    seed, top-k target mIoU of the k best configurations, correlations over configurations."""
+    """Across trials, every trial at its last checkpoint: a configuration (variant, config) scores the mean
+    over its seeds. Regret of the configuration chosen on that mean, worst regret over seeds when choosing
+    within each seed, top-k target mIoU of the k best configurations, correlations over configurations."""
     last = last_checkpoints(evals)
     frame = (
         last[["variant", "config", "seed", TARGET]].assign(score=_oriented(last[validator], mode)).dropna()

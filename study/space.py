@@ -6,7 +6,8 @@
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
     variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides, where
-                                          #   `params: {key: {grid: [...]}}` searches a grid for that variant alone
+                                          #   `params: {key: {grid: [...]}}` searches a grid for that variant
+                                          alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha | pbt, each with its own settings (the classes below)
@@ -23,8 +24,8 @@ dotted path.
 `msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
 
 Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
-earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and runs it
-on its own `seeds`, which must be seeds NAME never used. Its variants that NAME did not search (e.g.
+earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and
+runs it on its own `seeds`, which must be seeds NAME never used. Its variants that NAME did not search (e.g.
 `source_only`) run with their fixed settings. It searches nothing itself.
 
 The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` keys of an experiment's `set`
@@ -543,7 +544,8 @@ def _check_confirm(space: Space, prefix: str) -> None:
 
 
 def confirmed_params(space: Space, experiment: Experiment, variant: str) -> dict[str, dict[str, Any]]:
-    """What the experiment a confirmation takes its configurations from searched for `variant` (else empty)."""
+    """What the experiment a confirmation takes its configurations from searched for `variant` (else
+    empty)."""
     tuned = next((e for e in space.experiments if e.name == experiment.confirm), None)
     return tuned.searched_params(variant) if tuned and variant in tuned.variants else {}
 
@@ -604,8 +606,8 @@ def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:
 
 
 def representative_config(space: Space, experiment: Experiment) -> TrainConfig:
-    """A trial config of the experiment (first variant and seed, each searched key at its lower bound), for the
-    settings that do not vary between trials, such as iterations and the evaluation interval."""
+    """A trial config of the experiment (first variant and seed, each searched key at its lower bound), for
+    the settings that do not vary between trials, such as iterations and the evaluation interval."""
     params = {key: check_distribution(dist, key)[0] for key, dist in experiment.params.items()}
     return space.trial_config(experiment, next(iter(experiment.variants)), experiment.seeds[0], params)
 
@@ -662,10 +664,11 @@ def describe_plan(space: Space) -> str:
         seeds = f"{len(experiment.seeds)} seeds" if per_trial == 1 else "1 trial of all seeds"
         samples = f"{experiment.search.num_samples} samples"
         product = (
-            f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x {samples}"
+            f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x "
+            f"{samples}"
             if not experiment.variant_params
-            else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points of the "
-            f"{len(experiment.variants)} variants) x {seeds} x {samples}"
+            else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points "
+            f"of the {len(experiment.variants)} variants) x {seeds} x {samples}"
         )
         scheduler = dataclasses.asdict(experiment.scheduler)
         if "max_iterations" in scheduler:

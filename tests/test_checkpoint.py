@@ -1,5 +1,5 @@
-"""Reading and writing run files safely: no code runs from a checkpoint, every bad file names itself, a full disk
-leaves neither a half-written file nor a temporary one."""
+"""Reading and writing run files safely: no code runs from a checkpoint, every bad file names itself, a full
+disk leaves neither a half-written file nor a temporary one."""
 
 import errno
 import os

@@ -1,4 +1,5 @@
-"""Tune, then confirm: the configurations a confirmation takes from the tuning, and what the report says of them.
+"""Tune, then confirm: the configurations a confirmation takes from the tuning, and what the report says of
+them.
 
 A fake study written through `study.layout`: `tune` (seed 0; source_only, and maxsquare at three values of
 lambda_target, objective target_max_square) and `confirm` (seeds 1-3; source_only, adabn and maxsquare).

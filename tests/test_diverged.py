@@ -1,4 +1,5 @@
-"""A trial whose loss or objective became NaN or infinite is `diverged`: never `finished`, listed in the report."""
+"""A trial whose loss or objective became NaN or infinite is `diverged`: never `finished`, listed in the
+report."""
 
 import math
 
@@ -44,7 +45,8 @@ def test_the_callback_marks_non_finite_trials_diverged(tmp_path):
         finite,
         tmp_path=tmp_path,
         error_text=(
-            "Traceback (most recent call last):\nmsl.trainer.NonFiniteLossError: non-finite loss term 'source_ce' at "
+            "Traceback (most recent call last):\nmsl.trainer.NonFiniteLossError: non-finite loss term "
+            "'source_ce' at "
             "iteration 3"
         ),
     )

@@ -1,4 +1,5 @@
-"""Tests of msl.metrics: hand-computed values, a numpy reference, and cityscapesscripts' official evaluator."""
+"""Tests of msl.metrics: hand-computed values, a numpy reference, and cityscapesscripts' official
+evaluator."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def numpy_metrics(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dic
 
 
 def test_hand_made_matrix_with_absent_classes() -> None:
-    # class 2 is absent from ground truth and prediction; class 3 is only predicted (once, on a class-1 pixel).
+    # class 2 is absent from ground truth and prediction; class 3 is only predicted (once, on a class-1
+    # pixel).
     pred, target = pixels_from_matrix([[3, 1, 0, 0], [1, 2, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]])
     # Pixels that must count for nothing: ignore label, a target outside 0..3, a prediction outside 0..3.
     pred = torch.cat([pred, torch.tensor([0, 1, 9])])

@@ -42,7 +42,8 @@ def test_resnet101_logit_grid_and_output_size(meta_resnet101, height, width, gri
 
 
 def test_resnet101_is_caffe_style(meta_resnet101):
-    """Stride on the bottleneck's 1×1 conv, every block of layer3/layer4 dilated 2/4, heads 6/12/18/24 with bias."""
+    """Stride on the bottleneck's 1×1 conv, every block of layer3/layer4 dilated 2/4, heads 6/12/18/24 with
+    bias."""
     model = meta_resnet101
     assert model.maxpool.ceil_mode
     assert model.layer2[0].conv1.stride == (2, 2) and model.layer2[0].conv2.stride == (1, 1)
@@ -253,7 +254,8 @@ def test_unknown_arch_is_rejected():
     [((16, 32), (64, 128)), ((9, 17), (64, 128)), ((5, 7), (33, 40)), ((1, 4), (8, 8)), ((8, 8), (8, 8))],
 )
 def test_cpu_upsampling_matches_torch_interpolate_in_values_and_gradients(grid, size):
-    """The CPU path of `upsample_logits` (interpolation matrices) against F.interpolate, forward and backward."""
+    """The CPU path of `upsample_logits` (interpolation matrices) against F.interpolate, forward and
+    backward."""
     from msl.models.base import upsample_logits
 
     logits = torch.randn(2, 19, *grid, dtype=torch.float64, requires_grad=True)

@@ -1,6 +1,6 @@
 """The reference's duplicated backbone entries (docs/model.md §3.4, docs/reference-quirks.md §9.2): the
-multiplicities of `reference_param_groups` and the arithmetic of `RepeatedSGD`, against a listing and an SGD loop written here
-from the reference's description, and against torch.optim.SGD where the two must agree."""
+multiplicities of `reference_param_groups` and the arithmetic of `RepeatedSGD`, against a listing and an SGD
+loop written here from the reference's description, and against torch.optim.SGD where the two must agree."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def test_resnet101_multiplicities_are_the_references():
     names = {p: name for name, p in model.named_parameters()}
     listed = Counter(reference_listing(model))
     assert dict(zip(backbone["params"], backbone["repeats"], strict=True)) == dict(listed)
-    # docs/model.md §3.4 in words: stem conv x1, block convs and batch norms x3, downsample convs and norms x4.
+    # docs/model.md §3.4 in words: stem conv x1, block convs and batch norms x3, downsample convs and norms
+    # x4.
     expected = {1: ["conv1.weight"], 4: [], 3: []}
     for p in backbone["params"]:
         if names[p] != "conv1.weight":

@@ -1,9 +1,10 @@
 """`msl-study report` on fake study directories written through `study.layout`, with known numbers.
 
-Two experiments: `variants` (FIFO, label-free objective source_val_miou, 3 variants x 3 seeds, one trial errored
-without metrics) and `sweep` (ASHA over two searched parameters, objective target_entropy: two finished trials,
-one stopped, one running whose metrics.jsonl ends in a truncated line). Expectations are computed here from the
-records the fixture wrote, with numpy and scipy, never through the report's own helpers.
+Two experiments: `variants` (FIFO, label-free objective source_val_miou, 3 variants x 3 seeds, one trial
+errored without metrics) and `sweep` (ASHA over two searched parameters, objective target_entropy: two
+finished trials, one stopped, one running whose metrics.jsonl ends in a truncated line). Expectations are
+computed here from the records the fixture wrote, with numpy and scipy, never through the report's own
+helpers.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def _record(iteration: int, oracle: float, source_val: float, max_square: float)
 
 
 def _probs_map(variant: str, seed: int, iteration: int) -> np.ndarray:
-    """The saved validator softmax maps (2 images, 3 classes, 1 x 2 pixels) of one evaluation of `variants`."""
+    """The saved validator softmax maps (2 images, 3 classes, 1 x 2 pixels) of one evaluation of
+    `variants`."""
     rng = np.random.default_rng([list(VARIANT_BASE).index(variant), seed, iteration])
     return rng.dirichlet(np.ones(3), size=(2, 1, 2)).transpose(0, 3, 1, 2).astype(np.float16)  # (2, 3, 1, 2)
 
@@ -334,7 +336,8 @@ def test_variant_rows_are_the_objectives_pick_with_seed_statistics_and_paired_te
     paper = {"source_only": 36.9, "maxsquare": 44.3, "iw_maxsquare": 45.2}
     assert table["paper"].to_dict() == paper
     maxsquare = _variant_values(written, "maxsquare", "selected")
-    shown = f"{100 * np.mean(list(maxsquare.values())):.1f} ± {100 * np.std(list(maxsquare.values()), ddof=1):.1f}"
+    values = list(maxsquare.values())
+    shown = f"{100 * np.mean(values):.1f} ± {100 * np.std(values, ddof=1):.1f}"
     assert shown in markdown
     assert "`source_val_miou` (max)" in markdown and "**label-free**" in markdown
     assert "Left out: 1 errored trial(s)" in markdown
@@ -414,8 +417,8 @@ def test_pruning_budget_counts_trial_iterations_and_rungs(report):
     assert curve["best_objective"].iloc[-1] == pytest.approx(1 - 0.38)
     assert curve["pick_target"].iloc[-1] == pytest.approx(0.38)
     assert "budget_variants" not in tables  # FIFO: nothing pruned
-    # target_entropy = 1 - oracle: at iteration 10 sweep_0 .70, sweep_1 .67, sweep_2 .75 (stopped), sweep_3 .69;
-    # sweep_1 has the best final objective (.62); two finished trials are too few for a correlation.
+    # target_entropy = 1 - oracle: at iteration 10 sweep_0 .70, sweep_1 .67, sweep_2 .75 (stopped), sweep_3
+    # .69; sweep_1 has the best final objective (.62); two finished trials are too few for a correlation.
     audit = tables["pruning_audit_sweep"].set_index("rung")
     assert (
         list(audit.index) == [10] and audit.at[10, "trials evaluated"] == 4 and audit.at[10, "continued"] == 3
@@ -495,8 +498,8 @@ def test_cli_writes_the_report(tmp_path, capsys):
 
 
 def _weighted_spearman(validator, target) -> float:
-    """powerful-benchmarker's weighting, written out: weights (dense rank / max dense rank)^2, then the weighted
-    Pearson correlation (numpy's weighted covariance) of the average ranks."""
+    """powerful-benchmarker's weighting, written out: weights (dense rank / max dense rank)^2, then the
+    weighted Pearson correlation (numpy's weighted covariance) of the average ranks."""
     dense = stats.rankdata(validator, method="dense")
     weights = (dense / dense.max()) ** 2
     covariance = np.cov(stats.rankdata(validator), stats.rankdata(target), aweights=weights)

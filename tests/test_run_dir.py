@@ -1,5 +1,6 @@
-"""A run directory that no crash can wedge: a failed start can be started again, best.pt never falls behind what
-last.pt says, a resume keeps the record of how the run started; and msl.run_dir's layout and records alone."""
+"""A run directory that no crash can wedge: a failed start can be started again, best.pt never falls behind
+what last.pt says, a resume keeps the record of how the run started; and msl.run_dir's layout and records
+alone."""
 
 import json
 import math

@@ -305,7 +305,8 @@ def test_a_confirmation_checks_the_earlier_search_space_in_its_own_settings(tmp_
 
 
 def test_each_variant_can_search_its_own_grid(tmp_path):
-    """Losses differ in scale, so a fair comparison gives each its own lambda grid; variants without one run once."""
+    """Losses differ in scale, so a fair comparison gives each its own lambda grid; variants without one run
+    once."""
     space = load_space(
         write(
             tmp_path,

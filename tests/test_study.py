@@ -1,7 +1,7 @@
-"""Real Ray studies on the small synthetic benchmark: a head node started with `ray start`, logical GPUs packed
-two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed with SIGKILL then resumed. Each
-scenario runs once (a module-scoped fixture); each test checks one behaviour in what it left. The decisions
-behind them are unit-tested without Ray in test_runner.py."""
+"""Real Ray studies on the small synthetic benchmark: a head node started with `ray start`, logical GPUs
+packed two trials per GPU, a failing trial, ASHA + Optuna, PBT, and a driver killed with SIGKILL then resumed.
+Each scenario runs once (a module-scoped fixture); each test checks one behaviour in what it left. The
+decisions behind them are unit-tested without Ray in test_runner.py."""
 
 import json
 import os

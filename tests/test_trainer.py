@@ -144,7 +144,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(synth, source_run
 
 
 def test_a_run_stopped_after_each_evaluation_and_resumed_equals_the_straight_run(synth, source_run, tmp_path):
-    """`stop_after` (how a trial steps several seeds in turn): same weights, same records, the same schedule."""
+    """`stop_after` (how a trial steps several seeds in turn): same weights, same records, the same
+    schedule."""
     overrides = {
         "stage": "uda",
         "loss.target": "iw_maxsquare",

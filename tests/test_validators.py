@@ -21,7 +21,8 @@ from msl.probs_maps import load_probs, save_probs, saved_iterations
 
 
 def naive_snd(probs: np.ndarray, tau: float = 0.05) -> float:
-    """Saito et al.'s SND written out with loops: normalise, similarities to the others / tau, softmax, entropy."""
+    """Saito et al.'s SND written out with loops: normalise, similarities to the others / tau, softmax,
+    entropy."""
     n = len(probs)
     features = [p / math.sqrt(sum(v * v for v in p)) for p in probs]
     total = 0.0

@@ -4,9 +4,9 @@ Why not PIL everywhere: PIL (and imageio's default plugin) silently truncate 16-
 SYNTHIA's labels, to 8 bits, and OpenCV decodes 8-bit colour PNGs about 1.5x faster. Why not OpenCV
 everywhere: it expands palette PNGs (GTA5's labels) to colours, losing the indices that are the label ids. So
 colour images and 16-bit labels go through OpenCV, 8-bit labels through PIL. Truncated files raise: PIL's
-LOAD_TRUNCATED_IMAGES (which the reference sets) is left off, OpenCV returns no image for a truncated PNG, and a
-JPEG must end with its end-of-image marker (OpenCV decodes a truncated JPEG with grey where the data stop, and
-only warns).
+LOAD_TRUNCATED_IMAGES (which the reference sets) is left off, OpenCV returns no image for a truncated PNG, and
+a JPEG must end with its end-of-image marker (OpenCV decodes a truncated JPEG with grey where the data stop,
+and only warns).
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ def batch_stream(
     """Shuffled training batches without end, epoch after epoch, from batch number `start_batch` on.
 
     The stream depends only on (seed, batch number): starting at batch k yields exactly what an uninterrupted
-    stream yields from its k-th batch, which makes resuming a run (and Ray Tune's restore) bit-exact. An epoch's
-    incomplete last batch is dropped.
+    stream yields from its k-th batch, which makes resuming a run (and Ray Tune's restore) bit-exact. An
+    epoch's incomplete last batch is dropped.
     """
     loader = build_loader(
         dataset,

@@ -1,4 +1,5 @@
-"""What every segmentation network of msl shares: two heads, upsampled outputs, and frozen batch norm on demand."""
+"""What every segmentation network of msl shares: two heads, upsampled outputs, and frozen batch norm on
+demand."""
 
 from __future__ import annotations
 

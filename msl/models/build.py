@@ -19,8 +19,8 @@ ARCH_NAMES = (*DEEPLAB_ARCHS, *SMALL_ARCHS)
 def build_model(arch: str, num_classes: int, aspp_branches: int = 2, freeze_bn: bool = False) -> TwoHeadNet:
     """A randomly initialised two-head network of a named architecture; load weights separately.
 
-    For the DeepLabs, `aspp_branches=2` reproduces the reference (only dilations 6 and 12 contribute), 4 uses all
-    four branches; the small networks have no ASPP. There is no single-head variant: like the reference,
+    For the DeepLabs, `aspp_branches=2` reproduces the reference (only dilations 6 and 12 contribute), 4 uses
+    all four branches; the small networks have no ASPP. There is no single-head variant: like the reference,
     "single-level" training just ignores the aux output.
     """
     if arch in DEEPLAB_ARCHS:
@@ -54,12 +54,12 @@ def reference_param_groups(model: DeepLabMulti, head_lr_mult: float = 10.0) -> l
     """`param_groups` with each parameter's multiplicity in the reference's SGD group, as `repeats`.
 
     The reference fills its backbone group by walking every module under each trunk block (conv1, bn1,
-    layer1..layer4), the block included, and listing all parameters beneath each one (docs/model.md §3.4), so a
-    parameter is listed once per module on its path within its block: the depth of its dotted name. That is
-    1 for the stem conv, 3 for a residual block's convs and batch norms (`layer3.5.conv2.weight`) and 4 for
-    a downsample's (`layer3.0.downsample.1.bias`). Heads are listed once. Frozen parameters are left out, as
-    in `param_groups` (the reference skips the stem batch norm too; its dead ASPP branches get no gradient).
-    For `msl.optim.RepeatedSGD`; only for `DeepLabMulti` networks, whose module names follow the reference.
+    layer1..layer4), the block included, and listing all parameters beneath each one (docs/model.md §3.4), so
+    a parameter is listed once per module on its path within its block: the depth of its dotted name. That is
+    1 for the stem conv, 3 for a residual block's convs and batch norms (`layer3.5.conv2.weight`) and 4 for a
+    downsample's (`layer3.0.downsample.1.bias`). Heads are listed once. Frozen parameters are left out, as in
+    `param_groups` (the reference skips the stem batch norm too; its dead ASPP branches get no gradient). For
+    `msl.optim.RepeatedSGD`; only for `DeepLabMulti` networks, whose module names follow the reference.
     """
     if not isinstance(model, DeepLabMulti):
         raise TypeError(f"reference_param_groups needs a DeepLabMulti network, got {type(model).__name__}")

@@ -1,17 +1,19 @@
-"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a shrunken ResNet-18 (docs/model.md §3).
+"""Two-head DeepLab networks: the reference's DeepLab-v2 ResNet-101 and a shrunken ResNet-18 (docs/model.md
+§3).
 
 The network returns `(main, aux)` logits: `main` from an ASPP head on the last stage (module `layer6`), `aux`
 from an ASPP head on the stage before it (module `layer5`). Module names follow the reference (`conv1`, `bn1`,
-`layer1`..`layer6`, bottleneck children `conv1`/`bn1`/.../`downsample.{0,1}`) so that state-dict keys match its
-checkpoints and the DeepLab ImageNet-init file (see `msl.models.weights`).
+`layer1`..`layer6`, bottleneck children `conv1`/`bn1`/.../`downsample.{0,1}`) so that state-dict keys match
+its checkpoints and the DeepLab ImageNet-init file (see `msl.models.weights`).
 
 Decisions on the reference's quirks (docs/reference-quirks.md §9.1, §9.2, §10.7):
 * ASPP early return: every head owns all four branch convs, so reference checkpoints (which store the dead
   branches) load strictly; `aspp_branches` says how many are summed. With 2 (the reference's behaviour) the
-  branches with dilations 18 and 24 are kept as frozen parameters (`requires_grad=False`): they never affect the
-  output, are left out of the optimiser groups and never trip DDP's unused-parameter check.
+  branches with dilations 18 and 24 are kept as frozen parameters (`requires_grad=False`): they never affect
+  the output, are left out of the optimiser groups and never trip DDP's unused-parameter check.
 * Duplicated backbone parameters in the optimiser: `param_groups` lists each parameter once (the default);
-  `reference_param_groups` gives each trunk parameter the reference's multiplicity, for `msl.optim.RepeatedSGD`.
+  `reference_param_groups` gives each trunk parameter the reference's multiplicity, for
+  `msl.optim.RepeatedSGD`.
 * Trunk init: the reference draws every conv from N(0, 0.01) but always overwrites the trunk with ImageNet
   weights; we use torchvision's Kaiming init instead, which matters only when training from scratch (the small
   benchmark model). Head convs are N(0, 0.01) as in the reference.
@@ -52,9 +54,10 @@ ARCHS: dict[str, ArchSpec] = {
         stage_dilations=(1, 1, 2, 4),
     ),
     # ResNet-18 at a quarter of the width, output stride 8 like the reference, for the CPU benchmark: forward+
-    # backward of a (2, 3, 128, 256) batch took 0.12-0.14 s on 2 shared threads (benchmarks/model_speed.py). Head dilations
-    # shrink with the logit grid (17x33 for 128x256 inputs, 9x17 for 64x128) so that the branches see image,
-    # not padding: dilation/grid height ~0.12 and ~0.24, near the reference's 6/65 and 12/65 at 512x1024.
+    # backward of a (2, 3, 128, 256) batch took 0.12-0.14 s on 2 shared threads (benchmarks/model_speed.py).
+    # Head dilations shrink with the logit grid (17x33 for 128x256 inputs, 9x17 for 64x128) so that the
+    # branches see image, not padding: dilation/grid height ~0.12 and ~0.24, near the reference's 6/65 and
+    # 12/65 at 512x1024.
     "deeplab_resnet18_small": ArchSpec(
         block=BasicBlock,
         blocks_per_stage=(2, 2, 2, 2),
@@ -107,7 +110,8 @@ def _make_stage(
 
     The stride sits on the first conv of the first block (for a Bottleneck the 1×1, unlike torchvision's 3×3;
     for a BasicBlock the 3×3, as in torchvision) and every 3×3 conv of the stage, the first block's included,
-    is dilated by `dilation` with matching padding (torchvision leaves the first block at the previous dilation).
+    is dilated by `dilation` with matching padding (torchvision leaves the first block at the previous
+    dilation).
     """
     out_channels = width * block.expansion
     downsample = None
@@ -130,8 +134,8 @@ class DeepLabMulti(TwoHeadNet):
     """ResNet trunk with an aux ASPP head on layer3 (`layer5`) and a main ASPP head on layer4 (`layer6`).
 
     `forward` returns `(main, aux)` logits bilinearly upsampled (align_corners=True) to the input size;
-    `forward_logits` returns them at the trunk's output grid. The stem batch norm's affine parameters are frozen
-    (docs/model.md §3.3); `freeze_bn` as in `TwoHeadNet`.
+    `forward_logits` returns them at the trunk's output grid. The stem batch norm's affine parameters are
+    frozen (docs/model.md §3.3); `freeze_bn` as in `TwoHeadNet`.
     """
 
     HEAD_MODULES = HEAD_MODULES

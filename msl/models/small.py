@@ -1,14 +1,16 @@
 """A small two-head segmentation network for the CPU benchmark, built so that target losses can move it.
 
-Why not a shrunken DeepLab (`deeplab_resnet18_small`): on the embedded benchmark's 64x128 images its heads predict
-on an 8x16 grid through dilated ASPP convs, and its UDA stage barely changes its target predictions whatever the
-target loss (results/benchmarks/small_model_ablation.md measures which differences matter). This network keeps
-what multi-level guidance needs (a main and an aux head, `forward` returning `(main, aux)` at the input size) and
+Why not a shrunken DeepLab (`deeplab_resnet18_small`): on the embedded benchmark's 64x128 images its heads
+predict on an 8x16 grid through dilated ASPP convs, and its UDA stage barely changes its target predictions
+whatever the target loss (results/benchmarks/small_model_ablation.md measures which differences matter). This
+network keeps what multi-level guidance needs (a main and an aux head, `forward` returning `(main, aux)` at
+the input size) and
 differs in three ways that the ablation isolates:
 
 * a finer logit grid: the main head predicts at 1/4 of the input (16x32 for 64x128), not 1/8;
 * a decoder: the context features (1/8) are upsampled and fused with the 1/4 features before the main head;
-  the aux head reads the 1/8 context features after the first dilated block, as DeepLab's aux head reads layer3;
+  the aux head reads the 1/8 context features after the first dilated block, as DeepLab's aux head reads
+  layer3;
 * group normalisation (`norm="group"`): no running statistics, so forwarding target images changes nothing by
   itself, and a `source_only` row and an `adabn` row only differ where the network has batch norm.
 
@@ -36,7 +38,8 @@ from msl.models.base import TwoHeadNet
 
 @dataclass(frozen=True)
 class SmallSpec:
-    """Shape of a `SmallSegNet`: normalisation, and whether the main head predicts at 1/4 through the decoder."""
+    """Shape of a `SmallSegNet`: normalisation, and whether the main head predicts at 1/4 through the
+    decoder."""
 
     norm: str = "group"  # group | batch
     decoder: bool = (
@@ -81,8 +84,8 @@ class _DilatedResidual(nn.Module):
 
 
 class SmallSegNet(TwoHeadNet):
-    """See the module docstring. `forward_logits` returns `(main, aux)` at their own grids: main at 1/4 with the
-    decoder (else 1/8), aux at 1/8."""
+    """See the module docstring. `forward_logits` returns `(main, aux)` at their own grids: main at 1/4 with
+    the decoder (else 1/8), aux at 1/8."""
 
     HEAD_MODULES = ("aux_head", "main_head")  # trained at `optim.head_lr_mult` (msl.models.param_groups)
 

@@ -6,12 +6,13 @@ Formats, and the input normalisation each implies (the data pipeline picks it, n
   (`layer5`) is skipped and both of our heads stay random, as in the reference.
 * `torchvision`: a torchvision ImageNet ResNet state dict (has `fc.*`); RGB ImageNet mean/std on 0..1 pixels.
   `fc.*` is dropped and the heads stay random. Note: torchvision's Bottleneck strides its 3×3 conv while the
-  DeepLab-v2 trunk strides the 1×1 (only layer2's first block differs); the weights fit but were not trained so.
-* `msl`: a full-model checkpoint: a dict with a `model` (ours) or `state_dict` (the reference's) entry, or a bare
-  state dict; a `module.` prefix (nn.DataParallel) is stripped. Normalisation: whatever the run used.
+  DeepLab-v2 trunk strides the 1×1 (only layer2's first block differs); the weights fit but were not trained
+  so.
+* `msl`: a full-model checkpoint: a dict with a `model` (ours) or `state_dict` (the reference's) entry, or a
+  bare state dict; a `module.` prefix (nn.DataParallel) is stripped. Normalisation: whatever the run used.
 
-Every key must match except the expected gaps (heads absent from ImageNet files; `num_batches_tracked` buffers,
-which old files lack and which only matter for cumulative-average batch norm); anything else raises
+Every key must match except the expected gaps (heads absent from ImageNet files; `num_batches_tracked`
+buffers, which old files lack and which only matter for cumulative-average batch norm); anything else raises
 `WeightsMismatchError`, so a model never silently keeps random weights (docs/reference-quirks.md §10.5).
 """
 
