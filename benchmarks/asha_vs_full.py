@@ -32,8 +32,8 @@ from types import SimpleNamespace
 import pandas as pd
 import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from synth_runs import Report, machine
 
-from benchmarks.synth_runs import Report, machine
 from study.report import select
 from study.results import config_label, load_study, param_column
 
