@@ -39,7 +39,6 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from synth_runs import machine as cpu_machine
 from torch import Tensor
 
 import msl
@@ -333,18 +333,7 @@ def run_packed(processes: int, args: argparse.Namespace) -> list[dict]:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpuinfo = Path("/proc/cpuinfo")
-    models = (
-        [
-            line.split(":", 1)[1].strip()
-            for line in cpuinfo.read_text().splitlines()
-            if line.startswith("model name")
-        ]
-        if cpuinfo.is_file()
-        else []
-    )
-    cpu = models[0] if models else platform.processor() or "unknown CPU"
-    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start (shared machine?)"
+    return f"{cpu_machine()}, load average {os.getloadavg()[0]:.1f} at start (shared machine?)"
 
 
 def main() -> None:
