@@ -363,6 +363,11 @@ class _Training:
     best: dict | None  # {"iteration", "metric", "value"} of the best evaluation so far (`_update_best`)
 
 
+def evaluates_at(iteration: int, cfg: TrainConfig) -> bool:
+    """Whether a run evaluates (and saves its checkpoints) after `iteration` iterations."""
+    return iteration % cfg.eval.every == 0 or iteration == cfg.optim.iterations
+
+
 def train(
     cfg: TrainConfig,
     run_dir: str | Path,
@@ -402,7 +407,7 @@ def train(
         terms = train_step(t.forward, t.optimizer, cfg, lr, source, target_images, target_loss, t.device)
         meter.add(iteration, terms)
         done = iteration + 1
-        evaluating = done % cfg.eval.every == 0 or done == total
+        evaluating = evaluates_at(done, cfg)
         if done % cfg.runtime.log_every == 0 or evaluating:
             window_losses = _log_losses(meter, t.writer, bar, lr, done)
         if evaluating:

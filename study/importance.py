@@ -17,7 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from study.results import ExperimentResults, param_column
+from study.results import ExperimentResults, param_column, python_value
 
 EVALUATORS = ("fANOVA", "PED-ANOVA")
 MIN_TRIALS = 4  # fewer finished trials per (variant, seed) than this: no importance is computed
@@ -45,7 +45,7 @@ def _study(trials: pd.DataFrame, keys: list[str], specs: dict, mode: str) -> opt
     distributions = {key: _distribution(trials[param_column(key)], specs[key]) for key in keys}
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for row in trials.to_dict("records"):
-        params = {key: _python(row[param_column(key)]) for key in keys}
+        params = {key: python_value(row[param_column(key)]) for key in keys}
         study.add_trial(
             optuna.trial.create_trial(params=params, distributions=distributions, value=row["objective"])
         )
@@ -63,10 +63,6 @@ def _evaluate(study: optuna.Study, seed: int):
         with warnings.catch_warnings():  # PED-ANOVA warns when few trials fall in its top quantile
             warnings.simplefilter("ignore")
             yield name, optuna.importance.get_param_importances(study, evaluator=_evaluator(name, seed))
-
-
-def _python(value):
-    return value.item() if hasattr(value, "item") else value
 
 
 def importances(exp: ExperimentResults, picks: pd.DataFrame, mode: str) -> pd.DataFrame:

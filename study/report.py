@@ -113,7 +113,7 @@ class Selection:
 def select(exp: ExperimentResults) -> Selection:
     """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
     metric = exp.plan["metric"]
-    mode = exp.plan.get("mode") or METRIC_MODES[metric]
+    mode = exp.mode
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
     by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
@@ -894,8 +894,7 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
         return
     _experiment_heading(report, exp)
     trials = exp.trials
-    # a trial of several seeds (seeds_per_sample) has a row, and a run, per seed
-    planned = (exp.plan.get("num_trials") or len(trials)) * exp.plan.get("seeds_per_sample", 1)
+    planned = exp.planned_runs
     full = planned * exp.plan["max_iterations"]
     used = int(trials["iterations"].sum())
     budget = pd.DataFrame(

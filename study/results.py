@@ -50,6 +50,18 @@ class ExperimentResults:
         """Dotted keys of the searched parameters."""
         return list(self.plan.get("searched") or {})
 
+    @property
+    def mode(self) -> str:
+        """Whether the objective (plan "metric") is better high or low: the plan's mode, else the metric's."""
+        return self.plan.get("mode") or METRIC_MODES[self.plan["metric"]]
+
+    @property
+    def planned_runs(self) -> int:
+        """The runs (rows) the plan asks for: its trials times the seeds each runs (`seeds_per_sample`), or
+        the rows there are when the plan does not say."""
+        trials = self.plan.get("num_trials")
+        return trials * self.plan.get("seeds_per_sample", 1) if trials else len(self.trials)
+
 
 @dataclass
 class StudyResults:
@@ -190,6 +202,11 @@ def _flatten(params: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def python_value(value: Any) -> Any:
+    """A pandas/numpy scalar as the Python value it holds (for YAML, JSON, a trial's config, Optuna)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def config_label(params: dict) -> str:

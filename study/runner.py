@@ -27,7 +27,7 @@ from msl.checkpoint import load_checkpoint
 from msl.config import TrainConfig, is_better, save_config
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
-from msl.trainer import NonFiniteLossError, train
+from msl.trainer import NonFiniteLossError, evaluates_at, train
 from study import layout
 from study.space import (
     AshaScheduler,
@@ -336,10 +336,10 @@ def _train_seeds(cfgs: dict[int, TrainConfig], trial_dir: Path, own_checkpoint_o
         seed: _start(trial_dir, run, restored, own_checkpoint_ok, f"s{seed}") for seed, run in runs.items()
     }
     cfg = next(iter(cfgs.values()))
-    total, every = cfg.optim.iterations, cfg.eval.every
     reached = min((_iteration(path) if path else 0) for path in resume.values())
     records = {}
-    for point in sorted({*range(every, total + 1, every), total} - set(range(reached + 1))):
+    points = [i for i in range(reached + 1, cfg.optim.iterations + 1) if evaluates_at(i, cfg)]
+    for point in points:
         for seed, run in runs.items():
             records[seed] = _advance(cfgs[seed], run, resume[seed], point)
             resume[seed] = RunDir(run).last
@@ -388,7 +388,7 @@ def _resume_point(
             candidates.append(run.restored)
     if own_checkpoint_ok and run.last.is_file():
         candidates.append(run.last)
-    return max(candidates, key=lambda path: load_checkpoint(path, mmap=True)["iteration"], default=None)
+    return max(candidates, key=_iteration, default=None)
 
 
 def _non_finite(result: dict, metric: str) -> str | None:
@@ -546,7 +546,7 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
     import pandas as pd
 
     from study.report import select
-    from study.results import load_study, param_column
+    from study.results import load_study, param_column, python_value
 
     tuned = load_study(study_dir).experiment(experiment.confirm)
     selection = select(tuned)
@@ -563,7 +563,7 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
             0
         ]
         configuration = {
-            key: _plain(chosen[param_column(key)])
+            key: python_value(chosen[param_column(key)])
             for key in tuned.searched
             if pd.notna(chosen[param_column(key)])  # a key this variant's trials had
         }
@@ -571,11 +571,6 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
             configurations[variant] = configuration
             _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r})")
     return configurations
-
-
-def _plain(value):
-    """A pandas/numpy scalar as the Python value it holds (for YAML, JSON and the trial's config)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 def _trainable(

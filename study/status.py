@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from msl.config import METRIC_MODES
 from msl.run_dir import RunDir
 from study import layout
 from study.report import best_label, message_line
@@ -77,9 +76,9 @@ def study_status(path: str | Path, now: float | None = None) -> StudyStatus:
 def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
     plan, trials = exp.plan, exp.trials.copy()
     metric = plan["metric"]
-    mode = plan.get("mode") or METRIC_MODES[metric]
+    mode = exp.mode
     max_iterations = int(plan["max_iterations"])
-    planned = int(plan.get("num_trials") or len(trials))
+    planned = exp.planned_runs  # a trial of several seeds has a row per seed
     trials["quiet_s"] = [now - last_write(exp, name) for name in trials["trial_name"]]
     limits = quiet_limits(exp)
     trials["status"] = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import optuna
+import pandas as pd
 import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -17,9 +18,10 @@ from optuna.storages.journal import JournalFileBackend
 from msl.run_dir import RunDir
 from msl.trainer import train
 from study import layout
-from study.results import load_study
+from study.results import ExperimentResults, load_study
 from study.runner import _in_worker, _param_space, _seed_mean
 from study.space import load_space
+from study.status import study_status
 from tests.test_study import msl_study, read, space_file
 
 SEEDS = [0, 1]
@@ -30,6 +32,13 @@ def test_the_trial_reports_the_mean_over_seeds_and_nan_in_any_seed_spoils_it():
     records = {0: {"iteration": 4, "target_im": -1.0, "ok": True}, 1: {"iteration": 4, "target_im": -2.0}}
     assert _seed_mean(records) == {"iteration": 4.0, "target_im": -1.5}
     assert math.isnan(_seed_mean({0: {"m": 1.0}, 1: {"m": math.nan}})["m"])
+
+
+def test_a_plan_of_several_seeds_per_trial_asks_for_a_run_per_seed():
+    plan = {"metric": "target_im", "num_trials": 3, "seeds_per_sample": 2}
+    exp = ExperimentResults("main", plan, pd.DataFrame({"trial_name": ["a@s0"]}), pd.DataFrame())
+    assert exp.planned_runs == 6 and exp.mode == "min"
+    assert ExperimentResults("main", {"metric": "target_im"}, exp.trials, pd.DataFrame()).planned_runs == 1
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +75,8 @@ def test_each_trial_runs_every_seed_and_the_results_have_a_row_per_seed(study):
         assert rows["config"].nunique() == 1 and rows["status"].nunique() == 1
         assert rows["iterations"].nunique() == 1 and set(rows["iterations"]) <= {4, 8, 12}
     assert (study_dir / "report" / "report.md").is_file()
+    (status,) = study_status(study_dir).experiments
+    assert status.planned_trials == 6 and status.remaining == 0  # a run per seed, all of them ended
 
 
 @pytest.mark.slow
