@@ -441,7 +441,10 @@ def _set_up(cfg: TrainConfig, run: RunDir, resume_from: str | Path | None) -> _T
     run.write_metrics(history)
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run.tensorboard), purge_step=start)
+    # A resumed run keeps what it logged up to its checkpoint's iteration `start` and drops what a process
+    # wrote after it (TensorBoard discards steps >= purge_step); a fresh run drops everything an attempt
+    # stopped before its first checkpoint wrote.
+    writer = SummaryWriter(str(run.tensorboard), purge_step=start + 1 if checkpoint is not None else 0)
     return _Training(cfg, run, device, model, forward, optimizer, data, writer, start, history, best)
 
 
@@ -548,11 +551,11 @@ def _evaluate_and_save(
         "history": t.history,
         "best": t.best,
     }
+    t.writer.flush()  # before the checkpoint: a resume from it keeps this evaluation's events
     if record["is_best"]:  # before last.pt, whose `best` names it: a crash between keeps them consistent
         save_atomic(payload, t.run.best)
     last = save_atomic(payload, t.run.last)
     t.run.write_metrics(t.history)
-    t.writer.flush()
     return last
 
 

@@ -173,6 +173,43 @@ def test_a_run_stopped_after_each_evaluation_and_resumed_equals_the_straight_run
     assert records[0] == records[1]  # lr included: the schedule's horizon stayed optim.iterations
 
 
+def tensorboard_scalars(run_dir, tag):
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_keeps_every_step_across_resumes_and_drops_what_a_crash_logged_after_its_checkpoint(
+    synth, source_run, tmp_path
+):
+    """Stepped like a seeds_per_sample trial (resumed after each evaluation), TensorBoard's own reader sees
+    every evaluation and every logged iteration once, equal to metrics.jsonl and to a straight run; steps a
+    process logged after its last checkpoint (then died) are replaced by the resumed run's."""
+    cfg = tiny(
+        synth,
+        **{
+            "stage": "uda",
+            "loss.target": "iw_maxsquare",
+            "eval.every": 2,
+            "optim.iterations": 6,
+            "model.weights": str(source_run / "checkpoints" / "last.pt"),
+        },
+    )
+    train(cfg, tmp_path / "straight")
+    run = tmp_path / "stepped"
+    last = run / "checkpoints" / "last.pt"
+    train(cfg, run, stop_after=2)
+    at_2 = shutil.copy(last, tmp_path / "at_2.pt")
+    train(cfg, run, resume_from=last, stop_after=4)  # then "dies": the next process resumes from iteration 2
+    train(cfg, run, resume_from=at_2, stop_after=4)
+    train(cfg, run, resume_from=last)
+    miou = tensorboard_scalars(run, "metrics/oracle_miou")
+    assert miou == [(r["iteration"], pytest.approx(r["oracle_miou"])) for r in read_metrics(run)]
+    assert [step for step, _ in miou] == [2, 4, 6]
+    for tag in ("learning_rate", "loss/source_ce", "loss/target_loss", "metrics/oracle_miou"):
+        assert tensorboard_scalars(run, tag) == tensorboard_scalars(tmp_path / "straight", tag), tag
+
+
 def test_non_finite_loss_stops_with_the_iteration_and_the_term(synth, source_run, tmp_path, monkeypatch):
     def nan_on_second_call():
         calls = iter(range(100))
