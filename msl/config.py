@@ -101,6 +101,9 @@ class DataConfig:
     random_crop: list[int] | None = spec(None, length=2, gt=0)  # [width, height]; off in the reference
     normalization: str = spec("auto", choices=("auto", "bgr_mean", "imagenet"))  # auto: follows the weights
     full_res_eval_labels: bool = True  # False: labels resized to the input size, as the reference evaluates
+    # Decoded images and labels kept in memory, up to this many MiB per process and shared by the runs it
+    # trains in turn (msl.data.dataset.decoded_cache); 0: decode on every access. For small data sets.
+    cache_mb: int = spec(0, ge=0)
 
 
 @dataclass

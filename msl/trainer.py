@@ -127,7 +127,7 @@ def resolve_normalization(
 
 def build_run_data(cfg: TrainConfig, normalization: str) -> RunData:
     d = cfg.data
-    common = {"num_classes": d.num_classes, "normalization": normalization}
+    common = {"num_classes": d.num_classes, "normalization": normalization, "cache_mb": d.cache_mb}
     augment = {"flip": d.flip, "blur": d.blur, "random_scale": d.random_scale, "random_crop": d.random_crop}
     source_root, target_root = expand_path(d.source_root), expand_path(d.target_root)
     source_train = build_dataset(

@@ -447,3 +447,33 @@ def test_verify_reports_an_empty_split(cityscapes: Path, capsys) -> None:
     assert main_verify(verify_args(cityscapes)) == 1
     out = capsys.readouterr().out
     assert "problem: [val] no images in split 'val'" in out and "result: 1 problem(s)" in out
+
+
+def test_decoded_cache_gives_the_same_items_rereads_a_rewritten_file_and_keeps_to_its_budget(
+    cityscapes: Path, monkeypatch
+) -> None:
+    from msl.data import dataset as dataset_module
+
+    monkeypatch.setattr(dataset_module, "_DECODED", dataset_module.DecodedCache())
+    reads = []
+    real_read = dataset_module.read_rgb
+    monkeypatch.setattr(dataset_module, "read_rgb", lambda path: reads.append(path) or real_read(path))
+    plain = build_dataset("cityscapes", cityscapes, "train", train=True)
+    cached = build_dataset("cityscapes", cityscapes, "train", train=True, cache_mb=1)
+    for epoch in range(2):
+        for index in range(len(plain)):
+            for got, expected in zip(cached[(index, epoch)], plain[(index, epoch)], strict=True):
+                assert got == expected if isinstance(got, str) else torch.equal(got, expected)
+    assert len(reads) == 2 * len(plain) + len(plain)  # plain: every access; cached: once per file
+    image = cached.samples[0].image
+    save(image, scene_image(7))
+    assert torch.equal(cached[(0, 0)][0], plain[(0, 0)][0])
+    cache = dataset_module._DECODED
+    assert cache.used <= cache.budget == 2**20
+    entry = cache.used // len(cache.entries)  # every file of this set has one size
+    cache.budget, cache.used, cache.entries = 2 * entry, 0, type(cache.entries)()
+    for index in range(len(plain)):
+        cached[(index, 0)]
+    assert len(cache.entries) == 2 and cache.used == 2 * entry  # the least recently used went
+    assert [files[0][0] for files, *_ in cache.entries] == [str(s.image) for s in cached.samples[-2:]]
+    assert dataset_module.decoded_cache(0) is None

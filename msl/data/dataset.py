@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -39,6 +41,51 @@ def _torch_rng_seeded(seed: int | None) -> Iterator[None]:
         torch.set_rng_state(state)
 
 
+class DecodedCache:
+    """Decoded images and class maps kept in memory, least recently used out past `budget` bytes: one per
+    process (`decoded_cache`), so the runs one process trains in turn (a study's reused trial workers) decode
+    each file once. An entry is keyed by its files' paths, sizes and modification times, so a rewritten file
+    is read again."""
+
+    def __init__(self) -> None:
+        self.budget = 0
+        self.used = 0
+        self.entries: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+    @staticmethod
+    def key(sample: Sample, num_classes: int, strict: bool) -> tuple:
+        paths = (sample.image,) if sample.label is None else (sample.image, sample.label)
+        files = tuple((str(path), (stat := os.stat(path)).st_size, stat.st_mtime_ns) for path in paths)
+        return (files, num_classes, strict)
+
+    def get(self, key: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple, rgb: np.ndarray, classes: np.ndarray) -> None:
+        size = rgb.nbytes + classes.nbytes
+        if size > self.budget:
+            return
+        self.entries[key] = (rgb, classes)
+        self.used += size
+        while self.used > self.budget:
+            _, (old_rgb, old_classes) = self.entries.popitem(last=False)
+            self.used -= old_rgb.nbytes + old_classes.nbytes
+
+
+_DECODED = DecodedCache()
+
+
+def decoded_cache(budget_mb: int) -> DecodedCache | None:
+    """The process's `DecodedCache`, its budget raised to `budget_mb` MiB if lower; None for 0 (no cache)."""
+    if budget_mb <= 0:
+        return None
+    _DECODED.budget = max(_DECODED.budget, budget_mb * 2**20)
+    return _DECODED
+
+
 class SegmentationDataset(Dataset):
     """Images with class-index labels, decoded, transformed and normalised on access.
 
@@ -60,8 +107,10 @@ class SegmentationDataset(Dataset):
         transform_label: bool,
         normalization: str,
         strict_labels: bool = True,
+        cache: DecodedCache | None = None,
     ) -> None:
         self.samples = list(samples)
+        self.cache = cache
         self.encoding = encoding
         self.num_classes = num_classes
         self.transform = transform
@@ -82,9 +131,7 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, key: ItemKey) -> tuple[torch.Tensor, torch.Tensor, str]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        sample = self.samples[index]
-        rgb = read_rgb(sample.image)  # (H, W, 3)
-        classes = self.read_classes(sample, rgb.shape[:2])  # (H, W)
+        rgb, classes = self.decoded(self.samples[index])  # (H, W, 3), (H, W)
         image = tv_tensors.Image(torch.from_numpy(rgb).permute(2, 0, 1))  # (3, H, W) uint8
         label = tv_tensors.Mask(torch.from_numpy(classes))  # (H, W) uint8
         with _torch_rng_seeded(seed):
@@ -95,8 +142,21 @@ class SegmentationDataset(Dataset):
         return (
             normalize(image.as_subclass(torch.Tensor), self.normalization),
             label.as_subclass(torch.Tensor).long(),
-            sample.name,
+            self.samples[index].name,
         )
+
+    def decoded(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        """The sample's image `(H, W, 3)` uint8 RGB and class map `(H, W)` uint8, from the cache when it has
+        them (copies: the transforms may write into what they are given)."""
+        if self.cache is None:
+            rgb = read_rgb(sample.image)
+            return rgb, self.read_classes(sample, rgb.shape[:2])
+        key = self.cache.key(sample, self.num_classes, self.strict_labels)
+        if (entry := self.cache.get(key)) is None:
+            rgb = read_rgb(sample.image)
+            entry = rgb, self.read_classes(sample, rgb.shape[:2])
+            self.cache.put(key, *entry)
+        return entry[0].copy(), entry[1].copy()
 
 
 def check_sizes_agree(sample: Sample, image_hw: tuple[int, int], label_hw: tuple[int, ...]) -> None:
@@ -131,6 +191,7 @@ def build_dataset(
     labels: bool = True,
     ids: Sequence[int] | None = None,
     strict_labels: bool = True,
+    cache_mb: int = 0,
 ) -> SegmentationDataset:
     """A dataset of `name` (gta5, synthia, cityscapes, crosscity) read from `root`, split `split`.
 
@@ -149,6 +210,7 @@ def build_dataset(
         NTHU CrossCity train split has no labels and always behaves so.
     ids: GTA5/SYNTHIA file numbers replacing the split's list.
     strict_labels: raise on label ids the dataset does not define (False: treat them as ignore).
+    cache_mb: keep decoded files in memory, up to this many MiB for the whole process (`decoded_cache`).
 
     Raises DatasetError naming the path when the root, the split, an image or a label file is missing, and (on
     access) when a file cannot be decoded, sizes disagree or a label holds an unknown id.
@@ -188,4 +250,5 @@ def build_dataset(
         transform_label=train or not full_res_label,
         normalization=normalization,
         strict_labels=strict_labels,
+        cache=decoded_cache(cache_mb),
     )
