@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from msl.metrics import ConfusionMatrix, predicted_classes
+from msl.models.base import TwoHeadNet, upsample_logits
 
 # Directions: msl.config.METRIC_MODES.
 VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
@@ -33,14 +34,22 @@ def autocast(device: torch.device, bf16: bool):
 
 
 @torch.no_grad()
-def predict_probs(
-    model: nn.Module, images: Tensor, size: tuple[int, int] | None = None, flip: bool = False
-) -> Tensor:
-    """Softmax of the main head `(B, C, H, W)` at `size` (default: the input size), in float32."""
-    logits = model(images)[0].float()  # (B, C, h, w)
+def main_logits(model: TwoHeadNet, images: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+    """The main head's logits `(B, C, H, W)` in float32, upsampled to the input size as `model(images)`
+    upsamples them, then to `size` if that differs. The aux head is not upsampled: evaluation never reads
+    it."""
+    logits = upsample_logits(model.forward_logits(images)[0], tuple(images.shape[-2:])).float()
     if size is not None and tuple(logits.shape[-2:]) != tuple(size):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
-    probs = logits.softmax(dim=1)
+    return logits
+
+
+@torch.no_grad()
+def predict_probs(
+    model: TwoHeadNet, images: Tensor, size: tuple[int, int] | None = None, flip: bool = False
+) -> Tensor:
+    """Softmax of the main head `(B, C, H, W)` at `size` (default: the input size), in float32."""
+    probs = main_logits(model, images, size).softmax(dim=1)
     if flip:
         flipped = predict_probs(model, images.flip(-1), size=size).flip(-1)
         probs = (probs + flipped) / 2
@@ -48,7 +57,7 @@ def predict_probs(
 
 
 def evaluate(
-    model: nn.Module,
+    model: TwoHeadNet,
     batches: Iterable,
     num_classes: int,
     device: torch.device,
@@ -67,9 +76,10 @@ def evaluate(
     for images, labels, names in batches:
         images = images.to(device, non_blocking=True, memory_format=memory_format)  # (B, 3, H, W)
         labels = labels.to(device, non_blocking=True)  # (B, H_label, W_label)
-        with autocast(device, bf16):
-            probs = predict_probs(model, images, size=tuple(labels.shape[-2:]), flip=flip)
-        predictions = predicted_classes(probs)  # (B, H_label, W_label)
+        size = tuple(labels.shape[-2:])
+        with autocast(device, bf16):  # the softmax changes no argmax: it is taken only to average flips
+            scores = predict_probs(model, images, size, flip) if flip else main_logits(model, images, size)
+        predictions = predicted_classes(scores)  # (B, H_label, W_label)
         matrix.update(predictions, labels)
         if on_prediction is not None:
             on_prediction(predictions, list(names))
@@ -191,7 +201,7 @@ class LabelFreeValidators:
 
 
 def label_free_validators(
-    model: nn.Module,
+    model: TwoHeadNet,
     images_batches: Iterable[Tensor],
     device: torch.device,
     *,

@@ -230,3 +230,33 @@ def test_predicted_classes_match_a_loop_over_pixels_including_ties() -> None:
         column = scores[b, :, y, x].tolist()
         expected[b, y, x] = column.index(max(column))  # the first class with the top score
     assert torch.equal(predicted_classes(scores), expected)
+
+
+@pytest.mark.parametrize("label_size", [(32, 64), (64, 128)])  # at the input size, and at full resolution
+@pytest.mark.parametrize("flip", [False, True])
+def test_evaluate_scores_what_the_whole_model_predicts(label_size, flip):
+    """`evaluate` forwards only the main head and skips the softmax without flip; its metrics equal those of
+    the naive path: both heads upsampled by the model, softmax, flipped average, interpolation to the label."""
+    from msl.evaluate import evaluate
+    from msl.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_segnet", 19).eval()
+    images = torch.randn(4, 3, 32, 64)
+    labels = torch.randint(0, 19, (4, *label_size))
+
+    def naive_probs(batch):
+        logits = torch.nn.functional.interpolate(
+            model(batch)[0], size=label_size, mode="bilinear", align_corners=True
+        )
+        return logits.softmax(dim=1)
+
+    with torch.no_grad():
+        probs = naive_probs(images)
+        if flip:
+            probs = (probs + naive_probs(images.flip(-1)).flip(-1)) / 2
+    expected = numpy_metrics(probs.argmax(dim=1).numpy(), labels.numpy(), 19)
+    batches = [(images[:2], labels[:2], ["a", "b"]), (images[2:], labels[2:], ["c", "d"])]
+    result = evaluate(model, batches, 19, torch.device("cpu"), flip=flip, bf16=False)
+    assert result["miou"] == pytest.approx(expected["miou"], abs=1e-9)
+    assert result["iou"] == pytest.approx(expected["iou"], abs=1e-9, nan_ok=True)

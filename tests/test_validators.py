@@ -17,6 +17,7 @@ from msl.evaluate import (
     label_free_validators,
     soft_neighbourhood_density,
 )
+from msl.models.base import TwoHeadNet
 from msl.probs_maps import load_probs, save_probs, saved_iterations
 
 
@@ -152,8 +153,8 @@ def test_low_res_probs_are_area_downsampled_float16_and_round_trip_through_npy(t
 
 
 def test_label_free_validators_run_a_model_over_batches():
-    class Fixed(torch.nn.Module):
-        def forward(self, images):  # (B, 3, H, W) -> main and aux logits (B, 2, H, W)
+    class Fixed(TwoHeadNet):
+        def forward_logits(self, images):  # (B, 3, H, W) -> main and aux logits (B, 2, H, W)
             logits = torch.cat([images[:, :1], -images[:, :1]], dim=1)
             return logits, logits
 
