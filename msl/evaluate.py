@@ -95,13 +95,14 @@ def soft_neighbourhood_density(probs: Tensor, temperature: float = SND_TEMPERATU
 
     Higher is better: each prediction has many close neighbours, i.e. the predictions form dense clusters.
     Note: identical predictions for every sample (e.g. all uniform) reach the maximum, log(N - 1). A scalar
-    tensor.
+    tensor. Computed in float32 (half the time of float64 on the CPU, which a study's every evaluation pays;
+    the two differ by ~1e-7 relative), the mean in float64.
     """
-    features = F.normalize(probs.double(), dim=1)  # (N, C)
+    features = F.normalize(probs.float(), dim=1)  # (N, C)
     similarity = features @ features.T / temperature  # (N, N)
     similarity.fill_diagonal_(-math.inf)  # no sample is its own neighbour
     neighbours = similarity.softmax(dim=1)  # (N, N), zero on the diagonal
-    return torch.special.entr(neighbours).sum(dim=1).mean()
+    return torch.special.entr(neighbours).sum(dim=1).double().mean()
 
 
 def batch_nuclear_norm(gram: Tensor, count: int) -> Tensor:
