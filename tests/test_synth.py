@@ -220,3 +220,18 @@ def test_regenerating_replaces_an_earlier_benchmark_but_never_foreign_files(tmp_
     with pytest.raises(FileExistsError):
         generate(foreign, scale="small", progress=False)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def _row_runs(mask: np.ndarray) -> np.ndarray:
+    """Lengths of the horizontal runs of True in a boolean map `(H, W)`."""
+    edges = np.diff(np.pad(mask.astype(np.int8), ((0, 0), (1, 1))), axis=1)  # (H, W + 1)
+    return np.flatnonzero(edges.ravel() == -1) - np.flatnonzero(edges.ravel() == 1)
+
+
+def test_poles_and_signs_are_wide_enough_for_the_benchmarks_models_to_learn(runs):
+    """Poles one output pixel wide stayed at ~2 IoU even for a target-trained model
+    (results/benchmarks/synth_calibration.md): poles are mostly 3 pixels wide or more, signs 4 or more."""
+    labels = [label for paths in _pairs(runs["main"]).values() for label in _read_labels(paths)]
+    poles = np.concatenate([_row_runs(label == name2label["pole"].id) for label in labels])
+    signs = np.concatenate([_row_runs(label == name2label["traffic sign"].id) for label in labels])
+    assert np.median(poles) >= 3 and np.percentile(signs, 25) >= 4
