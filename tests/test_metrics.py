@@ -236,7 +236,8 @@ def test_predicted_classes_match_a_loop_over_pixels_including_ties() -> None:
 @pytest.mark.parametrize("flip", [False, True])
 def test_evaluate_scores_what_the_whole_model_predicts(label_size, flip):
     """`evaluate` forwards only the main head and skips the softmax without flip; its metrics equal those of
-    the naive path: both heads upsampled by the model, softmax, flipped average, interpolation to the label."""
+    the naive path: both heads upsampled by the model, softmax, flipped average, interpolated to the
+    label."""
     from msl.evaluate import evaluate
     from msl.models import build_model
 
