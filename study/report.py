@@ -731,7 +731,9 @@ def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         "seeds."
     )
     shown = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="mean", sort=False)
-    spread = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="std", sort=False)
+    spread = table.pivot_table(  # with one seed every std is NaN: keep the columns
+        index=["variant", "parameter"], columns="evaluator", values="std", sort=False, dropna=False
+    )
     for evaluator in shown.columns:
         shown[evaluator] = [
             plain(mean) if _missing(std) else f"{plain(mean)} ± {plain(std)}"
