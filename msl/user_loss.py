@@ -64,8 +64,10 @@ def load_user_loss(path: str) -> Callable[..., Tensor]:
 
 def bind_user_loss(path: str, options: dict[str, Any]) -> Callable[[Tensor], Tensor]:
     """The user loss at `path` as a function of the main-head logits, its options bound, logits in float32."""
-    function = load_user_loss(path)
+    return _bind(load_user_loss(path), options)
 
+
+def _bind(function: Callable[..., Tensor], options: dict[str, Any]) -> Callable[[Tensor], Tensor]:
     def loss(logits: Tensor) -> Tensor:  # (B, C, H, W) -> ()
         return function(logits.float(), **options)
 
@@ -90,7 +92,7 @@ def check_user_loss(path: str, options: dict[str, Any], num_classes: int) -> Non
     tried = f"{path} on random logits of shape {tuple(logits.shape)} with options {options!r}"
     with torch.enable_grad():
         try:
-            value = bind_user_loss(path, options)(logits)
+            value = _bind(function, options)(logits)
         except Exception as error:
             raise UserLossError("target", f"{tried} raised {_one_line(error)}") from None
         _check_value(value, tried)
