@@ -24,7 +24,7 @@ def _data_verify(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from msl.config import load_config, read_yaml
+    from msl.config import load_config
     from msl.run_dir import RunDir
     from msl.trainer import train
 
@@ -36,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"nothing to resume: {run.last} does not exist (a run that never reached its first "
                 "evaluation starts again without --resume)"
             )
-        _check_same_config(read_yaml(run.config), load_config(args.config, args.set))
+        _check_same_config(load_config(run.config), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
     record = train(cfg, out, resume_from=run.last if args.resume else None)
     shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
@@ -44,19 +44,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_same_config(saved: dict, cfg) -> None:
-    """A resumed run must continue the same experiment: only runtime settings (device, threads) may change."""
+def _check_same_config(saved_cfg, cfg) -> None:
+    """A resumed run must continue the same experiment: only runtime settings (device, threads) may change.
+    Both configs are loaded, so a key that a newer msl added (with its default) is no change."""
     from msl.config import ConfigError, config_to_dict
 
-    wanted = config_to_dict(cfg)
+    saved, wanted = config_to_dict(saved_cfg), config_to_dict(cfg)
     for section, values in wanted.items():
         if section == "runtime" or not isinstance(values, dict):
             continue
         for key, value in values.items():
-            if (section, key) != ("data", "normalization") and saved.get(section, {}).get(key) != value:
+            if (section, key) != ("data", "normalization") and saved[section][key] != value:
                 raise ConfigError(
                     f"--resume: {section}.{key} is {value!r} but the run was started with "
-                    f"{saved.get(section, {}).get(key)!r}; resume with the run's own config.yaml"
+                    f"{saved[section][key]!r}; resume with the run's own config.yaml"
                 )
 
 

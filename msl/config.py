@@ -25,6 +25,7 @@ import yaml
 from msl.io import write_text_atomic
 from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
 from msl.losses import TARGET_LOSS_NAMES
+from msl.user_loss import UserLossError, check_user_loss, is_import_path
 
 T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adamw")
@@ -132,9 +133,23 @@ class OptimConfig:
     reference_param_groups: bool = False
 
 
+def _target_loss(value: Any, path: str) -> str:
+    """A built-in loss's name, or the import path `package.module:function` of a user loss (checked with its
+    options when the whole config is loaded: `check_target_loss`)."""
+    if not isinstance(value, str) or not (value in TARGET_LOSS_NAMES or is_import_path(value)):
+        allowed = ", ".join(repr(name) for name in TARGET_LOSS_NAMES)
+        raise ConfigError(
+            f"{path}: {value!r} is not allowed; choose one of {allowed}, or give the import path "
+            "package.module:function of a loss of your own"
+        )
+    return value
+
+
 @dataclass
 class LossConfig:
-    target: str = spec("maxsquare", choices=TARGET_LOSS_NAMES)
+    # A built-in loss (msl.losses), or `package.module:function`: a loss of your own (docs/losses.md §1.9)
+    target: str = spec("maxsquare", parse=_target_loss)
+    options: dict[str, Any] = field(default_factory=dict)  # a user loss's keyword arguments
     lambda_target: float = spec(0.1, ge=0)
     lambda_seg: float = spec(0.1, ge=0)
     iw_ratio: float = spec(0.2, ge=0, le=1)
@@ -377,10 +392,28 @@ def load_config(
     """The checked TrainConfig from a YAML path or a mapping (None: the defaults), with overrides on top."""
     raw = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
     try:
-        return build(TrainConfig, apply_overrides(raw, overrides))
+        cfg = build(TrainConfig, apply_overrides(raw, overrides))
+        check_target_loss(cfg)
+        return cfg
     except ConfigError as error:
         where = f"{source}: " if isinstance(source, (str, Path)) else ""
         raise ConfigError(f"{where}{error}") from None
+
+
+def check_target_loss(cfg: TrainConfig) -> None:
+    """ConfigError naming `loss.target` or `loss.options` unless a user loss imports, takes its options and
+    returns a finite scalar with a gradient on random logits; options are refused for a built-in loss."""
+    if not is_import_path(cfg.loss.target):
+        if cfg.loss.options:
+            raise ConfigError(
+                f"loss.options: {cfg.loss.options!r} are for a loss of your own (loss.target "
+                "package.module:function); the built-in losses take loss.iw_ratio and loss.threshold"
+            )
+        return
+    try:
+        check_user_loss(cfg.loss.target, cfg.loss.options, cfg.data.num_classes)
+    except UserLossError as error:
+        raise ConfigError(f"loss.{error.key}: {error}") from None
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

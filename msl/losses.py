@@ -1,7 +1,8 @@
 """Target-domain losses of the maximum-squares paper, with the reference code's exact normalisations.
 
 Every loss takes logits `(B, C, H, W)` (already upsampled to the input size) and returns a float32 scalar.
-Logits are cast to float32 first because the trainer runs the model under bf16 autocast.
+Logits are cast to float32 first because the trainer runs the model under bf16 autocast. `loss.target` may
+also name a loss of the user's own, `package.module:function` (msl.user_loss, docs/losses.md §1.9).
 
 Normalisations follow the official code (docs/losses.md §1), because the λ_T values were tuned against them:
 * max-squares:      −Σ p² / (2·B·C·H·W)                      (mean over elements, halved)
@@ -23,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from msl.labels import IGNORE_INDEX
 from msl.metrics import predicted_classes
+from msl.user_loss import bind_user_loss, is_import_path
 
 
 def image_wise_weights(logits: Tensor, ratio: float = 0.2) -> Tensor:
@@ -146,20 +149,21 @@ TARGET_LOSS_NAMES: tuple[str, ...] = tuple(TARGET_LOSSES)
 
 
 def build_target_loss(
-    name: str, *, ratio: float = 0.2, threshold: float = 0.95
+    name: str, *, ratio: float = 0.2, threshold: float = 0.95, options: dict[str, Any] | None = None
 ) -> Callable[[Tensor], Tensor]:
     """The target loss `name` as a function of the main-head logits, bound to the options it uses.
 
-    `ratio` (IW α) only reaches the image-wise weighted losses and `threshold` (τ) only the hard loss.
+    `ratio` (IW α) only reaches the image-wise weighted losses and `threshold` (τ) only the hard loss. A name
+    `package.module:function` is a user loss (msl.user_loss), which gets `options` as keyword arguments.
     """
+    if is_import_path(name):
+        return bind_user_loss(name, options or {})
     if name not in TARGET_LOSSES:
         raise ValueError(f"unknown target loss {name!r}; expected one of {TARGET_LOSS_NAMES}")
     loss = TARGET_LOSSES[name]
     accepted = inspect.signature(loss).parameters
-    options = {
-        key: value for key, value in {"ratio": ratio, "threshold": threshold}.items() if key in accepted
-    }
-    return functools.partial(loss, **options)
+    bound = {key: value for key, value in {"ratio": ratio, "threshold": threshold}.items() if key in accepted}
+    return functools.partial(loss, **bound)
 
 
 def target_loss(name: str, logits: Tensor, *, ratio: float = 0.2, threshold: float = 0.95) -> Tensor:

@@ -387,7 +387,9 @@ def train(
     run.check_can_start(resume=resume_from is not None)
     t = _set_up(cfg, run, resume_from)
     cfg, total = t.cfg, t.cfg.optim.iterations
-    target_loss = build_target_loss(cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold)
+    target_loss = build_target_loss(
+        cfg.loss.target, ratio=cfg.loss.iw_ratio, threshold=cfg.loss.threshold, options=cfg.loss.options
+    )
     source_batches, target_batches = _batch_streams(cfg, t.data, t.start, t.device)
     meter = _LossMeter(t.device)
     window_losses: dict[str, float] = {}

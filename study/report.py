@@ -32,6 +32,7 @@ import yaml
 from scipy import stats
 
 from msl.config import METRIC_MODES, is_better
+from msl.user_loss import is_import_path
 from study import plots
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES
@@ -432,6 +433,7 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
         final = selection.values(variant, which="final")
         row = {
             "variant": variant,
+            "loss": variant_loss(exp.plan, variant),
             "config": _configuration(exp, variant, selection),
             **seed_statistics(chosen),
             **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")},
@@ -463,6 +465,12 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
     return numbers, pd.DataFrame(shown)
 
 
+def variant_loss(plan: dict, variant: str) -> str | None:
+    """The `loss.target` a variant sets in the plan: a built-in loss's name, or the import path of a user loss
+    (read as text: a report never imports the user's code)."""
+    return (plan.get("variants") or {}).get(variant, {}).get("loss.target")
+
+
 def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
     """The configuration a row reports: the selected one of a search, or the one a confirmation was given."""
     confirm = exp.plan.get("confirm")
@@ -480,6 +488,8 @@ def _variant_row_shown(
     extra_metrics: list[str],
 ) -> dict:
     shown = {"variant": row["variant"]}
+    if any(is_import_path(variant_loss(exp.plan, name) or "") for name in exp.plan.get("variants") or {}):
+        shown["loss"] = row["loss"] or MISSING  # a user loss, by its import path
     if exp.searched or exp.plan.get("confirm"):
         shown["configuration"] = row["config"] or MISSING
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
@@ -721,7 +731,9 @@ def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         "seeds."
     )
     shown = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="mean", sort=False)
-    spread = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="std", sort=False)
+    spread = table.pivot_table(  # with one seed every std is NaN: keep the columns
+        index=["variant", "parameter"], columns="evaluator", values="std", sort=False, dropna=False
+    )
     for evaluator in shown.columns:
         shown[evaluator] = [
             plain(mean) if _missing(std) else f"{plain(mean)} ± {plain(std)}"

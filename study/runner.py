@@ -28,7 +28,7 @@ from msl.config import TrainConfig, is_better, save_config
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
-from study import layout
+from study import layout, plugins
 from study.space import (
     AshaScheduler,
     Experiment,
@@ -120,9 +120,9 @@ def _to_tune(spec: dict[str, Any]):
     return getattr(tune, kind)(*args)  # uniform, loguniform, randint, quniform take their bounds in order
 
 
-def connect(address: str | None) -> None:
+def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> None:
     """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this
-    machine."""
+    machine; `runtime_env` is the job's Ray runtime environment (study.plugins)."""
     # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
@@ -130,7 +130,7 @@ def connect(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         except ConnectionError as error:
             raise ConnectionError(
                 f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
@@ -139,7 +139,7 @@ def connect(address: str | None) -> None:
             ) from error
         _log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
     else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
         _log(f"started a local Ray instance: {ray.cluster_resources()}")
 
 
@@ -160,8 +160,9 @@ def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) 
 
 
 def prepare_cluster(space: Space, address: str | None) -> None:
-    """Connect to Ray and check that the cluster can run the space's trials at all."""
-    connect(address)
+    """Connect to Ray, its workers able to import the space's user losses, and check that the cluster can run
+    the space's trials at all."""
+    connect(address, plugins.runtime_env(space))
     check_resources(space.experiments, ray.nodes())
 
 

@@ -100,6 +100,8 @@ def source_key(cfg: TrainConfig) -> str:
     resolved.pop("runtime")
     resolved["data"] = {k: v for k, v in resolved["data"].items() if not k.startswith("target")}
     resolved["seed"] = cfg.runtime.seed
+    if not resolved["loss"]["options"]:  # the keys of studies made before loss.options existed stay valid
+        del resolved["loss"]["options"]
     digest = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
     return f"seed{cfg.runtime.seed}-{digest}"
 

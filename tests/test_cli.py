@@ -37,6 +37,11 @@ def test_train_then_resume_refuses_a_changed_config(workspace, capsys):
     # The same config resumes; the run is complete, so nothing is added or lost.
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    # A run started before loss.options existed (its config.yaml lacks it) resumes: the default is no change.
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["loss"]["options"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume"]) == 0
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
 

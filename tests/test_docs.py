@@ -94,7 +94,7 @@ def test_code_cites_docs_that_exist():
         ("(docs/losses.md §1.1-§1.3)", []),
         ("(docs/datasets.md §5.2, §5.3), docs/metrics.md §6.1", []),
         ("# docs/losses.md §1.2: weights", []),
-        ("see docs/losses.md §1.9", ["docs/losses.md §1.9, which has no such heading"]),
+        ("see docs/losses.md §1.10", ["docs/losses.md §1.10, which has no such heading"]),
         ("see docs/losses.md §1.20", ["docs/losses.md §1.20, which has no such heading"]),
         ("(docs/losses.md §1.1, §7.3)", ["docs/losses.md §7.3, which has no such heading"]),
         ("see docs/nowhere.md §1", ["docs/nowhere.md, which does not exist"]),

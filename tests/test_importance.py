@@ -77,7 +77,8 @@ def test_too_few_trials_or_one_parameter_give_no_importance():
     assert importances(exp, picks, mode="max").empty
 
 
-def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path):
+@pytest.mark.parametrize("seeds", [(0, 1), (0,)])
+def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path, seeds):
     from study import layout
     from study.report import build_report
     from tests.test_report import _finished, _plan, _record, _write_trial
@@ -89,14 +90,14 @@ def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path):
         metric="target_max_square",
         mode="max",
         variants=["maxsquare"],
-        seeds=[0, 1],
+        seeds=list(seeds),
         searched=SEARCHED,
         scheduler="fifo",
-        num_trials=20,
+        num_trials=10 * len(seeds),
     )
     layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
     rng = np.random.default_rng(1)
-    for seed in (0, 1):
+    for seed in seeds:
         for index in range(10):
             lam, lr = float(10 ** rng.uniform(-1, 1)), float(rng.uniform(0.001, 0.01))
             records = [_record(it, 0.4, 0.5, max_square=lam / 10 + seed) for it in (10, 20, 30)]
@@ -120,5 +121,10 @@ def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path):
         assert (
             table.loc[("loss.lambda_target", evaluator), "mean"] > table.loc[("optim.lr", evaluator), "mean"]
         )
-    assert (table["seeds"] == 2).all() and (table["trials"] == 20).all()
-    assert "**Importance** of each searched parameter" in (tmp_path / "report" / "report.md").read_text()
+    assert (table["seeds"] == len(seeds)).all() and (table["trials"] == 10 * len(seeds)).all()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "**Importance** of each searched parameter" in markdown
+    rows = [
+        line for line in markdown.splitlines() if line.startswith("| maxsquare ") and "| optim.lr " in line
+    ]
+    assert len(rows) == 1 and ("±" in rows[0]) == (len(seeds) > 1)  # one seed: no spread

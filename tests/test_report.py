@@ -13,6 +13,9 @@ import argparse
 import json
 import math
 import os
+import re
+import shutil
+import sys
 
 import numpy as np
 import pandas as pd
@@ -23,10 +26,12 @@ from msl.labels import class_names
 from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
 from study import layout
+from study.compare import format_comparison
 from study.report import build_report, paper_benchmark, select
 from study.report_cli import add_report_parser
 from study.results import load_study
 from study.selection import rank_correlations
+from study.status import format_status, study_status
 
 CLASSES = class_names(19)
 ABSENT = (16, 17)  # train, motorcycle: never in the labels nor predicted (null IoU)
@@ -492,6 +497,22 @@ def test_cli_writes_the_report(tmp_path, capsys):
     not_a_study = parser.parse_args(["report", str(tmp_path)])
     with pytest.raises(FileNotFoundError, match="not a study directory"):
         not_a_study.handler(not_a_study)
+
+
+def test_a_user_loss_is_named_by_its_import_path_and_reading_never_imports_it(fake_study, tmp_path):
+    study = tmp_path / "fake"
+    shutil.copytree(fake_study[0], study)
+    plan_file = layout.experiment_dir(study, "variants") / layout.PLAN_FILE
+    plan = layout.read_json(plan_file)
+    plan["variants"]["maxsquare"] = {"loss.target": "gone_user_pkg.losses:focal", "loss.options.gamma": 2}
+    layout.write_json(plan_file, plan)
+    markdown = build_report(study, tmp_path / "out").read_text()
+    assert re.search(r"\| maxsquare +\| gone_user_pkg.losses:focal +\|", markdown)
+    table = pd.read_csv(tmp_path / "out" / "tables" / "variants_variants.csv").set_index("variant")
+    assert table.loc["maxsquare", "loss"] == "gone_user_pkg.losses:focal"
+    assert "gone_user_pkg.losses:focal" in format_comparison([study])
+    assert "fake" in format_status(study_status(study))
+    assert not any(name.startswith("gone_user_pkg") for name in sys.modules)
 
 
 # --- the selection audit (study.selection), against numbers computed here ----------------------------------

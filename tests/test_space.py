@@ -67,6 +67,14 @@ def test_source_models_are_shared_across_targets_but_not_seeds(tmp_path):
     assert space.source_config(a, 0).model.multi_level  # multi-level variants share the source model
 
 
+def test_a_source_key_is_the_one_a_study_made_before_loss_options_existed_gives():
+    cfg = load_config(None, {"stage": "source", "runtime.seed": 3})
+    assert source_key(cfg) == "seed3-efa5426c"  # computed with the code of 3c55404
+    assert source_key(load_config(None, {"stage": "source", "runtime.seed": 3, "loss.target": "none"})) != (
+        source_key(cfg)
+    )
+
+
 def test_source_stage_takes_the_data_and_model_but_not_the_optimisation_of_the_trials(tmp_path):
     space = load_space(
         write(

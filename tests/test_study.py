@@ -40,9 +40,13 @@ def space_file(path: Path, synth: Path, **extra) -> Path:
     return path
 
 
-def msl_study(*args) -> subprocess.CompletedProcess:
+def msl_study(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "msl-study"), *map(str, args)], capture_output=True, text=True, timeout=600, env=RAY_ENV
+        [str(BIN / "msl-study"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**RAY_ENV, **(env or {})},
     )
 
 
