@@ -5,6 +5,8 @@
       run_info.json        git revision, package versions, seed, device; one entry per resume (msl.runinfo)
       metrics.jsonl        one JSON object per evaluation: the keys of msl.config.METRIC_MODES, per-class
                            `*_iou` lists, `loss_*`, `lr`, `iteration`, `elapsed_s`, `time`, `is_best`
+      progress.json        {"iteration", "iterations", "elapsed_s", "time"}: where a running run is, rewritten
+                           every `runtime.log_every` iterations (what a study's driver and status show)
       tensorboard/         losses, learning rate, metrics and a few predictions
       checkpoints/last.pt  the latest evaluation's checkpoint (msl.checkpoint), what a resume continues from
       checkpoints/best.pt  the best evaluation's checkpoint under `selection`
@@ -18,14 +20,15 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from msl.io import write_text_atomic
 
-_CONFIG, _RUN_INFO, _METRICS = "config.yaml", "run_info.json", "metrics.jsonl"
+_CONFIG, _RUN_INFO, _METRICS, _PROGRESS = "config.yaml", "run_info.json", "metrics.jsonl", "progress.json"
 _TENSORBOARD, _CHECKPOINTS, _VALIDATOR_PROBS = "tensorboard", "checkpoints", "validator_probs"
-_ENTRIES = (_CONFIG, _RUN_INFO, _METRICS, _TENSORBOARD, _CHECKPOINTS, _VALIDATOR_PROBS)
+_ENTRIES = (_CONFIG, _RUN_INFO, _METRICS, _PROGRESS, _TENSORBOARD, _CHECKPOINTS, _VALIDATOR_PROBS)
 
 
 class RunDir:
@@ -50,6 +53,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / _METRICS
+
+    @property
+    def progress(self) -> Path:
+        return self.path / _PROGRESS
 
     @property
     def tensorboard(self) -> Path:
@@ -115,6 +122,24 @@ class RunDir:
         duplicates or loses a line."""
         lines = (json.dumps(_nan_to_null(record), allow_nan=False) + "\n" for record in records)
         write_text_atomic(self.metrics, "".join(lines))
+
+    def write_progress(self, iteration: int, iterations: int, elapsed_s: float) -> None:
+        """Record that the run has done `iteration` of its `iterations`, `elapsed_s` seconds into this
+        process's part of it."""
+        progress = {
+            "iteration": iteration,
+            "iterations": iterations,
+            "elapsed_s": elapsed_s,
+            "time": time.time(),
+        }
+        write_text_atomic(self.progress, json.dumps(progress))
+
+    def read_progress(self) -> dict | None:
+        """The last `write_progress` record, or None while there is none (or it is being replaced)."""
+        try:
+            return json.loads(self.progress.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
 
 
 def _nan_to_null(value: Any) -> Any:

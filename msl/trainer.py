@@ -412,6 +412,7 @@ def train(
         evaluating = evaluates_at(done, cfg)
         if done % cfg.runtime.log_every == 0 or evaluating:
             window_losses = _log_losses(meter, t.writer, bar, lr, done)
+            t.run.write_progress(done, total, time.perf_counter() - started)
         if evaluating:
             last = _evaluate_and_save(t, done, lr, window_losses, started)
             if on_eval is not None:

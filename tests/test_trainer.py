@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import msl.trainer
 from msl.config import load_config
 from msl.probs_maps import load_probs, saved_iterations
+from msl.run_dir import RunDir
 from msl.trainer import NonFiniteLossError, poly_lr, train
 from tests.conftest import tiny_config
 
@@ -49,6 +50,8 @@ def test_source_stage_writes_a_complete_run_directory(source_run):
     ).is_file()
     maps = saved_iterations(source_run)  # validator images x classes x eval.probs_size (default 32 x 16)
     assert list(maps) == [2, 4] and load_probs(maps[4]).shape == (4, 19, 16, 32)
+    progress = RunDir(source_run).read_progress()  # rewritten every log_every (here 1) iterations
+    assert (progress["iteration"], progress["iterations"]) == (4, 4) and progress["elapsed_s"] > 0
     info = json.loads((source_run / "run_info.json").read_text())
     assert info["seed"] == 0 and "torch" in info["versions"] and info["git_revision"]
     assert load_config(source_run / "config.yaml").data.normalization == "imagenet"  # auto, resolved
