@@ -29,7 +29,9 @@ from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
 from study import layout
+from study.schedulers import synchronous_scheduler
 from study.space import (
+    SYNCHRONOUS,
     AshaScheduler,
     Experiment,
     PbtScheduler,
@@ -479,6 +481,8 @@ def _scheduler(experiment: Experiment, iterations: int):
             grace_period=spec.grace_period,
             reduction_factor=spec.reduction_factor,
         )
+    if isinstance(spec, SYNCHRONOUS):
+        return synchronous_scheduler(spec, iterations, experiment.num_trials())
     if isinstance(spec, PbtScheduler):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration",
