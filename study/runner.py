@@ -494,11 +494,11 @@ def _scheduler(experiment: Experiment, iterations: int):
     return None
 
 
-def _searcher(experiment: Experiment, study_dir: Path):
+def _searcher(experiment: Experiment, study_dir: Path, horizon: int):
     """Draws the configurations from `search.seed`, at most `max_concurrent` trials at once. Grid and random
     search: Tune's variant generator. Optuna's TPE keeps its study in a journal file of the experiment (no
-    server): `optuna-dashboard` and `optuna.load_study(study_name=<experiment>,
-    storage=JournalStorage(JournalFileBackend(path)))` read it."""
+    server), trials stopped before `horizon` PRUNED (`study.optuna_record`): `optuna-dashboard` and
+    `optuna.load_study(study_name=<experiment>, storage=JournalStorage(JournalFileBackend(path)))` read it."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     if experiment.search.algorithm != "optuna":
@@ -507,11 +507,14 @@ def _searcher(experiment: Experiment, study_dir: Path):
         )
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
+
+    from study.optuna_record import OptunaRecord
 
     journal = layout.experiment_dir(study_dir, experiment.name) / layout.OPTUNA_JOURNAL
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    optuna = OptunaSearch(seed=experiment.search.seed, storage=storage, study_name=experiment.name)
+    optuna = OptunaRecord(
+        horizon=horizon, seed=experiment.search.seed, storage=storage, study_name=experiment.name
+    )
     return ConcurrencyLimiter(optuna, experiment.max_concurrent) if experiment.max_concurrent else optuna
 
 
@@ -652,7 +655,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 metric=experiment.metric,
                 mode=experiment.mode,
                 scheduler=_scheduler(experiment, iterations),
-                search_alg=_searcher(experiment, study_dir),
+                search_alg=_searcher(experiment, study_dir, iterations),
                 num_samples=experiment.search.num_samples,
                 trial_name_creator=_trial_name,
                 reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
