@@ -85,6 +85,12 @@ def check_setting(exp: ExperimentResults, setting: Setting) -> None:
             f"--grace {setting.grace} --reduction {setting.reduction}: the grace period must be >= 1 and "
             "the reduction factor a whole number >= 2"
         )
+    horizon = exp.plan["max_iterations"]
+    if setting.grace >= horizon:
+        raise ReplayError(
+            f"--grace {setting.grace}: the grace period must be below the {horizon} iterations of a full "
+            "trial"
+        )
     evaluated = set.intersection(*(set(e["iteration"]) for _, e in exp.evals.groupby("trial_name")))
     for rung in _rungs(exp, setting):
         if rung not in evaluated:
@@ -269,7 +275,7 @@ def replay_table(exp: ExperimentResults, settings: list[Setting], concurrency: i
         f"{exp.plan['metric']} lost",
         "target mIoU lost (audit)",
     ]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).astype({"grace": "Int64", "reduction": "Int64"})
 
 
 def shown(table: pd.DataFrame) -> pd.DataFrame:
@@ -278,7 +284,7 @@ def shown(table: pd.DataFrame) -> pd.DataFrame:
     cells["% of full"] = table["% of full"].map("{:.0f}%".format)
     cells["full pick kept"] = table["full pick kept"].map({True: "yes", False: "no"})
     for column in table.columns[-2:]:
-        cells[column] = table[column].map("{:+.4g}".format)
+        cells[column] = table[column].map(lambda value: "0" if value == 0 else f"{value:+.3g}")
     return cells.fillna("–")
 
 
