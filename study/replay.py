@@ -20,6 +20,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +43,7 @@ SPECS = {
     "successive_halving": SuccessiveHalvingScheduler,
 }
 TARGET = "oracle_miou"
+COUNTER = re.compile(r"_[0-9a-f]{5}_(\d{5,})$")  # the end of a trial name whose id Tune's generator made
 
 
 class ReplayError(ValueError):
@@ -108,8 +110,15 @@ def _rungs(exp: ExperimentResults, setting: Setting) -> list[int]:
 
 
 def trial_order(exp: ExperimentResults) -> list[str]:
-    """Trial names in the order Tune created them: the counter that ends a Tune trial id."""
-    return sorted(exp.trials["trial_name"], key=lambda name: int(name.rsplit("_", 1)[-1]))
+    """Trial names in the order Tune created them: by the counter that ends the ids of the trials Tune's
+    variant generator makes (grid and random search, `<5 hex>_<counter>`), else (a searcher's own ids, e.g.
+    Optuna's) by the time each trial started (its first evaluation's time less the seconds it had run)."""
+    names = list(exp.trials["trial_name"])
+    counters = [COUNTER.search(name) for name in names]
+    if all(counters):
+        return [name for _, name in sorted(zip((int(c.group(1)) for c in counters), names, strict=True))]
+    started = (exp.evals["wall_time"] - exp.evals["elapsed_s"]).groupby(exp.evals["trial_name"]).min()
+    return sorted(names, key=lambda name: started.get(name, math.inf))
 
 
 def _ray_scheduler(exp: ExperimentResults, setting: Setting):

@@ -127,6 +127,9 @@ def connect(address: str | None) -> None:
     machine."""
     # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # No result.json, progress.csv or TensorBoard files of Ray's: our runs write their own, and Ray would
+    # point TensorBoard at its temporary folder (run_study_dir names the study instead).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -677,6 +680,9 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
             ),
         )
     results = tuner.fit()
+    from study.tensorboard_hparams import write_hparams  # the report's code: not on the workers
+
+    write_hparams(study_dir, experiment.name)
     errors = sum(result.error is not None for result in results)
     _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
 
@@ -718,6 +724,7 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     `create_study` was given it (`msl-study run` loads it once); None: read from the directory (a resume)."""
     space = space or expand_paths(load_space(study_dir / layout.SPACE_FILE))
     prepare_cluster(space, address)
+    _log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
     started = time.perf_counter()
     sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:

@@ -127,3 +127,20 @@ def test_an_experiment_that_was_itself_pruned_is_named_with_its_short_trials(tmp
         "replay needs an experiment whose trials all ran to the end (scheduler fifo)"
     ) in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_trials_are_replayed_in_the_order_tune_created_them():
+    from study.replay import trial_order
+    from study.results import ExperimentResults
+
+    def order(names: list[str], started: list[float]) -> list[str]:
+        trials = pd.DataFrame({"trial_name": names})
+        evals = pd.DataFrame({"trial_name": names, "wall_time": [t + 5.0 for t in started], "elapsed_s": 5.0})
+        return trial_order(ExperimentResults("sweep", {}, trials, evals))
+
+    # Tune's variant generator counts its trials: the counter decides, whatever the start times
+    counted = ["maxsquare_s0_3662d_00010", "maxsquare_s0_3662d_00002", "maxsquare_s0_3662d_00001"]
+    assert order(counted, [0.0, 1.0, 2.0]) == counted[::-1]
+    # a searcher's own ids (Optuna's 8 hex digits) say nothing: the start times decide
+    searched = ["iw_s0_6c24378a", "iw_s0_00000001", "iw_s0_b5202e59"]
+    assert order(searched, [3.0, 2.0, 1.0]) == searched[::-1]
