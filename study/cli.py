@@ -55,7 +55,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from study import layout
-    from study.replay import SCHEDULERS, Setting, replay_table, write_replay
+    from study.replay import SCHEDULERS, Setting, check_replayable, replay_table, write_replay
     from study.results import load_study
 
     study_dir = layout.require_study(Path(args.study).resolve())
@@ -66,6 +66,7 @@ def _replay(args: argparse.Namespace) -> int:
             f"{', '.join(results.plans) or 'none with a plan yet'}"
         )
     exp = results.experiment(args.experiment)
+    check_replayable(exp)
     settings = [
         Setting(scheduler, grace, reduction)
         for scheduler in args.scheduler or SCHEDULERS

@@ -45,7 +45,7 @@ def _sessions(exp: ExperimentResults) -> list[tuple[str, dict, dict]]:
             "iterations": row["iterations"],
             **{key: row.get(param_column(key)) for key in exp.searched},
         }
-        hparams = {key: python_value(value) for key, value in hparams.items() if _present(value)}
+        hparams = {key: _scalar(value) for key, value in hparams.items() if _present(value)}
         metrics = {}
         if row["trial_name"] in picks.index:
             pick = picks.loc[row["trial_name"]]
@@ -55,6 +55,13 @@ def _sessions(exp: ExperimentResults) -> list[tuple[str, dict, dict]]:
                     metrics[f"{name}_target_miou"] = _number(100 * exp.evals.at[int(label), TARGET])
         sessions.append((row["trial_name"], hparams, {k: v for k, v in metrics.items() if v is not None}))
     return sessions
+
+
+def _scalar(value) -> bool | int | float | str:
+    """A hyperparameter as TensorBoard takes it: a number, a string or a bool; anything else (a list drawn
+    by `choice`) as its text."""
+    value = python_value(value)
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _present(value) -> bool:

@@ -8,6 +8,7 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from tensorboard.plugins.hparams import metadata
 from tensorboard.util import tensor_util
 
+from study import layout
 from study.tensorboard_hparams import write_hparams
 from tests.test_replay import _write_study
 
@@ -53,3 +54,12 @@ def test_every_run_is_a_row_with_its_configuration_and_results(tmp_path):
     assert metrics == pytest.approx(
         {"objective/target_im": 0.41, "selected_target_miou": 26.0, "final_target_miou": 28.0}
     )
+
+
+def test_a_value_tensorboard_cannot_hold_is_shown_as_its_text(tmp_path):
+    study = _write_study(tmp_path)
+    trial = layout.trials_dir(study, "sweep") / "maxsquare_s0_a_00001" / layout.TRIAL_FILE
+    layout.write_json(trial, {**layout.read_json(trial), "params": {"loss.lambda_target": [512, 256]}})
+    write_hparams(study, "sweep")
+    hparams, _ = _read(study)["sweep/hparams/maxsquare_s0_a_00001"]
+    assert hparams["loss.lambda_target"] == "[512, 256]"
