@@ -14,6 +14,7 @@ from urllib.request import urlopen
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna
+import pytest
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -141,6 +142,22 @@ def test_a_trial_a_scheduler_stopped_is_pruned_with_its_values_keyed_by_iteratio
         {4: 0.6, 8: 0.55},
     )
     assert failed.state == state.FAIL
+
+
+def test_a_trial_stopped_while_it_waits_is_judged_by_its_last_report(tmp_path):
+    """HyperBand pauses a trial at a rung, or at the horizon until its bracket ends, then stops it: Tune
+    then tells the searcher without a result."""
+    experiment, study_dir = _sweep(tmp_path), tmp_path / "study"
+    layout.experiment_dir(study_dir, "sweep").mkdir(parents=True)
+    searcher = _searcher_for(experiment, study_dir)
+    for name, last in (("at_the_horizon", 12), ("at_a_rung", 4)):
+        searcher.suggest(name)
+        for iteration in range(4, last + 1, 4):
+            searcher.on_trial_result(name, _result(iteration, iteration // 4, 1.0 / iteration))
+        searcher.on_trial_complete(name)
+    done, waited = _stored(study_dir).trials
+    assert (done.state, done.value) == (optuna.trial.TrialState.COMPLETE, pytest.approx(1 / 12))
+    assert (waited.state, waited.value) == (optuna.trial.TrialState.PRUNED, 0.25)
 
 
 def test_a_resumed_trial_keeps_the_value_it_reported_before_the_driver_died(tmp_path):
