@@ -58,11 +58,17 @@ class Setting:
 
 
 def check_replayable(exp: ExperimentResults) -> None:
-    """ReplayError unless every trial of the experiment ran one seed to the horizon."""
+    """ReplayError unless every trial of the experiment ran one seed of one variant to the horizon."""
     if exp.plan.get("seeds_per_sample", 1) > 1:
         raise ReplayError(
             f"experiment {exp.name!r} runs several seeds per trial (seeds_per_sample); replay reads "
             "one run per trial"
+        )
+    variants = sorted(set(exp.trials["variant"]))
+    if len(variants) > 1:
+        raise ReplayError(
+            f"experiment {exp.name!r} has trials of {len(variants)} variants ({', '.join(variants)}); replay "
+            "compares the configuration one variant's search picks"
         )
     horizon = exp.plan["max_iterations"]
     short = exp.trials[(exp.trials["iterations"] < horizon) | (exp.trials["status"] != "finished")]

@@ -144,3 +144,12 @@ def test_trials_are_replayed_in_the_order_tune_created_them():
     # a searcher's own ids (Optuna's 8 hex digits) say nothing: the start times decide
     searched = ["iw_s0_6c24378a", "iw_s0_00000001", "iw_s0_b5202e59"]
     assert order(searched, [3.0, 2.0, 1.0]) == searched[::-1]
+
+
+def test_an_experiment_of_several_variants_is_refused(tmp_path, capsys):
+    study = _write_study(tmp_path)
+    trial = layout.trials_dir(study, "sweep") / "maxsquare_s0_a_00001" / layout.TRIAL_FILE
+    layout.write_json(trial, {**layout.read_json(trial), "variant": "entropy"})
+    assert _replay(study) == 2
+    err = capsys.readouterr().err
+    assert "experiment 'sweep' has trials of 2 variants (entropy, maxsquare)" in err
