@@ -1,40 +1,46 @@
-"""What ASHA saves on the quickstart sweep, and what it loses, against running every trial to the end.
+"""What pruning schedulers save on the quickstart sweep, and what they lose, against running every trial to
+the end (issue 21 point 3).
 
 Runs the `sweep` experiment of search_spaces/quickstart.yaml once with every sampled configuration trained to
 the end (FIFO), evaluated every `--every` iterations, with random search (so that the configurations do not
-depend on the scheduler's decisions). Then replays Ray's own ASHAScheduler over the recorded evaluations for
-a grid of grace periods and reduction factors: `--concurrency` trials run at once and start in sampling
-order, every iteration takes the same time, and the scheduler sees each evaluation when it happens. A trial's
-evaluations do not depend on whether other trials are stopped, so the replay gives what a study with that
-scheduler would have spent and picked, without running it (the benchmark also runs the quickstart's own ASHA
-setting for real once and says whether it stopped the same trials as the replay).
-
-For each setting and each number of samples (the first 4, 8, ... configurations), it prints: trial-iterations
+depend on the scheduler's decisions), and once for real with the scheduler `--real` (default: the
+quickstart's own ASHA). Then `msl-study replay`'s code (study/replay.py) replays Ray's own schedulers (ASHA,
+HyperBand, synchronous successive halving) and the top-k baseline over the full run's evaluations for a grid
+of grace periods and reduction factors, for the first 4, 8 and `--samples` configurations: trial-iterations
 used as a share of the full run, whether the full run's pick reached the end, the configuration the
-label-free objective picks (the report's rule: a trial's best checkpoint), and that pick's target mIoU
-(reported, never used to choose) against the full run's pick.
+label-free objective picks (the report's rule), the objective and the target mIoU (reported, never used to
+choose) it lost. The real run is checked against the replay of its own setting (same configurations stopped
+at the same iterations), and its cost and pick are set against the full run's.
 
     MSL_SYNTH=data/synth python benchmarks/asha_vs_full.py --work /tmp/asha_vs_full \\
-        --out results/benchmarks/asha_vs_full.md
+        --real successive_halving:10:3 --out results/benchmarks/asha_vs_full.md
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
+import dataclasses
 import itertools
-import math
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import yaml
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from synth_runs import Report, machine
 
-from study.report import select
+from study.replay import (
+    SCHEDULERS,
+    ReplayError,
+    Setting,
+    check_setting,
+    pick,
+    reached,
+    replay_table,
+    shown,
+    trial_order,
+)
+from study.report import markdown_table
 from study.results import config_label, load_study, param_column
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +61,9 @@ def run_sweep(work: Path, name: str, samples: int, every: int, scheduler: dict) 
     sweep["set"] = {**sweep["set"], "eval.every": every}
     sweep["search"] = {"algorithm": "random", "num_samples": samples, "seed": 0}
     sweep["scheduler"] = scheduler
+    if scheduler["name"] in ("hyperband", "successive_halving"):
+        sweep.pop("max_concurrent", None)  # a synchronous bracket needs all its trials started
+        space.pop("max_concurrent", None)
     space = {**space, "name": name, "experiments": {"sweep": sweep}}
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(space, sort_keys=False))
@@ -63,94 +72,59 @@ def run_sweep(work: Path, name: str, samples: int, every: int, scheduler: dict) 
 
 
 def load(study_dir: Path):
-    """The experiment's results with trials in the order they started (their first evaluation's time less the
-    seconds it had run)."""
-    exp = load_study(study_dir).experiment("sweep")
-    started = (exp.evals["wall_time"] - exp.evals["elapsed_s"]).groupby(exp.evals["trial_name"]).min()
-    order = exp.trials["trial_name"].map(started)
-    exp.trials = (
-        exp.trials.assign(order=order).sort_values("order").drop(columns="order").reset_index(drop=True)
+    """The sweep experiment's results."""
+    return load_study(study_dir).experiment("sweep")
+
+
+def stops(exp) -> dict[str, int]:
+    """Iterations each configuration ran, by its label (the same random draws in both studies)."""
+    return dict(
+        zip(labels(exp), exp.trials.set_index("trial_name").loc[trial_order(exp), "iterations"], strict=True)
     )
-    return exp
-
-
-def replay(exp, grace: int, rf: int, concurrency: int) -> dict[str, int]:
-    """Iterations each trial would run under Ray's ASHAScheduler (in a simulated clock, see the docstring)."""
-    max_t, metric, mode = exp.plan["max_iterations"], exp.plan["metric"], exp.plan["mode"]
-    scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace, reduction_factor=rf)
-    scheduler.set_search_properties(metric, mode)
-    curves = {
-        name: evals.sort_values("iteration")[["iteration", metric]].to_dict("records")
-        for name, evals in exp.evals.groupby("trial_name")
-    }
-    waiting, events, reached, started = list(exp.trials["trial_name"]), [], {}, itertools.count()
-
-    def start(now: int) -> None:
-        order = next(started)  # ties in time go to the trial started first
-        name = waiting.pop(0)
-        trial = SimpleNamespace(trial_id=name)
-        scheduler.on_trial_add(None, trial)
-        for index, record in enumerate(curves[name]):  # each evaluation happens `iteration` after the start
-            heapq.heappush(events, (now + record["iteration"], order, index, trial))
-
-    for _ in range(min(concurrency, len(waiting))):
-        start(0)
-    stopped = set()
-    while events:
-        now, _, index, trial = heapq.heappop(events)
-        if trial.trial_id in stopped:
-            continue
-        record = curves[trial.trial_id][index]
-        reached[trial.trial_id] = record["iteration"]
-        last = index == len(curves[trial.trial_id]) - 1
-        if last:
-            scheduler.on_trial_complete(None, trial, record)
-        elif scheduler.on_trial_result(None, trial, record) == TrialScheduler.STOP:
-            stopped.add(trial.trial_id)
-            scheduler.on_trial_remove(None, trial)
-        if (last or trial.trial_id in stopped) and waiting:
-            start(now)
-    return reached
-
-
-def halving(exp, grace: int, rf: int) -> dict[str, int]:
-    """Iterations each trial would run under synchronous successive halving: every trial to `grace`, then at
-    each rung (grace x rf^k) the best 1/rf of those there (by the objective at the rung) go on."""
-    max_t, metric, mode = exp.plan["max_iterations"], exp.plan["metric"], exp.plan["mode"]
-    at = exp.evals.pivot_table(index="trial_name", columns="iteration", values=metric)
-    alive, rung = list(exp.trials["trial_name"]), grace
-    reached = {}
-    while rung < max_t and len(alive) > 1:
-        keep = max(1, math.ceil(len(alive) / rf))
-        ranked = at.loc[alive, rung].sort_values(ascending=mode == "min", kind="stable").index[:keep]
-        reached |= {name: rung for name in alive if name not in ranked}
-        alive, rung = list(ranked), rung * rf
-    return reached | dict.fromkeys(alive, max_t)
-
-
-def pick(exp, reached: dict[str, int]) -> dict:
-    """What the report would select from the evaluations each trial reached."""
-    trials = exp.trials[exp.trials["trial_name"].isin(list(reached))]
-    evals = exp.evals[exp.evals["iteration"] <= exp.evals["trial_name"].map(reached)]
-    selection = select(SimpleNamespace(plan=exp.plan, trials=trials, evals=evals, searched=exp.searched))
-    chosen = selection.chosen_picks(next(iter(exp.plan["variants"]))).iloc[0]
-    params = trials.set_index("trial_name").loc[chosen["trial_name"], list(map(param_column, exp.searched))]
-    return {
-        "trial": chosen["trial_name"],
-        "pick": config_label(dict(zip(exp.searched, params, strict=True))),
-        "target": 100 * evals.at[int(chosen["selected_row"]), "oracle_miou"],
-        "used": sum(reached.values()),
-    }
 
 
 def labels(exp) -> list[str]:
     """The configurations in sampling order."""
+    trials = exp.trials.set_index("trial_name").loc[trial_order(exp)]
     columns = list(map(param_column, exp.searched))
-    return [config_label(dict(zip(exp.searched, row, strict=True))) for row in exp.trials[columns].to_numpy()]
+    return [config_label(dict(zip(exp.searched, row, strict=True))) for row in trials[columns].to_numpy()]
 
 
-def yes(value: bool) -> str:
-    return "yes" if value else "no"
+def real_setting(text: str) -> dict:
+    """`asha:30:2` -> the scheduler setting of the space."""
+    name, grace, reduction = text.split(":")
+    return {"name": name, "grace_period": int(grace), "reduction_factor": int(reduction)}
+
+
+def check_real_run(full, real, setting: dict, concurrency: int, say) -> None:
+    """Whether the real pruned run stopped each configuration where the replay over the full run does, and
+    what it spent and picked against the full run (point 3 of issue 21: at most 1/3 of the trial-iterations,
+    a pick within 0.5 target mIoU)."""
+    replayed = reached(
+        full, Setting(setting["name"], setting["grace_period"], setting["reduction_factor"]), concurrency
+    )
+    by_label = dict(zip(labels(full), (replayed[name] for name in trial_order(full)), strict=True))
+    truth = stops(real)
+    same = truth == by_label
+    best = pick(full, dict.fromkeys(trial_order(full), full.plan["max_iterations"]))
+    result = pick(real, real.trials.set_index("trial_name")["iterations"].to_dict())
+    say(
+        f"- real run with scheduler {setting}: {result['used']} trial-iterations "
+        f"({result['used'] / best['used']:.0%} of the full run's {best['used']}); picked {result['pick']} "
+        f"(target mIoU {result['target']:.1f}, full run's pick {best['pick']} {best['target']:.1f}: "
+        f"{result['target'] - best['target']:+.1f})"
+    )
+    say(
+        f"- check of the replay: the real run stopped the configurations at {sorted(truth.values())}, the "
+        f"replay over the full run at {sorted(by_label.values())}: "
+        + (
+            "the same configurations at the same iterations"
+            if same
+            else "NOT the same"
+            + (" (asha decides on arrival order)" if setting["name"] == "asha" else "")
+            + ("" if set(truth) == set(by_label) else "; the two studies drew different configurations")
+        )
+    )
 
 
 def main() -> None:
@@ -159,71 +133,61 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="configurations sampled (default 16)")
     parser.add_argument("--every", type=int, default=10, help="evaluate every N iterations (default 10)")
     parser.add_argument("--concurrency", type=int, default=2, help="trials at once (the quickstart's 2)")
-    parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument(
+        "--real",
+        type=real_setting,
+        help="the scheduler of the real pruned run as NAME:GRACE:REDUCTION, e.g. successive_halving:10:3 "
+        "(default: the quickstart sweep's own)",
+    )
+    parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     quickstart = yaml.safe_load((ROOT / "search_spaces" / "quickstart.yaml").read_text())
-    own = quickstart["experiments"]["sweep"]["scheduler"]
+    setting = args.real or quickstart["experiments"]["sweep"]["scheduler"]
     full = load(run_sweep(args.work, "sweep_full", args.samples, args.every, {"name": "fifo"}))
-    real = load(run_sweep(args.work, "sweep_asha", args.samples, args.every, own))
+    real = load(run_sweep(args.work, f"sweep_{setting['name']}", args.samples, args.every, setting))
     max_t = full.plan["max_iterations"]
 
     report = Report()
     say = report.say
-    say("# ASHA against every trial to the end: the quickstart sweep")
+    say("# Pruning schedulers against every trial to the end: the quickstart sweep")
     say()
     say(f"- machine: {machine()}; date: {pd.Timestamp.now():%Y-%m-%d}")
     say(f"- command: `{' '.join(['python', *sys.argv])}`")
     say(
         f"- the `sweep` experiment of search_spaces/quickstart.yaml (MaxSquare+IW, seed 0, {max_t} "
-        "iterations) "
-        f"with random search over {args.samples} configurations, evaluated every {args.every} iterations; "
-        f"objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU reported, never "
-        "used "
-        "to choose"
+        f"iterations) with random search over {args.samples} configurations, evaluated every {args.every} "
+        f"iterations; objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU "
+        "reported, never used to choose; replays as `msl-study replay` makes them (study/replay.py), "
+        f"{args.concurrency} trials at once"
     )
-    truth = real.trials.set_index("trial_name")["iterations"].to_dict()
-    same_samples = labels(real) == labels(full)
-    replayed = replay(real, own["grace_period"], own["reduction_factor"], args.concurrency)
-    say(
-        f"- check of the replay: a real run with the quickstart's setting (grace {own['grace_period']}, "
-        f"reduction {own['reduction_factor']}) stopped trials at {sorted(truth.values())}; the replay of its "
-        f"evaluations at {sorted(replayed.values())}: "
-        f"{'the same trials' if truth == replayed else 'NOT the same (Ray decides on arrival order)'}"
-        f"{'' if same_samples else ' (its samples differ from the full run)'}"
-    )
-    say()
-    say(
-        "| samples | scheduler | grace | reduction | trial-iterations | full run's pick ran to the end | "
-        "same pick "
-        "| picked | target mIoU % | vs full |"
-    )
-    say("|---|---|---|---|---|---|---|---|---|---|")
-    counts = sorted({4, 8, args.samples} & set(range(1, args.samples + 1)))
-    for count in counts:
-        subset = SimpleNamespace(
-            plan=full.plan,
-            trials=full.trials.iloc[:count],
-            evals=full.evals[full.evals["trial_name"].isin(full.trials["trial_name"].iloc[:count])],
-            searched=full.searched,
+    check_real_run(full, real, setting, args.concurrency, say)
+    order = trial_order(full)
+    for count in sorted({4, 8, args.samples} & set(range(1, args.samples + 1))):
+        names = order[:count]
+        subset = dataclasses.replace(
+            full,
+            trials=full.trials[full.trials["trial_name"].isin(names)],
+            evals=full.evals[full.evals["trial_name"].isin(names)],
         )
-        best = pick(subset, {name: max_t for name in subset.trials["trial_name"]})
-        say(
-            f"| {count} | – | – | {best['used']} (100%) | – | – | {best['pick']} | {best['target']:.1f} | – |"
-        )
-        for kind, grace, rf in itertools.product(("ASHA", "sync SH"), GRACE, REDUCTION):
-            if kind == "ASHA":
-                reached = replay(subset, grace, rf, args.concurrency)
-            else:
-                reached = halving(subset, grace, rf)
-            result = pick(subset, reached)
-            say(
-                f"| {count} | {kind} | {grace} | {rf} | {result['used']} "
-                f"({result['used'] / best['used']:.0%}) "
-                f"| {yes(reached[best['trial']] == max_t)} | {yes(result['trial'] == best['trial'])} | "
-                f"{result['pick']} | {result['target']:.1f} | {result['target'] - best['target']:+.1f} |"
-            )
+        settings = [
+            Setting(*key)
+            for key in itertools.product(SCHEDULERS, GRACE, REDUCTION)
+            if _replayable(subset, Setting(*key))
+        ]
+        say()
+        say(f"## The first {count} configurations")
+        say()
+        say(markdown_table(shown(replay_table(subset, settings, args.concurrency))))
     report.write(args.out)
+
+
+def _replayable(exp, setting: Setting) -> bool:
+    try:
+        check_setting(exp, setting)
+    except ReplayError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

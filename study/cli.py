@@ -53,6 +53,68 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from study import layout
+    from study.replay import SCHEDULERS, Setting, check_replayable, replay_table, write_replay
+    from study.results import load_study
+
+    study_dir = layout.require_study(Path(args.study).resolve())
+    results = load_study(study_dir)
+    if args.experiment not in results.plans:
+        raise ValueError(
+            f"--experiment: {study_dir} has no experiment {args.experiment!r}; it has "
+            f"{', '.join(results.plans) or 'none with a plan yet'}"
+        )
+    exp = results.experiment(args.experiment)
+    check_replayable(exp)
+    settings = [
+        Setting(scheduler, grace, reduction)
+        for scheduler in args.scheduler or SCHEDULERS
+        for grace in args.grace or [min(exp.evals["iteration"])]
+        for reduction in args.reduction or [2, 3, 4]
+    ]
+    table = replay_table(exp, settings, args.concurrency)
+    markdown, csv = write_replay(exp, table, Path(args.out) if args.out else study_dir / "replay")
+    print(markdown.read_text() + f"\nwritten: {markdown} and {csv}")
+    return 0
+
+
+def _numbers(text: str) -> list[int]:
+    try:
+        return [int(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers separated by commas, got {text!r}"
+        ) from None
+
+
+def _add_replay_parser(commands: argparse._SubParsersAction) -> None:
+    replay = commands.add_parser(
+        "replay",
+        help="what pruning schedulers would have saved and lost on an experiment whose trials all ran to "
+        "the end (Ray's own scheduler classes over the recorded evaluations)",
+    )
+    replay.add_argument("study", help="the study directory")
+    replay.add_argument("--experiment", required=True, help="an experiment whose trials all ran to the end")
+    replay.add_argument(
+        "--scheduler",
+        type=lambda text: text.split(","),
+        help="asha, hyperband, successive_halving, top_k, comma-separated (default: all)",
+    )
+    replay.add_argument(
+        "--grace", type=_numbers, help="grace periods, e.g. 10,20 (default: the first evaluation)"
+    )
+    replay.add_argument("--reduction", type=_numbers, help="reduction factors, e.g. 2,3 (default: 2,3,4)")
+    replay.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="trials at once, which asha's decisions depend on (default 2)",
+    )
+    replay.add_argument("--out", default=None, help="output folder (default: <study>/replay)")
+    replay.set_defaults(handler=_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msl-study", description=__doc__)
     add_debug_option(parser)
@@ -87,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="the variant tables of several studies side by side")
     compare.add_argument("studies", nargs="+", help="study directories")
     compare.set_defaults(handler=_compare)
+    _add_replay_parser(commands)
     return parser
 
 

@@ -29,7 +29,9 @@ from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
 from study import layout, plugins
+from study.schedulers import synchronous_scheduler
 from study.space import (
+    SYNCHRONOUS,
     AshaScheduler,
     Experiment,
     PbtScheduler,
@@ -125,6 +127,9 @@ def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> N
     machine; `runtime_env` is the job's Ray runtime environment (study.plugins)."""
     # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # No result.json, progress.csv or TensorBoard files of Ray's: our runs write their own, and Ray would
+    # point TensorBoard at its temporary folder (run_study_dir names the study instead).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -480,6 +485,8 @@ def _scheduler(experiment: Experiment, iterations: int):
             grace_period=spec.grace_period,
             reduction_factor=spec.reduction_factor,
         )
+    if isinstance(spec, SYNCHRONOUS):
+        return synchronous_scheduler(spec, iterations, experiment.num_trials())
     if isinstance(spec, PbtScheduler):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration",
@@ -491,11 +498,11 @@ def _scheduler(experiment: Experiment, iterations: int):
     return None
 
 
-def _searcher(experiment: Experiment, study_dir: Path):
+def _searcher(experiment: Experiment, study_dir: Path, horizon: int):
     """Draws the configurations from `search.seed`, at most `max_concurrent` trials at once. Grid and random
     search: Tune's variant generator. Optuna's TPE keeps its study in a journal file of the experiment (no
-    server): `optuna-dashboard` and `optuna.load_study(study_name=<experiment>,
-    storage=JournalStorage(JournalFileBackend(path)))` read it."""
+    server), trials stopped before `horizon` PRUNED (`study.optuna_record`): `optuna-dashboard` and
+    `optuna.load_study(study_name=<experiment>, storage=JournalStorage(JournalFileBackend(path)))` read it."""
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     if experiment.search.algorithm != "optuna":
@@ -504,11 +511,14 @@ def _searcher(experiment: Experiment, study_dir: Path):
         )
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
+
+    from study.optuna_record import OptunaRecord
 
     journal = layout.experiment_dir(study_dir, experiment.name) / layout.OPTUNA_JOURNAL
     storage = JournalStorage(JournalFileBackend(str(journal)))
-    optuna = OptunaSearch(seed=experiment.search.seed, storage=storage, study_name=experiment.name)
+    optuna = OptunaRecord(
+        horizon=horizon, seed=experiment.search.seed, storage=storage, study_name=experiment.name
+    )
     return ConcurrencyLimiter(optuna, experiment.max_concurrent) if experiment.max_concurrent else optuna
 
 
@@ -649,7 +659,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 metric=experiment.metric,
                 mode=experiment.mode,
                 scheduler=_scheduler(experiment, iterations),
-                search_alg=_searcher(experiment, study_dir),
+                search_alg=_searcher(experiment, study_dir, iterations),
                 num_samples=experiment.search.num_samples,
                 trial_name_creator=_trial_name,
                 reuse_actors=True,  # a fresh worker costs seconds of imports (torch, torchvision) per trial
@@ -671,6 +681,9 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
             ),
         )
     results = tuner.fit()
+    from study.tensorboard_hparams import write_hparams  # the report's code: not on the workers
+
+    write_hparams(study_dir, experiment.name)
     errors = sum(result.error is not None for result in results)
     _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
 
@@ -712,6 +725,7 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     `create_study` was given it (`msl-study run` loads it once); None: read from the directory (a resume)."""
     space = space or expand_paths(load_space(study_dir / layout.SPACE_FILE))
     prepare_cluster(space, address)
+    _log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
     started = time.perf_counter()
     sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:

@@ -10,7 +10,8 @@
                                           alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
-    scheduler: {name: fifo}               # fifo | asha | pbt, each with its own settings (the classes below)
+    scheduler: {name: fifo}               # fifo | asha | hyperband | successive_halving | pbt, each with its
+                                          #   own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
@@ -232,6 +233,30 @@ class AshaScheduler:
 
 
 @dataclass
+class HyperBandScheduler:
+    """Synchronous HyperBand (Ray Tune's HyperBandScheduler): brackets of trials, each halved at ASHA's rungs
+    (grace_period x reduction_factor^k iterations) once every trial of the bracket has reached the rung; the
+    rest wait, paused, and continue from their checkpoints. The most aggressive bracket (first rung at
+    grace_period) fills first, the next starts one rung later, and so on."""
+
+    name: str = "hyperband"
+    grace_period: int = spec(1, ge=1)
+    reduction_factor: float = spec(3.0, gt=1)
+    max_iterations: int | None = spec(None, ge=1)  # the horizon; None: a trial's optim.iterations
+
+
+@dataclass
+class SuccessiveHalvingScheduler:
+    """Synchronous successive halving, HyperBand's one-bracket case: every trial of the experiment runs to
+    grace_period; at each rung the best 1/reduction_factor of them go on, the others stop."""
+
+    name: str = "successive_halving"
+    grace_period: int = spec(1, ge=1)
+    reduction_factor: float = spec(3.0, gt=1)
+    max_iterations: int | None = spec(None, ge=1)  # the horizon; None: a trial's optim.iterations
+
+
+@dataclass
 class PbtScheduler:
     """Population-based training: every `perturbation_interval` iterations a trial in the bottom
     `quantile_fraction` takes over the checkpoint of one in the top and perturbs the `mutations` keys."""
@@ -243,8 +268,15 @@ class PbtScheduler:
     synch: bool = False  # all trials wait at each perturbation
 
 
-SCHEDULERS = {"fifo": FifoScheduler, "asha": AshaScheduler, "pbt": PbtScheduler}
-Scheduler = FifoScheduler | AshaScheduler | PbtScheduler
+SCHEDULERS = {
+    "fifo": FifoScheduler,
+    "asha": AshaScheduler,
+    "hyperband": HyperBandScheduler,
+    "successive_halving": SuccessiveHalvingScheduler,
+    "pbt": PbtScheduler,
+}
+Scheduler = FifoScheduler | AshaScheduler | HyperBandScheduler | SuccessiveHalvingScheduler | PbtScheduler
+SYNCHRONOUS = (HyperBandScheduler, SuccessiveHalvingScheduler)  # trials wait, paused, at each rung
 
 
 def _scheduler(value: Any, path: str) -> Scheduler:
@@ -582,6 +614,7 @@ def _check_configs(space: Space) -> None:
                         where = f"params.{key}={value!r}" if key else f"variants.{variant}"
                         raise SpaceError(f"{prefix}{where}: {error}") from None
         _check_scheduler_fits(experiment, representative_config(space, experiment).optim.iterations, prefix)
+        _check_synchronous(experiment, representative_config(space, experiment), prefix)
 
 
 def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) -> None:
@@ -598,6 +631,61 @@ def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) 
             value is None or value <= horizon,
             f"{prefix}scheduler.{key}: {value} is more than the {horizon} iterations a trial runs",
         )
+
+
+def rungs(
+    scheduler: AshaScheduler | HyperBandScheduler | SuccessiveHalvingScheduler, horizon: int
+) -> list[int]:
+    """The iterations below the horizon at which the scheduler compares trials: grace_period x
+    reduction_factor^k (as Ray's HyperBand brackets and ASHA place them, for a whole reduction factor)."""
+    found, rung = [], scheduler.grace_period
+    while rung < horizon:
+        found.append(int(rung))
+        rung *= scheduler.reduction_factor
+    return found
+
+
+def bracket_sizes(
+    scheduler: HyperBandScheduler | SuccessiveHalvingScheduler, horizon: int, trials: int
+) -> list[int]:
+    """Trials per bracket, the bracket with the most halvings first: HyperBand's ceil((s_max + 1) / (s + 1)
+    x eta^s) for s halvings (Li et al. 2018, as Ray sizes them); successive halving: one bracket of every
+    trial."""
+    halvings = len(rungs(scheduler, horizon))
+    if isinstance(scheduler, SuccessiveHalvingScheduler):
+        return [trials]
+    eta = scheduler.reduction_factor
+    return [math.ceil((halvings + 1) / (s + 1) * eta**s) for s in range(halvings, -1, -1)]
+
+
+def _check_synchronous(experiment: Experiment, cfg: TrainConfig, prefix: str) -> None:
+    """A synchronous scheduler pauses trials at its rungs, which must be evaluation iterations (a trial
+    reports only there), and compares every trial of a bracket, which must all have started."""
+    from msl.trainer import evaluates_at
+
+    scheduler = experiment.scheduler
+    if not isinstance(scheduler, SYNCHRONOUS):
+        return
+    _require(
+        scheduler.reduction_factor % 1 == 0,
+        f"{prefix}scheduler.reduction_factor: {scheduler.name} needs a whole number, got "
+        f"{scheduler.reduction_factor}",
+    )
+    horizon = scheduler.max_iterations or cfg.optim.iterations
+    for rung in rungs(scheduler, horizon):
+        _require(
+            evaluates_at(rung, cfg),
+            f"{prefix}scheduler.grace_period: the rung at iteration {rung} is not an evaluation iteration "
+            f"(eval.every {cfg.eval.every}); choose grace_period and reduction_factor so that every rung "
+            f"(grace_period x reduction_factor^k) is a multiple of eval.every",
+        )
+    largest = max(bracket_sizes(scheduler, horizon, experiment.num_trials()))
+    _require(
+        experiment.max_concurrent is None or experiment.max_concurrent >= largest,
+        f"{prefix}max_concurrent: {scheduler.name} compares the {largest} trials of a bracket at each rung, "
+        f"so they must all start; max_concurrent {experiment.max_concurrent} is fewer. Remove it: "
+        "`resources` limits how many trials run at once, and a trial waiting at a rung holds none",
+    )
 
 
 def _pbt_mutations(experiment: Experiment, prefix: str) -> dict[str, list[Any]]:
