@@ -28,6 +28,7 @@ from msl.config import TrainConfig, is_better, save_config
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
+from msl.words import count
 from study import layout, plugins
 from study.schedulers import synchronous_scheduler
 from study.space import (
@@ -210,17 +211,21 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
         return {e.name: dict.fromkeys(e.seeds, space.source_checkpoint) for e in space.experiments}
     checkpoints: dict[str, dict[int, str]] = {e.name: {} for e in space.experiments}
     to_train: dict[str, tuple] = {}  # source key -> (config, run dir, experiment whose resources it takes)
+    reused: set[str] = set()  # keys of complete models (experiments sharing a seed share its model)
     for experiment in space.experiments:
         for seed in experiment.seeds:
             cfg = space.source_config(experiment, seed)
             run_dir = layout.sources_dir(study_dir) / source_key(cfg)
             checkpoints[experiment.name][seed] = str(RunDir(run_dir).best)
-            if source_key(cfg) in to_train:
+            if source_key(cfg) in to_train or source_key(cfg) in reused:
                 continue
             if _source_is_complete(run_dir, cfg.optim.iterations):
                 _log(f"source model for seed {seed}: reusing {run_dir}")
+                reused.add(source_key(cfg))
             else:
                 to_train[source_key(cfg)] = (cfg, run_dir, experiment)
+    if not to_train:
+        return checkpoints
     cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
     pending = {}
     for key, (cfg, run_dir, experiment) in to_train.items():
@@ -407,16 +412,43 @@ def _non_finite(result: dict, metric: str) -> str | None:
 
 
 class StudyCallback(tune.Callback):
-    """On the driver: writes each ended trial's status.json and prints progress with an ETA."""
+    """On the driver: writes each ended trial's status.json and prints progress with an ETA at least every
+    30 s. Counts come from the status files, so a resumed experiment counts the trials that ended before; the
+    ETA is the remaining trial-iterations at the rate this driver has seen them done (the runs'
+    progress.json). A resumed Tuner brings back its pickled callback: `setup` starts its clock again."""
 
     def __init__(self, study_dir: Path, experiment: Experiment, total_trials: int, iterations: int):
         self.study_dir, self.experiment = str(study_dir), experiment.name
         self.metric, self.mode, self.scheduler = experiment.metric, experiment.mode, experiment.scheduler.name
         self.total, self.iterations = total_trials, iterations
-        self.ended: dict[str, str] = {}
-        self.started = time.time()
-        self.last_print = 0.0
+        self.runs_per_trial = experiment.seeds_per_sample
         self.best = math.nan
+        self.setup()
+
+    def setup(self, *args, **info) -> None:
+        self.started = time.time()
+        self.work_at_start = self._work_done()
+        self.last_print = 0.0
+
+    def _trials(self) -> Path:
+        return layout.trials_dir(Path(self.study_dir), self.experiment)
+
+    def _work_done(self) -> int:
+        """Trial-iterations done: all of an ended trial's (none are left), a running one's last progress."""
+        ended = ended_trials(Path(self.study_dir), self.experiment)
+        done = len(ended) * self.iterations * self.runs_per_trial
+        for progress in self._trials().glob("*/*/progress.json"):
+            if progress.parent.parent.name not in ended:
+                done += (RunDir(progress.parent).read_progress() or {}).get("iteration", 0)
+        return done
+
+    def eta(self, now: float) -> str:
+        """ ", ETA ~1.5 min" from the trial-iterations done since this driver started, or "" before any."""
+        done, total = self._work_done(), self.total * self.iterations * self.runs_per_trial
+        rate = (done - self.work_at_start) / max(now - self.started, 1e-9)
+        if rate <= 0 or done >= total:
+            return ""
+        return f", ETA ~{(total - done) / rate / 60:.1f} min"
 
     def _status(self, trial, status: str, error: str | None = None) -> None:
         result = trial.last_result or {}
@@ -437,12 +469,14 @@ class StudyCallback(tune.Callback):
             directory / layout.STATUS_FILE,
             {"status": status, "iterations": done, "error": error, "reason": reason},
         )
-        self.ended[str(trial)] = status
         self._print(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if is_better(value := result.get(self.metric), self.best, self.mode):
             self.best = value
+        self._print(force=False)
+
+    def on_step_end(self, iteration, trials, **info):
         self._print(force=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -459,15 +493,27 @@ class StudyCallback(tune.Callback):
         if not force and now - self.last_print < 30:
             return
         self.last_print = now
-        done = len(self.ended)
-        counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
-        elapsed = now - self.started
-        eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
+        ended = ended_summary(Path(self.study_dir), self.experiment, self.total)
         _log(
-            f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-            f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
-            f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}"
+            f"{self.experiment}: {ended}, best {self.metric} so far {self.best:.4f}, "
+            f"{(now - self.started) / 60:.1f} min{self.eta(now)}"
         )
+
+
+def ended_trials(study_dir: Path, experiment: str) -> dict[str, str]:
+    """Trial name -> status of every trial of `experiment` that has ended (written its status.json)."""
+    paths = layout.trials_dir(study_dir, experiment).glob(f"*/{layout.STATUS_FILE}")
+    return {path.parent.name: layout.read_json(path)["status"] for path in paths}
+
+
+def ended_summary(study_dir: Path, experiment: str, total: int) -> str:
+    """ "4/6 trials ended (3 finished, 1 stopped early, 0 errors, 0 diverged)"."""
+    ended = list(ended_trials(study_dir, experiment).values())
+    counts = {s: ended.count(s) for s in layout.TRIAL_STATUSES}
+    return (
+        f"{len(ended)}/{total} trials ended ({counts['finished']} finished, {counts['stopped']} stopped "
+        f"early, {count(counts['error'], 'error')}, {counts['diverged']} diverged)"
+    )
 
 
 def _trial_name(trial) -> str:
@@ -680,12 +726,12 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 failure_config=tune.FailureConfig(max_failures=experiment.retries),
             ),
         )
-    results = tuner.fit()
+    tuner.fit()
     from study.tensorboard_hparams import write_hparams  # the report's code: not on the workers
 
     write_hparams(study_dir, experiment.name)
-    errors = sum(result.error is not None for result in results)
-    _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
+    ended = ended_summary(study_dir, experiment.name, experiment.num_trials())
+    _log(f"experiment {experiment.name!r} ended: {ended}")
 
 
 def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:

@@ -64,6 +64,7 @@ from msl.config import (
     read_yaml,
     spec,
 )
+from msl.words import count
 from study.layout import is_safe_name
 
 # Built-in loss variants (paper names); a space file may override or add to them.
@@ -751,20 +752,20 @@ def describe_plan(space: Space) -> str:
             " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
         )
         per_trial = experiment.seeds_per_sample
-        seeds = f"{len(experiment.seeds)} seeds" if per_trial == 1 else "1 trial of all seeds"
-        samples = f"{experiment.search.num_samples} samples"
+        seeds = count(len(experiment.seeds), "seed") if per_trial == 1 else "1 trial of all seeds"
+        samples = count(experiment.search.num_samples, "sample")
+        variants = count(len(experiment.variants), "variant")
         product = (
-            f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x "
-            f"{samples}"
+            f"{variants} x {seeds} x {count(experiment.grid_size(), 'grid point')} x {samples}"
             if not experiment.variant_params
             else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points "
-            f"of the {len(experiment.variants)} variants) x {seeds} x {samples}"
+            f"of the {variants}) x {seeds} x {samples}"
         )
         scheduler = dataclasses.asdict(experiment.scheduler)
         if "max_iterations" in scheduler:
             scheduler["max_iterations"] = iterations
         lines += [
-            f"  experiment {experiment.name!r}: {trials} trials = {product}",
+            f"  experiment {experiment.name!r}: {count(trials, 'trial')} = {product}",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",
             "    searched: " + _searched_words(experiment),
             f"    objective: {objective}",

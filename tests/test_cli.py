@@ -60,13 +60,14 @@ def test_eval_prints_classes_and_saves_predictions_that_match_its_metrics(worksp
                 "--set",
                 "eval.max_images=null",
                 "--save-predictions",
-                str(predictions),
+                f"{predictions}/",  # a trailing slash, as a shell's completion writes it
             ]
         )
         == 0
     )
     printed = capsys.readouterr().out
     assert "road" in printed and "mIoU" in printed
+    assert f"predictions written to {predictions}/labelIds and {predictions}/colour" in printed
     # Recompute road IoU from the saved label-id PNGs and the ground truth files.
     lut = label_id_to_class_lut(19)
     intersection = union = 0

@@ -497,7 +497,9 @@ def test_verify_passes_what_msl_data_synth_writes(tmp_path: Path, capsys) -> Non
     generate(tmp_path, scale="small", progress=False)
     assert main_verify(verify_args(tmp_path / "source", dataset="gta5")) == 0
     out = capsys.readouterr().out
-    assert [line.split()[0] for line in out.splitlines() if line.split()[1:2] and line.split()[1].isdigit()] == [
+    assert [
+        line.split()[0] for line in out.splitlines() if line.split()[1:2] and line.split()[1].isdigit()
+    ] == [
         "train",
         "val",
     ]

@@ -10,6 +10,7 @@ from ray import tune
 
 from msl.checkpoint import load_checkpoint, save_atomic
 from msl.config import read_yaml
+from msl.run_dir import RunDir
 from study import layout
 from study.runner import (
     StudyCallback,
@@ -20,6 +21,8 @@ from study.runner import (
     _source_is_complete,
     check_resources,
     create_study,
+    ended_summary,
+    ensure_sources,
     expand_paths,
     source_cpus,
 )
@@ -31,6 +34,7 @@ from study.space import (
     SpaceError,
     Variant,
     load_space,
+    source_key,
 )
 
 
@@ -245,3 +249,50 @@ def test_each_variant_searches_its_own_grid_and_unsearched_variants_run_once():
         {"variant": "maxsquare", "loss.lambda_target": 0.8},
     ]
     assert space["seed"]["grid_search"] == [0, 1]
+
+
+def test_a_source_model_two_experiments_share_is_reused_with_one_line(tmp_path, capsys):
+    experiments = {"first": {"variants": ["source_only"]}, "second": {"variants": ["entropy"]}}
+    space = load_space(
+        _space_file(
+            tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, experiments=experiments
+        )
+    )
+    cfg = space.source_config(space.experiments[0], 0)
+    run_dir = layout.sources_dir(tmp_path) / source_key(cfg)
+    _checkpoint(run_dir / "checkpoints" / "best.pt", 10)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"iteration": 10}) + "\n")
+    checkpoints = ensure_sources(space, tmp_path)  # nothing to train: no Ray needed
+    assert checkpoints == {name: {0: str(run_dir / "checkpoints" / "best.pt")} for name in experiments}
+    assert capsys.readouterr().out.count("source model for seed 0: reusing") == 1
+
+
+def _ended(study, name, status):
+    layout.write_json(layout.trials_dir(study, "main") / name / layout.STATUS_FILE, {"status": status})
+
+
+def _running(study, name, iteration, iterations=100):
+    RunDir(layout.trials_dir(study, "main") / name / layout.RUN_DIR).write_progress(
+        iteration, iterations, 1.0
+    )
+
+
+def test_the_driver_counts_trials_ended_before_a_resume_and_says_error_once(tmp_path):
+    _ended(tmp_path, "a", "finished")
+    _ended(tmp_path, "b", "error")
+    assert ended_summary(tmp_path, "main", 6) == (
+        "2/6 trials ended (1 finished, 0 stopped early, 1 error, 0 diverged)"
+    )
+
+
+def test_the_eta_follows_the_iterations_done_not_the_trials_ended(tmp_path, monkeypatch):
+    """Six trials at once, one ended and five at iteration 90 of 100 after a minute: seconds are left (the
+    old rule, a minute per ended trial, said five minutes)."""
+    experiment = Experiment(metric="target_im")
+    callback = StudyCallback(tmp_path, experiment, total_trials=6, iterations=100)
+    _ended(tmp_path, "t0", "finished")
+    for k in range(1, 6):
+        _running(tmp_path, f"t{k}", 90)
+    assert callback.eta(callback.started + 60.0) == f", ETA ~{50 / (550 / 60) / 60:.1f} min"  # 0.1 min
+    callback.setup()  # a resumed Tuner's callback: the work done before does not count as this driver's
+    assert callback.eta(callback.started + 60.0) == ""

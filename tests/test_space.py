@@ -116,7 +116,7 @@ def test_seeds_per_sample_runs_each_configuration_on_every_seed_in_one_trial(tmp
     (experiment,) = space.experiments
     assert experiment.num_trials() == 5
     plan = describe_plan(space)
-    assert "5 trials = 1 variants x 1 trial of all seeds x 1 grid points x 5 samples" in plan
+    assert "5 trials = 1 variant x 1 trial of all seeds x 1 grid point x 5 samples" in plan
     assert "at most 1500 trial-iterations (100 per trial and seed, 3 seeds per trial)" in plan
 
 
@@ -335,7 +335,7 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
     }
     assert [experiment.grid_size(v) for v in experiment.variants] == [2, 6, 4]
     assert experiment.num_trials() == (2 + 6 + 4) * 2
-    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 samples" in describe_plan(
+    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 sample" in describe_plan(
         space
     )
 

@@ -137,8 +137,8 @@ def _shared_ids_warnings(names: dict[str, set[str]]) -> list[str]:
     for (first, a), (second, b) in itertools.combinations(names.items(), 2):
         if shared := a & b:
             warnings.append(
-                f"splits {first!r} and {second!r} share {len(shared)} of their {len(a)} and {len(b)} image ids "
-                f"(e.g. {min(shared)}): a score on one is not independent of the other"
+                f"splits {first!r} and {second!r} share {len(shared)} of their {len(a)} and {len(b)} image "
+                f"ids (e.g. {min(shared)}): a score on one is not independent of the other"
             )
     return warnings
 
