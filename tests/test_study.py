@@ -5,9 +5,11 @@ decisions behind them are unit-tested without Ray in test_runner.py."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -164,7 +166,7 @@ def test_the_plan_records_the_horizon_objective_and_effective_scheduler(head_stu
 @pytest.fixture(scope="module")
 def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, dict[str, str], tuple]:
     """A study whose driver is killed with SIGKILL once one trial has ended and another has written a
-    checkpoint, then resumed: (the resume's result, the study, metrics.jsonl of the trials ended before)."""
+    checkpoint, then resumed: (the resume's result, the study, the files of the trials ended before)."""
     tmp_path = tmp_path_factory.mktemp("resume")
     space = space_file(
         tmp_path / "space.yaml",
@@ -197,8 +199,10 @@ def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess,
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started: a power cut
     driver.wait()
+    kept = ("run/metrics.jsonl", "run/run_info.json", layout.TRIAL_FILE)  # run_info.json: one entry per start
     finished_before = {
-        name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
+        name: {file: (layout.trials_dir(study, "main") / name / file).read_text() for file in kept}
+        for name in ended
     }
     assert finished_before, "no trial ended before the deadline"
     # The driver is dead: `status` still shows the ended trials and the unended ones with their last write.
@@ -223,10 +227,11 @@ def test_a_killed_study_resumes_without_an_error(resumed_study):
     assert len(status) == 3 and all(s["status"] == "finished" for s in status.values())
 
 
-def test_trials_that_ended_before_the_kill_are_kept_as_they_were(resumed_study):
+def test_trials_that_ended_before_the_kill_are_kept_as_they_were_and_never_started_again(resumed_study):
     _, study, finished_before, _ = resumed_study
-    for name, metrics in finished_before.items():
-        assert (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() == metrics
+    for name, files in finished_before.items():
+        for file, text in files.items():
+            assert (layout.trials_dir(study, "main") / name / file).read_text() == text, (name, file)
 
 
 def test_every_evaluation_is_recorded_exactly_once(resumed_study):
@@ -237,8 +242,42 @@ def test_every_evaluation_is_recorded_exactly_once(resumed_study):
 
 
 def test_the_interrupted_trial_continues_from_its_checkpoint(resumed_study):
-    _, study, _, _ = resumed_study
-    resumed = [
-        d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()
-    ]
-    assert resumed, "no trial continued from its checkpoint"
+    """Its run records a resume (from Tune's checkpoint, restored.pt, or its own newer last.pt) rather than a
+    new start. (A restored.pt anywhere used to pass: the finished trial that was wrongly started again.)"""
+    _, study, _, (_, _, unended) = resumed_study
+    assert unended, "no trial was interrupted"
+    for name in unended:
+        run = layout.trials_dir(study, "main") / name / "run"
+        assert json.loads((run / "run_info.json").read_text()).get("resumes"), name
+        assert not list(run.parent.glob("run.failed-*")), name
+
+
+CANARIES = {
+    "AWS_SECRET_ACCESS_KEY": "canary-aws-5f1e",
+    "AWS_SESSION_TOKEN": "canary-session-77a2",
+    "HF_TOKEN": "canary-hf-90c3",
+    "WANDB_API_KEY": "canary-wandb-3b8d",
+    "MY_DB_PASSWORD": "canary-password-c41f",
+}
+
+
+def test_the_local_ray_instance_records_no_secret_from_the_environment(synth, tmp_path):
+    """A tiny study on the local Ray instance msl starts, with secrets in the environment: no file that msl
+    or Ray wrote (the study, Ray's temporary folder with its session logs) holds one of them."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    try:
+        space = space_file(tmp_path / "space.yaml", synth, seeds=[0], variants=["source_only"])
+        env = {**CANARIES, "RAY_TMPDIR": str(ray_tmp)}
+        result = msl_study("run", space, "--storage", tmp_path / "studies", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        written = [p for root in (tmp_path / "studies", ray_tmp) for p in root.rglob("*") if p.is_file()]
+        assert any("runtime_env" in p.name for p in written), "Ray's logs were not under RAY_TMPDIR"
+        leaks = [
+            (str(path), name)
+            for path in written
+            for name, value in CANARIES.items()
+            if value.encode() in path.read_bytes()
+        ]
+        assert not leaks, leaks
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
