@@ -8,6 +8,7 @@ and paths); datasets and models are built inside the trial.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -698,6 +699,27 @@ def _write_plan(
     )
 
 
+# Tune copies these from the driver's environment into every trial actor's runtime environment, which Ray's
+# runtime-env agent writes to its log file (ray.tune.execution.class_cache). Trials read local files and need
+# none of them; the workers of a local Ray instance still inherit them, as any child process does.
+_SECRETS_TUNE_SHIPS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+)
+
+
+@contextlib.contextmanager
+def _secrets_not_shipped():
+    """Hide `_SECRETS_TUNE_SHIPS` from Tune while it runs trials; the driver's environment is restored."""
+    hidden = {name: os.environ.pop(name) for name in _SECRETS_TUNE_SHIPS if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
 def run_experiment(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]) -> None:
     iterations = max_iterations(space, experiment)
     ray_path = layout.ray_dir(study_dir, experiment.name)
@@ -737,7 +759,8 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 failure_config=tune.FailureConfig(max_failures=experiment.retries),
             ),
         )
-    tuner.fit()
+    with _secrets_not_shipped():
+        tuner.fit()
     from study.tensorboard_hparams import write_hparams  # the report's code: not on the workers
 
     write_hparams(study_dir, experiment.name)
