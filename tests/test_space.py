@@ -136,7 +136,14 @@ BAD_SPACES = [
         {"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
         "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1",
     ),
-    ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine: loss.target: 'maxsquares'"),
+    ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine.loss.target: 'maxsquares'"),
+    # Each error is named where the file writes the key: the top-level set, an experiment's own, source.set.
+    ({"set": {"optim.iteratons": 5}}, "set.optim.iteratons: unknown key; did you mean 'optim.iterations'?"),
+    ({"set": {"model.archh": "x"}}, "set.model.archh: unknown key"),  # shared with the source model too
+    (
+        {"experiments": {"a": {"set": {"loss.lamda_target": 1.0}}}},
+        "experiments.a.set.loss.lamda_target: unknown key",
+    ),
     ({"metric": "miou"}, "metric: 'miou' is not a metric the trainer reports"),
     ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
     ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
@@ -174,7 +181,7 @@ BAD_SPACES = [
         },
         "synch: expected true or false",
     ),
-    ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
+    ({"source": {"set": {"optim.lr": -1}}}, "source.set.optim.lr: -1.0 is out of range"),
     ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
     (
         {"scheduler": {"name": "asha", "grace_period": 200}},
