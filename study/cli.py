@@ -49,8 +49,9 @@ def _status(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from study.compare import format_comparison
 
-    print(format_comparison(args.studies))
-    return 0
+    text, compared = format_comparison(args.studies)
+    print(text)
+    return 0 if compared else 1
 
 
 def _replay(args: argparse.Namespace) -> int:
