@@ -3,6 +3,8 @@
     STUDY/
       space.yaml                      the space file as given
       study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
+      driver.json                     the driver's heartbeat (study.heartbeat): {"state", "pid", "hostname",
+                                      "started", "time"}, rewritten every few seconds while it runs
       sources/<key>/                  one msl run directory per source model (stage source), reused by key
       <experiment>/
         plan.json                     the resolved experiment (see below)
@@ -41,6 +43,7 @@ from msl.io import write_text_atomic
 
 SPACE_FILE = "space.yaml"
 STUDY_FILE = "study.json"
+DRIVER_FILE = "driver.json"
 PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"

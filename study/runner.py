@@ -31,7 +31,9 @@ from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
 from msl.words import count
 from study import layout, plugins
+from study.heartbeat import heartbeat
 from study.schedulers import synchronous_scheduler
+from study.source_progress import source_progress
 from study.space import (
     SYNCHRONOUS,
     AshaScheduler,
@@ -240,11 +242,29 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
             f"({cpus:.2g} CPU)"
         )
         pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
-    started = time.perf_counter()
-    for key, ref in pending.items():
-        ray.get(ref)
-        _log(f"source model {key} done ({time.perf_counter() - started:.0f} s since the start)")
+    _wait_for_sources(pending, {Path(run_dir): cfg.optim.iterations for cfg, run_dir, _ in to_train.values()})
     return checkpoints
+
+
+def _wait_for_sources(
+    pending: dict[str, ray.ObjectRef], runs: dict[Path, int], every_s: float = 30.0
+) -> None:
+    """Wait for the source models' tasks (raising the first error), saying when each is done and, every
+    `every_s` seconds, the iterations done of all (their progress.json) with an ETA at the pace so far."""
+    started, at_start = time.perf_counter(), source_progress(runs).done
+    keys = {ref: key for key, ref in pending.items()}
+    next_line = started + every_s
+    while keys:
+        ready, _ = ray.wait(list(keys), num_returns=1, timeout=max(0.0, next_line - time.perf_counter()))
+        for ref in ready:
+            ray.get(ref)
+            _log(f"source model {keys.pop(ref)} done ({time.perf_counter() - started:.0f} s since the start)")
+        if keys and time.perf_counter() >= next_line:
+            progress, elapsed = source_progress(runs), time.perf_counter() - started
+            rate = (progress.done - at_start) / elapsed
+            eta = f", ETA ~{(progress.total - progress.done) / rate / 60:.1f} min" if rate > 0 else ""
+            _log(f"{progress.line()}, {elapsed / 60:.1f} min{eta}")
+            next_line += every_s
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -807,9 +827,10 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     prepare_cluster(space, address)
     _log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
     started = time.perf_counter()
-    sources = ensure_sources(space, study_dir)
-    for experiment in space.experiments:
-        run_experiment(space, experiment, study_dir, sources[experiment.name])
+    with heartbeat(study_dir):
+        sources = ensure_sources(space, study_dir)
+        for experiment in space.experiments:
+            run_experiment(space, experiment, study_dir, sources[experiment.name])
     _log(
         f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
         f"report with: msl-study report {study_dir}"

@@ -1,6 +1,7 @@
 """The study runner's decisions, without starting Ray (the Ray runs themselves are in test_study.py)."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from study.runner import (
     _scheduler,
     _searched,
     _source_is_complete,
+    _wait_for_sources,
     check_resources,
     create_study,
     ended_summary,
@@ -296,3 +298,39 @@ def test_the_eta_follows_the_iterations_done_not_the_trials_ended(tmp_path, monk
     assert callback.eta(callback.started + 60.0) == f", ETA ~{50 / (550 / 60) / 60:.1f} min"  # 0.1 min
     callback.setup()  # a resumed Tuner's callback: the work done before does not count as this driver's
     assert callback.eta(callback.started + 60.0) == ""
+
+
+class _TrainingRay:
+    """Stands in for `ray` in `_wait_for_sources`: each wait lets the time pass and the models train 10
+    iterations each (their progress.json), and a model's task ends when it reaches its iterations."""
+
+    def __init__(self, runs: dict[str, tuple[Path, int]]):
+        self.runs, self.done = runs, dict.fromkeys(runs, 0)
+
+    def wait(self, refs, num_returns, timeout):
+        time.sleep(timeout)
+        for key in refs:
+            path, iterations = self.runs[key]
+            self.done[key] = min(self.done[key] + 10, iterations)
+            RunDir(path).write_progress(self.done[key], iterations, 1.0)
+        ready = [key for key in refs if self.done[key] == self.runs[key][1]][:num_returns]
+        return ready, [key for key in refs if key not in ready]
+
+    def get(self, ref):
+        return None
+
+
+def test_the_driver_prints_the_source_models_progress_with_an_eta_while_they_train(
+    tmp_path, monkeypatch, capsys
+):
+    runs = {"seed0": (tmp_path / "seed0", 40), "seed1": (tmp_path / "seed1", 60)}
+    monkeypatch.setattr("study.runner.ray", _TrainingRay(runs))
+    _wait_for_sources({key: key for key in runs}, dict(runs.values()), every_s=0.01)
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if "source models:" in line]
+    assert "source models: 20/100 iterations (20%), 0 of 2 complete" in progress[0] and "ETA ~" in progress[0]
+    assert any("source models: 80/100 iterations (80%), 1 of 2 complete" in line for line in progress)
+    assert (
+        sum("source model seed0 done" in line for line in lines) == 1
+        and "source model seed1 done" in lines[-1]
+    )

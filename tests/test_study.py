@@ -216,7 +216,9 @@ def test_status_reads_a_study_whose_driver_was_killed(resumed_study):
     status, ended_count, unended = resumed_study[3]
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"{ended_count} finished" in status.stdout, status.stdout
-    assert all(f"running: {name} at iteration" in status.stdout for name in unended), status.stdout
+    assert "driver: not running since" in status.stdout and "resume with `msl-study resume" in status.stdout
+    assert all(f"interrupted: {name} at iteration" in status.stdout for name in unended), status.stdout
+    assert "running:" not in status.stdout, status.stdout
 
 
 def test_a_killed_study_resumes_without_an_error(resumed_study):
