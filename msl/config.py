@@ -172,6 +172,9 @@ class EvalConfig:
     probs_size: list[int] | None = spec([32, 16], length=2, gt=0)
     flip: bool = False  # flip test-time augmentation
     logged_images: int = spec(2, ge=0)  # images with predictions written to TensorBoard per eval
+    # Pixels of the validator images that `target_snd` samples; its cost grows with their square (4096: 0.27
+    # s on one CPU thread, every evaluation).
+    snd_pixels: int = spec(4096, ge=2)
 
 
 @dataclass

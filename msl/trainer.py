@@ -223,6 +223,7 @@ def run_evaluation(
             device,
             num_images=len(data.validator_images),
             probs_size=cfg.eval.probs_size,
+            snd_pixels=cfg.eval.snd_pixels,
             **options,
         )
         record.update(validators.compute())
