@@ -11,7 +11,7 @@ setting for real once and says whether it stopped the same trials as the replay)
 
 For each setting and each number of samples (the first 4, 8, ... configurations), it prints: trial-iterations
 used as a share of the full run, whether the full run's pick reached the end, the configuration the
-label-free objective picks (the report's rule: a trial's best checkpoint), and that pick's target mIoU
+label-free objective picks (study.decide's rule: a trial's best checkpoint), and that pick's target mIoU
 (reported, never used to choose) against the full run's pick.
 
     MSL_SYNTH=data/synth python benchmarks/asha_vs_full.py --work /tmp/asha_vs_full \\
@@ -34,7 +34,7 @@ import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from synth_runs import Report, machine
 
-from study.report import select
+from study.decide import select
 from study.results import config_label, load_study, param_column
 
 ROOT = Path(__file__).resolve().parent.parent

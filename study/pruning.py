@@ -25,7 +25,7 @@ def rung_audit(exp: ExperimentResults, picks: pd.DataFrame, metric: str, mode: s
     """One row per iteration at which trials were stopped: trials with an evaluation there, how many went on,
     Spearman of the objective there against the final objective over the trials that finished (NaN with fewer
     than 3), and the rank there (1 = best) of the trial with the best final objective. `picks` is
-    `report.Selection.picks`."""
+    `study.decide.Selection.picks`."""
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
     final = picks.set_index("trial_name")["objective"].dropna()
     if final.empty:

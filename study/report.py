@@ -11,9 +11,12 @@ Honest selection is the rule of every headline number: a trial's value is the ta
 from the target val labels, i.e. the test set) of the checkpoint that the experiment's *own objective* (plan
 "metric"/"mode", label-free unless the plan says oracle) picks among that trial's evaluations, and when a
 variant was run in several configurations, the configuration is the one whose objective is best on average
-over seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would
-choose. It works on running and partly failed studies: errored, diverged, stopped and running trials are
-counted and listed, never dropped silently nor counted as zeros.
+over seeds (the rule is `study.decide`'s). The best target mIoU itself is never used to choose; section 4
+shows what each validator would choose. It works on running and partly failed studies: errored, diverged,
+stopped and running trials are counted and listed, never dropped silently nor counted as zeros.
+
+This module holds the sections; the statistics are `study.stats`'s, the number formats and table files
+`study.tables`'s, the figures `study.plots`'s.
 """
 
 from __future__ import annotations
@@ -22,17 +25,16 @@ import json
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 
 from msl.config import METRIC_MODES, is_better
 from study import plots
+from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES
 from study.pruning import rung_audit
@@ -51,146 +53,30 @@ from study.selection import (
     configuration_audit,
     with_study_validators,
 )
+from study.stats import paired_change, rank_agreement, seed_statistics
+from study.tables import (
+    MISSING,
+    is_missing,
+    message_line,
+    p_value_text,
+    paper_number,
+    percent,
+    percent_spread,
+    plain,
+    signed_percent,
+    slug,
+    write_table,
+)
 
 BASELINE = "source_only"
 # The baseline with the same target exposure as the adapting variants (they all forward target batches): a
 # change against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
 EXPOSED_BASELINE = "adabn"
-TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
 PRUNING_SCHEDULERS = ("asha", "pbt")
 LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
 VALIDATOR_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE}, **STUDY_VALIDATORS}
 MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
 BINS = 4
-MISSING = "–"
-
-
-# --- selection ---------------------------------------------------------------------------------------------
-
-
-def best_label(values: pd.Series, mode: str):
-    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or
-    None."""
-    best, best_value = None, math.nan
-    for label, value in pd.to_numeric(values, errors="coerce").items():
-        if is_better(value, best_value, mode):
-            best, best_value = label, value
-    return best
-
-
-@dataclass
-class Selection:
-    """What an experiment's own objective selects.
-
-    `picks` has one row per trial that did not error or diverge and has evaluations: trial_name, variant,
-    seed, config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of
-    the checkpoint the objective picks, NaN when the objective was never reported) and `final_row` (the last
-    evaluation).
-    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial
-    of the variant reported the objective)."""
-
-    metric: str
-    mode: str
-    oracle: bool
-    evals: pd.DataFrame
-    picks: pd.DataFrame
-    configs: dict[str, str | None]
-
-    def chosen_picks(self, variant: str) -> pd.DataFrame:
-        config = self.configs.get(variant)
-        return self.picks[(self.picks["variant"] == variant) & (self.picks["config"] == config)]
-
-    def rows(self, variant: str, which: str = "selected") -> pd.DataFrame:
-        """The evaluations ("selected" or "final" checkpoints) of the variant's chosen configuration."""
-        labels = self.chosen_picks(variant)[f"{which}_row"].dropna().astype(int)
-        return self.evals.loc[labels]
-
-    def values(self, variant: str, column: str = TARGET, which: str = "selected") -> pd.Series:
-        """`column` at those checkpoints, one value per seed (several trials of one seed are averaged)."""
-        return self.rows(variant, which).groupby("seed")[column].mean().dropna()
-
-
-def select(exp: ExperimentResults) -> Selection:
-    """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
-    metric = exp.plan["metric"]
-    mode = exp.mode
-    picks = []
-    usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
-    by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
-    for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
-        if trial["trial_name"] not in by_trial:
-            continue
-        evals = by_trial[trial["trial_name"]].sort_values("iteration", kind="stable")
-        selected = best_label(evals[metric], mode)
-        objective = math.nan if selected is None else evals.at[selected, metric]
-        picks.append(
-            {**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]}
-        )
-    picks = pd.DataFrame(
-        picks,
-        columns=[
-            "trial_name",
-            "variant",
-            "seed",
-            "config",
-            "status",
-            "objective",
-            "selected_row",
-            "final_row",
-        ],
-    )
-    configs = {}
-    for variant in variants_of(exp):
-        scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
-        configs[variant] = best_label(scores, mode)
-    return Selection(metric, mode, bool(exp.plan.get("oracle")), exp.evals, picks, configs)
-
-
-def variants_of(exp: ExperimentResults) -> list[str]:
-    """The plan's variants in plan order, then any other variant a trial names."""
-    names = list(exp.plan.get("variants") or {})
-    return names + [name for name in exp.trials["variant"].unique() if name not in names]
-
-
-# --- statistics ---------------------------------------------------------------------------------------------
-
-
-def seed_statistics(values: pd.Series) -> dict[str, float]:
-    """Mean, sample standard deviation and 95% Student-t confidence interval over seeds."""
-    n = len(values)
-    mean = values.mean() if n else math.nan
-    std = values.std(ddof=1) if n > 1 else math.nan
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n_seeds": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def paired_change(values: pd.Series, baseline: pd.Series) -> dict[str, float]:
-    """Mean paired difference over the seeds both series have, with the p-value of a paired t-test."""
-    seeds = values.index.intersection(baseline.index)
-    difference = values[seeds] - baseline[seeds]
-    p_value = math.nan
-    if len(seeds) > 1 and difference.std() > 0:
-        p_value = stats.ttest_rel(values[seeds], baseline[seeds]).pvalue
-    return {
-        "change": difference.mean() if len(seeds) else math.nan,
-        "p_value": p_value,
-        "n_pairs": len(seeds),
-    }
-
-
-def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[str, float]:
-    """Spearman and Kendall correlation of a validator with the target mIoU, signed so that positive means the
-    validator orders checkpoints as the target does (a "min" validator is negated first)."""
-    pairs = pd.concat([validator, target], axis=1).dropna()
-    sign = 1 if mode == "max" else -1
-    if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
-        return {"spearman": math.nan, "kendall": math.nan, "n": len(pairs)}
-    first, second = sign * pairs.iloc[:, 0], pairs.iloc[:, 1]
-    return {
-        "spearman": stats.spearmanr(first, second).statistic,
-        "kendall": stats.kendalltau(first, second).statistic,
-        "n": len(pairs),
-    }
 
 
 # --- the paper's numbers ------------------------------------------------------------------------------------
@@ -225,76 +111,6 @@ def _class_key(name: str) -> str:
     return name.lower().replace(" ", "_")
 
 
-# --- formatting ---------------------------------------------------------------------------------------------
-
-
-def percent(value: float) -> str:
-    return MISSING if _missing(value) else f"{100 * value:.1f}"
-
-
-def percent_spread(mean: float, std: float) -> str:
-    return percent(mean) if _missing(std) else f"{percent(mean)} ± {100 * std:.1f}"
-
-
-def signed_percent(value: float) -> str:
-    return MISSING if _missing(value) else f"{100 * value:+.1f}"
-
-
-def paper_number(value: float | None) -> str:
-    return MISSING if _missing(value) else f"{value:.1f}"
-
-
-def p_value_text(value: float) -> str:
-    return MISSING if _missing(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def plain(value: float, digits: int = 2) -> str:
-    return MISSING if _missing(value) else f"{value:.{digits}f}"
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _right_aligned(frame: pd.DataFrame) -> list[bool]:
-    """Per column: right-align a column of numbers (possibly with ±, brackets, signs or the missing mark)."""
-
-    def numeric(cells: pd.Series) -> bool:
-        return len(cells) > 0 and all(
-            re.match(r"^[\[(<+\-]?\s*\d", cell) or cell == MISSING for cell in cells
-        )
-
-    return [numeric(frame[column].astype(str)) for column in frame.columns]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """An aligned GitHub markdown table of string cells: numbers right-aligned, text left-aligned."""
-    header = [str(column) for column in frame.columns]
-    body = [[str(cell).replace("|", "\\|").replace("\n", " ") for cell in row] for row in frame.to_numpy()]
-    right = _right_aligned(frame)
-    widths = [max([len(name), 3, *(len(row[i]) for row in body)]) for i, name in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        padded = (
-            cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(cells, widths, right, strict=True)
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    rules = ("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right, strict=True))
-    return "\n".join([line(header), "|" + "|".join(rules) + "|", *(line(row) for row in body)])
-
-
-def latex_table(frame: pd.DataFrame) -> str:
-    """The same table for LaTeX (booktabs), special characters escaped."""
-    alignment = "".join("r" if right else "l" for right in _right_aligned(frame))
-    return frame.to_latex(index=False, escape=True, column_format=alignment)
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of an experiment or parameter name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
 # --- output -------------------------------------------------------------------------------------------------
 
 
@@ -313,10 +129,8 @@ class _ReportWriter:
 
     def table(self, name: str, numbers: pd.DataFrame, shown: pd.DataFrame) -> None:
         """`numbers` go to the csv, `shown` (formatted strings) to the tex file and the markdown."""
-        numbers.to_csv(self.out_dir / "tables" / f"{name}.csv", index=False)
-        (self.out_dir / "tables" / f"{name}.tex").write_text(latex_table(shown))
         self.add(
-            markdown_table(shown),
+            write_table(self.out_dir / "tables", name, numbers, shown),
             f"<sub>[{name}.csv](tables/{name}.csv) · [{name}.tex](tables/{name}.tex)</sub>",
         )
 
@@ -485,7 +299,7 @@ def _variant_row_shown(
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
     if paper.get("miou"):
         shown["paper"] = paper_number(row["paper"])
-    ci = MISSING if _missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
+    ci = MISSING if is_missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
     shown.update({"95% CI": ci, "mIoU final": percent_spread(row["final_mean"], row["final_std"])})
     if paired:
         shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
@@ -598,7 +412,7 @@ def _confirmation(
                 f"change vs {BASELINE} in {tuned.name}": signed_percent(row["tuning_change"]),
                 "change confirmed": signed_percent(row["confirmed_change"]),
                 "p confirmed": p_value_text(row["confirmed_p_value"]),
-                "margin kept": MISSING if _missing(kept) else f"{100 * kept:.0f}%",
+                "margin kept": MISSING if is_missing(kept) else f"{100 * kept:.0f}%",
             }
         )
     if not numbers:
@@ -692,7 +506,7 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         shown = pivot.copy().astype(object)
         for variant in pivot.columns:
             shown[variant] = [
-                MISSING if _missing(mean) else f"{percent(mean)} ({count:.0f})"
+                MISSING if is_missing(mean) else f"{percent(mean)} ({count:.0f})"
                 for mean, count in zip(pivot[variant], counts[variant], strict=True)
             ]
         name = f"sensitivity_{slug(exp.name)}_{slug(key)}"
@@ -724,7 +538,7 @@ def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     spread = table.pivot_table(index=["variant", "parameter"], columns="evaluator", values="std", sort=False)
     for evaluator in shown.columns:
         shown[evaluator] = [
-            plain(mean) if _missing(std) else f"{plain(mean)} ± {plain(std)}"
+            plain(mean) if is_missing(std) else f"{plain(mean)} ± {plain(std)}"
             for mean, std in zip(shown[evaluator], spread[evaluator], strict=True)
         ]
     counts = table.groupby(["variant", "parameter"], sort=False)[["seeds", "trials"]].first()
@@ -874,9 +688,9 @@ AUDIT_WORDS = {
 
 
 def _with_interval(value: float, low: float, high: float) -> str:
-    if _missing(value):
+    if is_missing(value):
         return MISSING
-    return plain(value) if _missing(low) else f"{plain(value)} [{plain(low)}, {plain(high)}]"
+    return plain(value) if is_missing(low) else f"{plain(value)} [{plain(low)}, {plain(high)}]"
 
 
 def _pick_words(row: dict, exp: ExperimentResults) -> str:
@@ -957,9 +771,9 @@ def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Sel
         "`benchmarks/asha_vs_full.py` measures what pruning lost by running every trial to the end."
     )
     shown = audit.astype(object)
-    shown["spearman"] = [MISSING if _missing(value) else plain(value) for value in audit["spearman"]]
+    shown["spearman"] = [MISSING if is_missing(value) else plain(value) for value in audit["spearman"]]
     shown["pick's rank"] = [
-        MISSING if _missing(rank) else f"{rank:.0f} of {count}"
+        MISSING if is_missing(rank) else f"{rank:.0f} of {count}"
         for rank, count in zip(audit["pick's rank"], audit["trials evaluated"], strict=True)
     ]
     report.table(f"pruning_audit_{slug(exp.name)}", audit, shown.astype(str))
@@ -1054,11 +868,3 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
         "stopped trials count at the checkpoint they reached; running trials with what they have so far."
     )
     report.table("unfinished_trials", numbers, shown)
-
-
-def message_line(text, limit: int = 160) -> str:
-    """The last non-empty line of a message (a traceback's exception line), shortened."""
-    if not isinstance(text, str) or not text.strip():
-        return MISSING
-    line = [part for part in text.strip().splitlines() if part.strip()][-1].strip()
-    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -29,6 +29,8 @@ from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError, evaluates_at, train
 from study import layout
+from study.decide import confirmed_configurations
+from study.progress import log
 from study.space import (
     AshaScheduler,
     Experiment,
@@ -44,10 +46,6 @@ from study.space import (
 
 # Config keys holding paths whose `~` and `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
-
-
-def _log(message: str) -> None:
-    print(f"[msl-study {datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 def expand_paths(space: Space) -> Space:
@@ -137,10 +135,10 @@ def connect(address: str | None) -> None:
                 "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
                 "RAY_AUTH_TOKEN or ~/.ray/auth_token"
             ) from error
-        _log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
+        log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
-        _log(f"started a local Ray instance: {ray.cluster_resources()}")
+        log(f"started a local Ray instance: {ray.cluster_resources()}")
 
 
 def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) -> None:
@@ -212,7 +210,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
             if source_key(cfg) in to_train:
                 continue
             if _source_is_complete(run_dir, cfg.optim.iterations):
-                _log(f"source model for seed {seed}: reusing {run_dir}")
+                log(f"source model for seed {seed}: reusing {run_dir}")
             else:
                 to_train[source_key(cfg)] = (cfg, run_dir, experiment)
     cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
@@ -222,7 +220,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
         task = ray.remote(_train_source).options(
             num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
         )
-        _log(
+        log(
             f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
             f"{run_dir} "
             f"({cpus:.2g} CPU)"
@@ -231,7 +229,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
     started = time.perf_counter()
     for key, ref in pending.items():
         ray.get(ref)
-        _log(f"source model {key} done ({time.perf_counter() - started:.0f} s since the start)")
+        log(f"source model {key} done ({time.perf_counter() - started:.0f} s since the start)")
     return checkpoints
 
 
@@ -457,7 +455,7 @@ class StudyCallback(tune.Callback):
         counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
         elapsed = now - self.started
         eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
-        _log(
+        log(
             f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
             f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
             f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}"
@@ -532,47 +530,6 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
     return {"variant": tune.grid_search(list(experiment.variants)), **seed, **space}
 
 
-def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
-    """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment
-    selected with its own objective, by the rule of the report (`study.report.select`: per trial the best
-    checkpoint's objective, per variant the configuration with the best mean over seeds). Recorded in the
-    plan, so that a resumed study confirms the same configurations. A variant the earlier experiment did not
-    search (e.g. source_only) has no entry: it runs with its fixed settings."""
-    if experiment.confirm is None:
-        return {}
-    plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
-    if plan_file.is_file():
-        return layout.read_json(plan_file)["confirm"]["selected"]
-    import pandas as pd
-
-    from study.report import select
-    from study.results import load_study, param_column, python_value
-
-    tuned = load_study(study_dir).experiment(experiment.confirm)
-    selection = select(tuned)
-    configurations = {}
-    for variant, config in selection.configs.items():
-        if variant not in experiment.variants:
-            continue
-        if config is None:
-            raise RuntimeError(
-                f"experiment {experiment.name!r} confirms {experiment.confirm!r}, but no trial of "
-                f"variant {variant!r} there reported its objective {selection.metric!r}"
-            )
-        chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[
-            0
-        ]
-        configuration = {
-            key: python_value(chosen[param_column(key)])
-            for key in tuned.searched
-            if pd.notna(chosen[param_column(key)])  # a key this variant's trials had
-        }
-        if configuration:
-            configurations[variant] = configuration
-            _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r})")
-    return configurations
-
-
 def _trainable(
     space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str], confirmed: dict[str, dict]
 ):
@@ -636,11 +593,11 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
     confirmed = confirmed_configurations(study_dir, experiment)
     trainable = _trainable(space, experiment, study_dir, sources, confirmed)
     if tune.Tuner.can_restore(str(ray_path)):
-        _log(f"experiment {experiment.name!r}: resuming from {ray_path}")
+        log(f"experiment {experiment.name!r}: resuming from {ray_path}")
         tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         _write_plan(space, experiment, study_dir, iterations, confirmed)
-        _log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
+        log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(experiment),
@@ -671,7 +628,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
         )
     results = tuner.fit()
     errors = sum(result.error is not None for result in results)
-    _log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
+    log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
 
 
 def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:
@@ -715,7 +672,7 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     sources = ensure_sources(space, study_dir)
     for experiment in space.experiments:
         run_experiment(space, experiment, study_dir, sources[experiment.name])
-    _log(
+    log(
         f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
         f"report with: msl-study report {study_dir}"
     )

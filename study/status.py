@@ -18,8 +18,9 @@ import pandas as pd
 
 from msl.run_dir import RunDir
 from study import layout
-from study.report import best_label, message_line
+from study.decide import best_label
 from study.results import ExperimentResults, load_study
+from study.tables import message_line
 
 INTERRUPTED = "interrupted"
 STATES = (*layout.TRIAL_STATUSES, INTERRUPTED)

@@ -13,8 +13,8 @@ import pytest
 from scipy import stats
 
 from study import layout
+from study.decide import confirmed_configurations
 from study.report import build_report
-from study.runner import confirmed_configurations
 from study.space import Experiment, Variant
 from tests.test_report import ITERATIONS, _finished, _plan, _record, _write_trial
 

@@ -6,7 +6,8 @@ import math
 import pandas as pd
 
 from study import layout
-from study.report import build_report, select
+from study.decide import select
+from study.report import build_report
 from study.results import load_study
 from study.runner import StudyCallback
 from study.space import load_space

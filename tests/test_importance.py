@@ -16,7 +16,7 @@ LAM, LR = map(param_column, SEARCHED)
 
 
 def _experiment(seeds: list[int], trials_per_seed: int, objective) -> tuple[ExperimentResults, pd.DataFrame]:
-    """Trials whose objective is `objective(lambda, lr, seed)`; `picks` as `report.select` makes them."""
+    """Trials whose objective is `objective(lambda, lr, seed)`; `picks` as `decide.select` makes them."""
     rng = np.random.default_rng(0)
     trials, picks = [], []
     for seed in seeds:

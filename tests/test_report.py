@@ -23,7 +23,8 @@ from msl.labels import class_names
 from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
 from study import layout
-from study.report import build_report, paper_benchmark, select
+from study.decide import select
+from study.report import build_report, paper_benchmark
 from study.report_cli import add_report_parser
 from study.results import load_study
 from study.selection import rank_correlations

@@ -5,6 +5,8 @@ Expectations are counted by hand from what the fixture writes."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -158,3 +160,11 @@ def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
     assert exp.counts["running"] == 1 and exp.done == 0 and exp.remaining == 60
     assert exp.best is None and exp.eta_s is None
     assert "best target_im so far: none reported yet" in format_status(study_status(study))
+
+
+def test_status_imports_no_plotting_optuna_or_scipy():
+    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries."""
+    heavy = ("matplotlib", "optuna", "scipy")
+    code = f"import study.status, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
