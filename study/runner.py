@@ -1,9 +1,12 @@
-"""Running a study on Ray Tune: source models first, then each experiment's trials, resumable after a crash.
+"""The study's driver: runs a study on Ray Tune, source models first, then each experiment's trials,
+resumable after a crash.
 
-The study directory layout is `study.layout`'s. Trials are function trainables that run `msl.trainer.train`
-with our iteration count as Tune's time attribute and a Tune checkpoint at every evaluation, so ASHA, PBT,
-retries and `Tuner.restore` all work. Everything a trial needs travels as small plain data (the resolved space
-and paths); datasets and models are built inside the trial.
+This module is what runs in the driver process: the study directory (`create_study`, plan.json), each
+experiment's Tune job (search space, searcher, scheduler, `StudyCallback`, which writes each ended trial's
+status.json) and the order of the whole (`run_study_dir`). What runs in other processes has its own module:
+a trial's worker `study.worker`, the source models `study.sources`, attaching to or starting the cluster
+`study.cluster`. Everything a trial needs travels as small plain data (the resolved space and paths);
+datasets and models are built inside the trial. The study directory layout is `study.layout`'s.
 """
 
 from __future__ import annotations
@@ -13,36 +16,33 @@ import itertools
 import math
 import os
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import ray
 import yaml
 from ray import tune
 
-from msl.checkpoint import load_checkpoint
-from msl.config import TrainConfig, is_better, save_config
-from msl.run_dir import RunDir
+from msl.config import is_better, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
-from msl.trainer import NonFiniteLossError, evaluates_at, train
+from msl.trainer import NonFiniteLossError
 from study import layout
+from study.cluster import prepare_cluster
 from study.decide import confirmed_configurations
 from study.progress import log
+from study.sources import ensure_sources
 from study.space import (
     AshaScheduler,
     Experiment,
     PbtScheduler,
-    Resources,
     Space,
     SpaceError,
     load_space,
     max_iterations,
     representative_config,
-    source_key,
 )
+from study.worker import run_trial
 
 # Config keys holding paths whose `~` and `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
@@ -116,277 +116,6 @@ def _to_tune(spec: dict[str, Any]):
     if kind == "grid":
         return tune.grid_search(args)
     return getattr(tune, kind)(*args)  # uniform, loguniform, randint, quniform take their bounds in order
-
-
-def connect(address: str | None) -> None:
-    """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this
-    machine."""
-    # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except ConnectionError as error:
-            raise ConnectionError(
-                f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
-                "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
-                "RAY_AUTH_TOKEN or ~/.ray/auth_token"
-            ) from error
-        log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
-        log(f"started a local Ray instance: {ray.cluster_resources()}")
-
-
-def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) -> None:
-    """SpaceError unless some live node of the cluster (`ray.nodes()`) can hold one trial of each experiment:
-    otherwise Tune would wait forever, and with `log_to_driver=False` without a word."""
-    alive = [node["Resources"] for node in nodes if node.get("Alive")]
-    for experiment in experiments:
-        wanted = {"CPU": experiment.resources.cpu, "GPU": experiment.resources.gpu}
-        if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
-            continue
-        have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
-        raise SpaceError(
-            f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
-            f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
-            f"{have or 'none'}); lower `resources` in the space or add such a node"
-        )
-
-
-def prepare_cluster(space: Space, address: str | None) -> None:
-    """Connect to Ray and check that the cluster can run the space's trials at all."""
-    connect(address)
-    check_resources(space.experiments, ray.nodes())
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Source models
-
-
-def _in_worker(cfg: TrainConfig, cpus: float) -> TrainConfig:
-    """A config as a Ray worker runs it: no progress bar, and as many threads as the CPUs it holds."""
-    threads = cfg.runtime.threads or max(1, int(cpus))
-    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, progress=False, threads=threads))
-
-
-def source_cpus(resources: Resources, cluster_cpus: float, count: int) -> float:
-    """CPUs each of `count` source models asks for. On CPUs only, the models share the cluster's CPUs so that
-    all start at once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles); with GPUs they
-    ask for what a trial asks for."""
-    if resources.gpu or count == 0:
-        return resources.cpu
-    return min(resources.cpu, cluster_cpus / count)
-
-
-def _source_is_complete(run_dir: Path, iterations: int) -> bool:
-    run = RunDir(run_dir)
-    records = run.read_metrics()
-    return run.best.is_file() and bool(records) and records[-1].get("iteration") == iterations
-
-
-def _train_source(cfg, run_dir: str) -> str:
-    run = RunDir(run_dir)
-    train(cfg, run.path, resume_from=run.last if run.last.is_file() else None)
-    return str(run.best)
-
-
-def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
-    """The source checkpoint of each experiment's seeds: an existing one with the same key, or trained now.
-    The models of every experiment train together at the start, so that they share the CPUs (an experiment
-    with one seed would otherwise leave cores idle while the next one waits)."""
-    if space.source_checkpoint:
-        return {e.name: dict.fromkeys(e.seeds, space.source_checkpoint) for e in space.experiments}
-    checkpoints: dict[str, dict[int, str]] = {e.name: {} for e in space.experiments}
-    to_train: dict[str, tuple] = {}  # source key -> (config, run dir, experiment whose resources it takes)
-    for experiment in space.experiments:
-        for seed in experiment.seeds:
-            cfg = space.source_config(experiment, seed)
-            run_dir = layout.sources_dir(study_dir) / source_key(cfg)
-            checkpoints[experiment.name][seed] = str(RunDir(run_dir).best)
-            if source_key(cfg) in to_train:
-                continue
-            if _source_is_complete(run_dir, cfg.optim.iterations):
-                log(f"source model for seed {seed}: reusing {run_dir}")
-            else:
-                to_train[source_key(cfg)] = (cfg, run_dir, experiment)
-    cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
-    pending = {}
-    for key, (cfg, run_dir, experiment) in to_train.items():
-        cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
-        task = ray.remote(_train_source).options(
-            num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
-        )
-        log(
-            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
-            f"{run_dir} "
-            f"({cpus:.2g} CPU)"
-        )
-        pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
-    started = time.perf_counter()
-    for key, ref in pending.items():
-        ray.get(ref)
-        log(f"source model {key} done ({time.perf_counter() - started:.0f} s since the start)")
-    return checkpoints
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Trials
-
-
-def _scalars(record: dict) -> dict[str, float]:
-    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def run_trial(
-    config: dict,
-    *,
-    space: Space,
-    experiment_name: str,
-    study_dir: str,
-    sources: dict,
-    confirmed: dict[str, dict],
-) -> None:
-    """A Tune function trainable: one UDA training (or one per seed, see `_train_seeds`) whose evaluations are
-    reported with checkpoints. `confirmed` maps variants to the configuration a confirmation runs them with
-    (see `confirmed_configurations`)."""
-    experiment = next(e for e in space.experiments if e.name == experiment_name)
-    config = {**{k: v for k, v in config.items() if k != "case"}, **config.get("case", {})}
-    variant, seeds = config["variant"], config.get("seeds") or [config["seed"]]
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed", "seeds")} | confirmed.get(
-        variant, {}
-    )
-    trial_name = tune.get_context().get_trial_name()
-    trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
-    cfgs = {
-        seed: _in_worker(
-            space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-            experiment.resources.cpu,
-        )
-        for seed in seeds
-    }
-    source_runs = {seed: str(RunDir.of_checkpoint(sources[seed]).path) for seed in seeds}
-    info = {"trial_name": trial_name, "experiment": experiment_name, "variant": variant}
-    several = "seeds" in config
-    seed_info = (
-        {"seed": None, "seeds": seeds, "source_runs": source_runs}
-        if several
-        else {"seed": seeds[0], "source_run": source_runs[seeds[0]]}
-    )
-    overrides = {**experiment.set, **experiment.variants[variant].set, **params}
-    layout.write_json(
-        trial_dir / layout.TRIAL_FILE,
-        {
-            **info,
-            **seed_info,
-            "params": params,
-            "overrides": overrides,
-            "node_id": ray.get_runtime_context().get_node_id(),
-        },
-    )
-    own_checkpoint_ok = not isinstance(experiment.scheduler, PbtScheduler)
-    if several:
-        _train_seeds(cfgs, trial_dir, own_checkpoint_ok)
-    else:
-        _train_one(cfgs[seeds[0]], trial_dir, own_checkpoint_ok)
-
-
-def _start(
-    trial_dir: Path, run_dir: Path, restored, own_checkpoint_ok: bool, inside: str = ""
-) -> Path | None:
-    """The resume point of one run of a trial (`_resume_point`); a run that failed before its first
-    checkpoint is moved aside so that it starts again."""
-    resume_from = _resume_point(run_dir, restored, own_checkpoint_ok, inside)
-    if resume_from is None and run_dir.exists():
-        run_dir.rename(trial_dir / f"{run_dir.name}.failed-{datetime.now():%Y%m%d-%H%M%S}")
-    return resume_from
-
-
-def _train_one(cfg: TrainConfig, trial_dir: Path, own_checkpoint_ok: bool) -> None:
-    run_dir = trial_dir / layout.RUN_DIR
-    resume_from = _start(trial_dir, run_dir, tune.get_checkpoint(), own_checkpoint_ok)
-    reported = []
-
-    def report(record: dict, last: Path) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            shutil.copyfile(last, Path(directory) / last.name)
-            tune.report(_scalars(record), checkpoint=tune.Checkpoint.from_directory(directory))
-        reported.append(record["iteration"])
-
-    record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
-    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again,
-        # without a checkpoint: registering one would make Tune delete checkpoints its stale state still lists
-        # but that were already deleted, and log an ERROR traceback for a trial that is fine.
-        tune.report(_scalars(record))
-
-
-def _train_seeds(cfgs: dict[int, TrainConfig], trial_dir: Path, own_checkpoint_ok: bool) -> None:
-    """`seeds_per_sample`: one configuration trained on several seeds in turn, each run stopping after every
-    evaluation and resuming from its checkpoint (which gives the run it would be straight through). After
-    each evaluation the trial reports the mean over seeds of every scalar, which is what the scheduler's rungs
-    and the searcher see, with a checkpoint holding each seed's last checkpoint in `s<seed>/`."""
-    runs = {seed: trial_dir / layout.run_dir_name(seed) for seed in cfgs}
-    restored = tune.get_checkpoint()
-    resume = {
-        seed: _start(trial_dir, run, restored, own_checkpoint_ok, f"s{seed}") for seed, run in runs.items()
-    }
-    cfg = next(iter(cfgs.values()))
-    reached = min((_iteration(path) if path else 0) for path in resume.values())
-    records = {}
-    points = [i for i in range(reached + 1, cfg.optim.iterations + 1) if evaluates_at(i, cfg)]
-    for point in points:
-        for seed, run in runs.items():
-            records[seed] = _advance(cfgs[seed], run, resume[seed], point)
-            resume[seed] = RunDir(run).last
-        with tempfile.TemporaryDirectory() as directory:
-            for seed, last in resume.items():
-                (Path(directory) / f"s{seed}").mkdir()
-                shutil.copyfile(last, Path(directory) / f"s{seed}" / last.name)
-            tune.report(_seed_mean(records), checkpoint=tune.Checkpoint.from_directory(directory))
-    if not records:  # already complete: say so again, without a checkpoint (see `_train_one`)
-        tune.report(_seed_mean({seed: RunDir(run).read_metrics()[-1] for seed, run in runs.items()}))
-
-
-def _iteration(checkpoint: Path) -> int:
-    return load_checkpoint(checkpoint, mmap=True)["iteration"]
-
-
-def _advance(cfg: TrainConfig, run_dir: Path, resume_from: Path | None, point: int) -> dict:
-    """One seed's run trained up to the evaluation at `point` (or its record there, when it got there before
-    the trial was interrupted)."""
-    if resume_from is not None and _iteration(resume_from) >= point:
-        return next(r for r in RunDir(run_dir).read_metrics() if r["iteration"] == point)
-    return train(cfg, run_dir, resume_from=resume_from, stop_after=point)
-
-
-def _seed_mean(records: dict[int, dict]) -> dict[str, float]:
-    """The mean over seeds of each scalar every seed's record has (NaN in any seed gives NaN)."""
-    scalars = [_scalars(record) for record in records.values()]
-    keys = set.intersection(*(set(values) for values in scalars))
-    return {key: math.fsum(values[key] for values in scalars) / len(scalars) for key in sorted(keys)}
-
-
-def _resume_point(
-    run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool, inside: str = ""
-) -> Path | None:
-    """Where a (re)started trial continues: the checkpoint Tune hands over (a retry, a resumed study, a PBT
-    exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
-    Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's). Each
-    checkpoint's iteration is read without reading its weights (`mmap`). `inside`: the folder in Tune's
-    checkpoint that holds this run's (one seed's of several)."""
-    run, candidates = RunDir(run_dir), []
-    if restored is not None:
-        with restored.as_directory() as directory:
-            run.checkpoints.mkdir(parents=True, exist_ok=True)
-            # A Tune checkpoint holds a copy of a last checkpoint under its own name (`report` in run_trial).
-            shutil.copyfile(Path(directory) / inside / run.last.name, run.restored)
-            candidates.append(run.restored)
-    if own_checkpoint_ok and run.last.is_file():
-        candidates.append(run.last)
-    return max(candidates, key=_iteration, default=None)
 
 
 def _non_finite(result: dict, metric: str) -> str | None:

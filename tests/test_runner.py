@@ -11,18 +11,16 @@ from ray import tune
 from msl.checkpoint import load_checkpoint, save_atomic
 from msl.config import read_yaml
 from study import layout
+from study.cluster import check_resources
 from study.runner import (
     StudyCallback,
     _param_space,
-    _resume_point,
     _scheduler,
     _searched,
-    _source_is_complete,
-    check_resources,
     create_study,
     expand_paths,
-    source_cpus,
 )
+from study.sources import _source_is_complete, source_cpus
 from study.space import (
     AshaScheduler,
     Experiment,
@@ -32,6 +30,7 @@ from study.space import (
     Variant,
     load_space,
 )
+from study.worker import _resume_point
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,10 @@ from msl.run_dir import RunDir
 from msl.trainer import train
 from study import layout
 from study.results import ExperimentResults, load_study
-from study.runner import _in_worker, _param_space, _seed_mean
+from study.runner import _param_space
 from study.space import load_space
 from study.status import study_status
+from study.worker import _seed_mean, in_worker
 from tests.test_study import msl_study, read, space_file
 
 SEEDS = [0, 1]
@@ -115,7 +116,7 @@ def test_a_seeds_run_in_steps_equals_a_plain_run_of_that_seed(study, tmp_path):
     )
     source = RunDir(info["source_runs"]["1"]).best
     cfg = space.trial_config(experiment, "iw_maxsquare", 1, info["params"], source_checkpoint=str(source))
-    train(_in_worker(cfg, experiment.resources.cpu), tmp_path / "plain")
+    train(in_worker(cfg, experiment.resources.cpu), tmp_path / "plain")
     stepped = RunDir(layout.trials_dir(study_dir, "main") / name / "run_s1").read_metrics()
     plain = RunDir(tmp_path / "plain").read_metrics()
     assert _untimed(stepped) == _untimed(plain)
