@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from synth_runs import Report, machine
 
 from study.decide import select
-from study.results import config_label, load_study, param_column
+from study.results import ExperimentResults, config_label, load_study, param_column
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = (10, 20, 30)
@@ -76,7 +76,7 @@ def load(study_dir: Path):
 
 def replay(exp, grace: int, rf: int, concurrency: int) -> dict[str, int]:
     """Iterations each trial would run under Ray's ASHAScheduler (in a simulated clock, see the docstring)."""
-    max_t, metric, mode = exp.plan["max_iterations"], exp.plan["metric"], exp.plan["mode"]
+    max_t, metric, mode = exp.plan.max_iterations, exp.plan.metric, exp.plan.mode
     scheduler = ASHAScheduler(time_attr="iteration", max_t=max_t, grace_period=grace, reduction_factor=rf)
     scheduler.set_search_properties(metric, mode)
     curves = {
@@ -116,7 +116,7 @@ def replay(exp, grace: int, rf: int, concurrency: int) -> dict[str, int]:
 def halving(exp, grace: int, rf: int) -> dict[str, int]:
     """Iterations each trial would run under synchronous successive halving: every trial to `grace`, then at
     each rung (grace x rf^k) the best 1/rf of those there (by the objective at the rung) go on."""
-    max_t, metric, mode = exp.plan["max_iterations"], exp.plan["metric"], exp.plan["mode"]
+    max_t, metric, mode = exp.plan.max_iterations, exp.plan.metric, exp.plan.mode
     at = exp.evals.pivot_table(index="trial_name", columns="iteration", values=metric)
     alive, rung = list(exp.trials["trial_name"]), grace
     reached = {}
@@ -132,8 +132,8 @@ def pick(exp, reached: dict[str, int]) -> dict:
     """What the report would select from the evaluations each trial reached."""
     trials = exp.trials[exp.trials["trial_name"].isin(list(reached))]
     evals = exp.evals[exp.evals["iteration"] <= exp.evals["trial_name"].map(reached)]
-    selection = select(SimpleNamespace(plan=exp.plan, trials=trials, evals=evals, searched=exp.searched))
-    chosen = selection.chosen_picks(next(iter(exp.plan["variants"]))).iloc[0]
+    selection = select(ExperimentResults(exp.name, exp.plan, trials, evals))
+    chosen = selection.chosen_picks(next(iter(exp.plan.variants))).iloc[0]
     params = trials.set_index("trial_name").loc[chosen["trial_name"], list(map(param_column, exp.searched))]
     return {
         "trial": chosen["trial_name"],
@@ -166,7 +166,7 @@ def main() -> None:
     own = quickstart["experiments"]["sweep"]["scheduler"]
     full = load(run_sweep(args.work, "sweep_full", args.samples, args.every, {"name": "fifo"}))
     real = load(run_sweep(args.work, "sweep_asha", args.samples, args.every, own))
-    max_t = full.plan["max_iterations"]
+    max_t = full.plan.max_iterations
 
     report = Report()
     say = report.say
@@ -178,7 +178,7 @@ def main() -> None:
         f"- the `sweep` experiment of search_spaces/quickstart.yaml (MaxSquare+IW, seed 0, {max_t} "
         "iterations) "
         f"with random search over {args.samples} configurations, evaluated every {args.every} iterations; "
-        f"objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU reported, never "
+        f"objective {full.plan.metric} ({full.plan.mode}), label-free; target mIoU reported, never "
         "used "
         "to choose"
     )
@@ -201,11 +201,11 @@ def main() -> None:
     say("|---|---|---|---|---|---|---|---|---|---|")
     counts = sorted({4, 8, args.samples} & set(range(1, args.samples + 1)))
     for count in counts:
-        subset = SimpleNamespace(
-            plan=full.plan,
-            trials=full.trials.iloc[:count],
-            evals=full.evals[full.evals["trial_name"].isin(full.trials["trial_name"].iloc[:count])],
-            searched=full.searched,
+        subset = ExperimentResults(
+            full.name,
+            full.plan,
+            full.trials.iloc[:count],
+            full.evals[full.evals["trial_name"].isin(full.trials["trial_name"].iloc[:count])],
         )
         best = pick(subset, {name: max_t for name in subset.trials["trial_name"]})
         say(

@@ -89,7 +89,10 @@ def experiment(work: Path, shift: float, variants: list[str], seeds: list[int]) 
             trials.append(trial)
             run = layout.trials_dir(study_dir(work), name) / trial["trial_name"] / layout.RUN_DIR
             evals.extend({**trial, **record} for record in RunDir(run).read_metrics())
-    exp = ExperimentResults(name, {}, pd.DataFrame(trials), pd.DataFrame(evals), study_dir(work))
+    plan = layout.Plan(
+        experiment=name, metric="source_val_miou", max_iterations=max(e["iteration"] for e in evals)
+    )
+    exp = ExperimentResults(name, plan, pd.DataFrame(trials), pd.DataFrame(evals), study_dir(work))
     exp.evals = with_study_validators(exp).astype({TARGET: float})
     return exp
 

@@ -73,7 +73,7 @@ class Selection:
 
 def select(exp: ExperimentResults) -> Selection:
     """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
-    metric = exp.plan["metric"]
+    metric = exp.plan.metric
     mode = exp.mode
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
@@ -104,12 +104,12 @@ def select(exp: ExperimentResults) -> Selection:
     for variant in variants_of(exp):
         scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
         configs[variant] = best_label(scores, mode)
-    return Selection(metric, mode, bool(exp.plan.get("oracle")), exp.evals, picks, configs)
+    return Selection(metric, mode, exp.plan.oracle, exp.evals, picks, configs)
 
 
 def variants_of(exp: ExperimentResults) -> list[str]:
     """The plan's variants in plan order, then any other variant a trial names."""
-    names = list(exp.plan.get("variants") or {})
+    names = list(exp.plan.variants)
     return names + [name for name in exp.trials["variant"].unique() if name not in names]
 
 
@@ -121,9 +121,8 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
     search (e.g. source_only) has no entry: it runs with its fixed settings."""
     if experiment.confirm is None:
         return {}
-    plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
-    if plan_file.is_file():
-        return layout.read_json(plan_file)["confirm"]["selected"]
+    if layout.plan_file(study_dir, experiment.name).is_file():
+        return layout.read_plan(study_dir, experiment.name).confirm["selected"]
     tuned = load_study(study_dir).experiment(experiment.confirm)
     selection = select(tuned)
     configurations = {}

@@ -81,7 +81,7 @@ def importances(exp: ExperimentResults, picks: pd.DataFrame, mode: str) -> pd.Da
             if (
                 len(keys) >= 2 and len(trials) >= MIN_TRIALS
             ):  # one parameter explains everything by definition
-                study = _study(trials, keys, exp.plan["searched"], mode)
+                study = _study(trials, keys, exp.plan.searched, mode)
                 for name, values in _evaluate(study, int(seed)):
                     rows += [
                         {"variant": variant, "parameter": key, "evaluator": name, "seed": seed}

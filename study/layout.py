@@ -17,12 +17,8 @@
           run/                        the trial's msl run directory (msl.run_dir; its validator_probs/ are
                                       read by study.selection); run_s<seed>/ for each of several seeds
 
-plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
-"variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":
-{variant: values}} for a variant's own grid}), "scheduler", "search", "num_samples", "num_trials",
-"seeds_per_sample", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
-"num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment,
-"selected": {variant: {dotted key: value}}}, the configurations it runs).
+plan.json holds a `Plan` (below): the runner writes it with `write_plan` before an experiment's first trial,
+and every reader (results, report, status, compare, importance) reads it with `read_plan`.
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
 why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
@@ -32,11 +28,14 @@ msl.run_dir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msl.config import METRIC_MODES
 from msl.io import write_text_atomic
 
 SPACE_FILE = "space.yaml"
@@ -100,6 +99,10 @@ def ray_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "ray"
 
 
+def plan_file(study: Path, experiment: str) -> Path:
+    return experiment_dir(study, experiment) / PLAN_FILE
+
+
 def require_study(study: Path) -> Path:
     """`study`, or FileNotFoundError unless it is a study directory."""
     if not (study / STUDY_FILE).is_file():
@@ -114,3 +117,60 @@ def read_json(path: Path) -> Any:
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
     write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """An experiment as the runner resolved it, in plan.json (keys in this order). A default is what a reader
+    assumes when a plan lacks the key (a plan.json written before the key existed)."""
+
+    experiment: str
+    metric: str  # the objective, a key of msl.config.METRIC_MODES
+    mode: str | None = None  # "max" or "min"; None: the metric's own direction (set when the plan is made)
+    oracle: bool = False  # whether the objective reads target test labels (the user named an oracle metric)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its overrides, in plan order
+    seeds: list[int] = field(default_factory=list)
+    # dotted key -> distribution spec (study.space), or {"grid per variant": {variant: values}} for a
+    # variant's own grid
+    searched: dict[str, dict] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "fifo"})  # study.space's scheduler
+    search: dict[str, Any] | None = None  # study.space's Search: {"algorithm", "num_samples", "seed"}
+    num_samples: int = 1
+    num_trials: int | None = None  # the trials Tune runs; None: as many as have started
+    seeds_per_sample: int = 1  # seeds each trial trains (one row per seed in the results)
+    max_iterations: int  # the iterations of a trial that runs to the end
+    eval_every: int | None = None
+    benchmark: str | None = None  # a key of study/paper_results.yaml, maybe with "/<city>"
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    # a confirmation: {"from": the tuning experiment, "selected": {variant: {dotted key: value}}}, the
+    # configurations it runs
+    confirm: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.mode = self.mode or METRIC_MODES[self.metric]
+
+
+def write_plan(study: Path, plan: Plan) -> None:
+    write_json(plan_file(study, plan.experiment), dataclasses.asdict(plan))
+
+
+def read_plan(study: Path, experiment: str) -> Plan:
+    """The experiment's plan.json; ValueError naming the file if it holds a key `Plan` does not know or
+    lacks one it needs."""
+    path = plan_file(study, experiment)
+    data = read_json(path)
+    fields = {f.name: f for f in dataclasses.fields(Plan)}
+    unknown = sorted(set(data) - set(fields))
+    needed = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in needed if name not in data]
+    if unknown or missing:
+        raise ValueError(
+            f"{path}: not a plan this version of msl reads (unknown keys {unknown}, missing keys {missing}); "
+            "rerun the experiment or read the file with the msl version that wrote it"
+        )
+    return Plan(**data)

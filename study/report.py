@@ -36,7 +36,7 @@ from msl.config import METRIC_MODES, is_better
 from study import plots
 from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
-from study.layout import FAILED_STATUSES, TRIAL_STATUSES
+from study.layout import FAILED_STATUSES, TRIAL_STATUSES, Plan
 from study.pruning import rung_audit
 from study.results import (
     ExperimentResults,
@@ -87,14 +87,14 @@ def paper_results() -> dict:
     return yaml.safe_load(resources.files("study").joinpath("paper_results.yaml").read_text())
 
 
-def paper_benchmark(plan: dict) -> dict | None:
+def paper_benchmark(plan: Plan) -> dict | None:
     """The plan's benchmark entry: {"miou": {variant: %}, maybe "miou13", "per_class", "source"}.
 
     A benchmark with one table per target city names the city after a slash or dot, e.g.
     "cityscapes_to_crosscity/rome"."""
-    if not plan.get("benchmark"):
+    if not plan.benchmark:
         return None
-    name, *city = re.split(r"[/.]", plan["benchmark"])
+    name, *city = re.split(r"[/.]", plan.benchmark)
     entry = paper_results().get(name)
     if entry is None:
         return None
@@ -155,7 +155,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 
     def comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
         _variant_comparison(report, exp, selection)
-        tuned = (exp.plan.get("confirm") or {}).get("from")
+        tuned = (exp.plan.confirm or {}).get("from")
         if tuned in by_name:
             _confirmation(report, exp, selection, by_name[tuned], selections[tuned])
 
@@ -201,25 +201,24 @@ def _overview(report: _ReportWriter, results: StudyResults) -> None:
         rows.append(
             {
                 "experiment": name,
-                "scheduler": _kind(plan.get("scheduler"), "fifo"),
-                "search": _kind(plan.get("search"), MISSING),
+                "scheduler": _kind(plan.scheduler, "fifo"),
+                "search": _kind(plan.search, MISSING),
                 "objective": _objective_words(plan),
-                "variants": len(plan.get("variants") or {}),
-                "seeds": len(plan.get("seeds") or []),
-                "trials planned": plan.get("num_trials", MISSING),
+                "variants": len(plan.variants),
+                "seeds": len(plan.seeds),
+                "trials planned": MISSING if plan.num_trials is None else plan.num_trials,
                 "trials started": len(trials),
                 **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES},
-                "max iterations": plan.get("max_iterations", MISSING),
+                "max iterations": plan.max_iterations,
             }
         )
     numbers = pd.DataFrame(rows)
     report.table("overview", numbers, numbers.astype(str))
 
 
-def _objective_words(plan: dict) -> str:
-    metric = plan["metric"]
-    kind = "oracle" if plan.get("oracle") else "label-free"
-    return f"{metric} ({plan.get('mode') or METRIC_MODES[metric]}, {kind})"
+def _objective_words(plan: Plan) -> str:
+    kind = "oracle" if plan.oracle else "label-free"
+    return f"{plan.metric} ({plan.mode}, {kind})"
 
 
 # --- 1. variant comparison ----------------------------------------------------------------------------------
@@ -279,7 +278,7 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
 
 def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
     """The configuration a row reports: the selected one of a search, or the one a confirmation was given."""
-    confirm = exp.plan.get("confirm")
+    confirm = exp.plan.confirm
     if confirm:
         return config_label(confirm["selected"][variant]) if variant in confirm["selected"] else "fixed"
     return selection.configs[variant]
@@ -294,7 +293,7 @@ def _variant_row_shown(
     extra_metrics: list[str],
 ) -> dict:
     shown = {"variant": row["variant"]}
-    if exp.searched or exp.plan.get("confirm"):
+    if exp.searched or exp.plan.confirm:
         shown["configuration"] = row["config"] or MISSING
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
     if paper.get("miou"):
@@ -323,7 +322,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         if selection.oracle
         else "a **label-free** selection: no target labels are read to choose"
     )
-    seeds = exp.plan.get("seeds") or sorted(exp.trials["seed"].dropna().unique().tolist())
+    seeds = exp.plan.seeds or sorted(exp.trials["seed"].dropna().unique().tolist())
     words = [
         f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
         f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
@@ -336,7 +335,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
             "A variant's *configuration* is the one whose objective, averaged over seeds, is best "
             f"among those tried ({', '.join(exp.searched)})."
         )
-    confirm = exp.plan.get("confirm")
+    confirm = exp.plan.confirm
     if confirm:
         words.append(
             f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
@@ -356,7 +355,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         )
     if paper.get("miou"):
         words.append(
-            f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
+            f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan.benchmark}` "
             f"(source: {paper.get('source', MISSING)})."
         )
     counts = exp.trials["status"].value_counts()
@@ -380,7 +379,7 @@ def _confirmation(
 ) -> None:
     """How much of what the tuning showed holds on the confirmation's fresh seeds."""
     numbers, shown = [], []
-    for variant, params in exp.plan["confirm"]["selected"].items():
+    for variant, params in exp.plan.confirm["selected"].items():
         if variant == BASELINE:
             continue
         tuning, confirmed = tuned_selection.values(variant), selection.values(variant)
@@ -419,7 +418,7 @@ def _confirmation(
         return
     report.add(
         f"Tune, then confirm: each variant's configuration as selected in `{tuned.name}` (seeds "
-        f"{tuned.plan.get('seeds')}) and as measured again on the fresh seeds {exp.plan.get('seeds')} of "
+        f"{tuned.plan.seeds}) and as measured again on the fresh seeds {exp.plan.seeds} of "
         f"`{exp.name}`. *margin kept*: the confirmed change against `{BASELINE}` as a share of the change "
         "seen during tuning (the tuning picked the best of several configurations on its own seeds, so its "
         "margin is optimistic; – where the tuning showed no gain)."
@@ -435,7 +434,7 @@ def _confirmation(
 
 def _per_class_iou(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
-    names = exp.plan.get("class_names") or [f"class_{i}" for i in range(exp.plan.get("num_classes", 0))]
+    names = exp.plan.class_names or [f"class_{i}" for i in range(exp.plan.num_classes)]
     columns = {}
     for variant in selection.configs:
         rows = selection.rows(variant)
@@ -493,7 +492,7 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     colors = plots.variant_colors(variants_of(exp))
     for key in exp.searched:
         column = param_column(key)
-        log = "log" in json.dumps(exp.plan["searched"][key])
+        log = "log" in json.dumps(exp.plan.searched[key])
         levels = _levels(points[column], log)
         summary = (
             points.assign(level=levels)
@@ -702,14 +701,14 @@ def _pick_words(row: dict, exp: ExperimentResults) -> str:
 
 
 def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
-    scheduler = _kind(exp.plan.get("scheduler"), "fifo").lower()
+    scheduler = _kind(exp.plan.scheduler, "fifo").lower()
     if scheduler not in PRUNING_SCHEDULERS:
         report.add(f"Experiment `{exp.name}` uses the `{scheduler}` scheduler: every trial runs to the end.")
         return
     _experiment_heading(report, exp)
     trials = exp.trials
     planned = exp.planned_runs
-    full = planned * exp.plan["max_iterations"]
+    full = planned * exp.plan.max_iterations
     used = int(trials["iterations"].sum())
     budget = pd.DataFrame(
         [
@@ -725,7 +724,7 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
     )
     report.add(
         f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
-        f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they "
+        f"{exp.plan.max_iterations} iterations (errored and diverged trials count the iterations they "
         "ran)."
     )
     report.table(

@@ -291,28 +291,28 @@ def _write_plan(
     from msl.metrics import metric_class_names
 
     cfg = space.source_config(experiment, experiment.seeds[0])
-    layout.write_json(
-        layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE,
-        {
-            "experiment": experiment.name,
-            "metric": experiment.metric,
-            "mode": experiment.mode,
-            "oracle": experiment.oracle,
-            "variants": {name: variant.set for name, variant in experiment.variants.items()},
-            "seeds": experiment.seeds,
-            "searched": _searched(experiment),
-            "scheduler": dataclasses.asdict(experiment.scheduler),
-            "search": dataclasses.asdict(experiment.search),
-            "num_samples": experiment.search.num_samples,
-            "num_trials": experiment.num_trials(),
-            "seeds_per_sample": experiment.seeds_per_sample,
-            "max_iterations": iterations,
-            "eval_every": representative_config(space, experiment).eval.every,
-            "benchmark": experiment.benchmark,
-            "num_classes": cfg.data.num_classes,
-            "class_names": metric_class_names(cfg.data.num_classes),
-            "confirm": {"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
-        },
+    layout.write_plan(
+        study_dir,
+        layout.Plan(
+            experiment=experiment.name,
+            metric=experiment.metric,
+            mode=experiment.mode,
+            oracle=experiment.oracle,
+            variants={name: variant.set for name, variant in experiment.variants.items()},
+            seeds=experiment.seeds,
+            searched=_searched(experiment),
+            scheduler=dataclasses.asdict(experiment.scheduler),
+            search=dataclasses.asdict(experiment.search),
+            num_samples=experiment.search.num_samples,
+            num_trials=experiment.num_trials(),
+            seeds_per_sample=experiment.seeds_per_sample,
+            max_iterations=iterations,
+            eval_every=representative_config(space, experiment).eval.every,
+            benchmark=experiment.benchmark,
+            num_classes=cfg.data.num_classes,
+            class_names=metric_class_names(cfg.data.num_classes),
+            confirm={"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
+        ),
     )
 
 

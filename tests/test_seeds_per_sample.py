@@ -36,10 +36,13 @@ def test_the_trial_reports_the_mean_over_seeds_and_nan_in_any_seed_spoils_it():
 
 
 def test_a_plan_of_several_seeds_per_trial_asks_for_a_run_per_seed():
-    plan = {"metric": "target_im", "num_trials": 3, "seeds_per_sample": 2}
+    plan = layout.Plan(
+        experiment="main", metric="target_im", max_iterations=12, num_trials=3, seeds_per_sample=2
+    )
     exp = ExperimentResults("main", plan, pd.DataFrame({"trial_name": ["a@s0"]}), pd.DataFrame())
     assert exp.planned_runs == 6 and exp.mode == "min"
-    assert ExperimentResults("main", {"metric": "target_im"}, exp.trials, pd.DataFrame()).planned_runs == 1
+    unsaid = layout.Plan(experiment="main", metric="target_im", max_iterations=12)
+    assert ExperimentResults("main", unsaid, exp.trials, pd.DataFrame()).planned_runs == 1
 
 
 @pytest.fixture(scope="module")
