@@ -34,7 +34,7 @@ import yaml
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from synth_runs import Report, machine
 
-from study.decide import select
+from study.decide import TARGET, select
 from study.results import ExperimentResults, config_label, load_study, param_column
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +138,7 @@ def pick(exp, reached: dict[str, int]) -> dict:
     return {
         "trial": chosen["trial_name"],
         "pick": config_label(dict(zip(exp.searched, params, strict=True))),
-        "target": 100 * evals.at[int(chosen["selected_row"]), "oracle_miou"],
+        "target": 100 * evals.at[int(chosen["selected_row"]), TARGET],
         "used": sum(reached.values()),
     }
 

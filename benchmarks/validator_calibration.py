@@ -30,9 +30,9 @@ from synth_runs import CONFIG, UDA_STAGE, Job, Report, header, run_jobs, synthet
 from msl.config import load_config, parse_override
 from msl.run_dir import RunDir
 from study import layout
-from study.report import VALIDATOR_MODES
+from study.decide import TARGET
 from study.results import ExperimentResults
-from study.selection import TARGET, checkpoint_audit, configuration_audit, with_study_validators
+from study.selection import LABEL_FREE_MODES, checkpoint_audit, configuration_audit, with_study_validators
 from study.space import VARIANTS
 
 REFERENCES = {"oracle: target mIoU": (TARGET, "max"), "no selection: last": ("iteration", "max")}
@@ -101,7 +101,7 @@ def audit(exp: ExperimentResults) -> pd.DataFrame:
     """One row per validator and level: regret, worst regret, Spearman and weighted Spearman."""
     validators = {
         name: (name, mode)
-        for name, mode in VALIDATOR_MODES.items()
+        for name, mode in LABEL_FREE_MODES.items()
         if name in exp.evals and exp.evals[name].notna().any()
     }
     rows = []

@@ -28,6 +28,15 @@ from msl.losses import TARGET_LOSS_NAMES
 
 T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adamw")
+# The label-free validators the trainer computes on target training images (msl.evaluate, in this order), and
+# which direction is better.
+VALIDATOR_MODES = {
+    "target_entropy": "min",
+    "target_im": "min",
+    "target_max_square": "max",
+    "target_snd": "max",
+    "target_bnm": "max",
+}
 # Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
 # target val labels (the test set): selecting on them is an oracle that must be asked for by name.
 METRIC_MODES = {
@@ -35,13 +44,28 @@ METRIC_MODES = {
     "oracle_miou": "max",
     "oracle_miou16": "max",
     "oracle_miou13": "max",
-    "target_entropy": "min",
-    "target_im": "min",
-    "target_max_square": "max",
-    "target_snd": "max",
-    "target_bnm": "max",
+    **VALIDATOR_MODES,
 }
 MODES = ("max", "min")
+
+
+def is_oracle(metric: str) -> bool:
+    """Whether a metric reads the target val labels (the test set)."""
+    return metric.startswith("oracle_")
+
+
+LABEL_FREE_METRICS = tuple(metric for metric in METRIC_MODES if not is_oracle(metric))
+
+
+def metric_mode(metric: str, mode: str | None = None) -> str | None:
+    """The direction a metric is selected in: `mode` when given, else the metric's own (None for a metric no
+    run reports)."""
+    return mode or METRIC_MODES.get(metric)
+
+
+def oriented(value, mode: str):
+    """`value` (a number, an array or a Series) signed so that higher is better under `mode`."""
+    return value if mode == "max" else -value
 
 
 def is_better(value: float | None, best: float | None, mode: str) -> bool:
@@ -166,7 +190,7 @@ class SelectionConfig:
 
     @property
     def direction(self) -> str:
-        return self.mode or METRIC_MODES[self.metric]
+        return metric_mode(self.metric, self.mode)
 
 
 @dataclass

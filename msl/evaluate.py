@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msl.config import VALIDATOR_MODES
 from msl.metrics import ConfusionMatrix, predicted_classes
 
-# Directions: msl.config.METRIC_MODES.
-VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
+VALIDATORS = tuple(VALIDATOR_MODES)  # the names and their directions: msl.config.VALIDATOR_MODES
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
 SND_PIXELS = (
     4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats

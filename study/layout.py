@@ -1,14 +1,19 @@
-"""Where a study keeps what: the contract between the runner (which writes) and the report (which reads).
+"""Where a study keeps what: the contract between the runner (which writes) and every reader (results,
+report, status, compare). Every file and folder name of a study directory is defined here.
 
     STUDY/
-      space.yaml                      the space file as given
+      space.given.yaml                the space file as given to `msl-study run`
+      space.yaml                      the resolved space (base config inlined, paths expanded): what a
+                                      resume runs
       study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
       sources/<key>/                  one msl run directory per source model (stage source), reused by key
       <experiment>/
-        plan.json                     the resolved experiment (see below)
+        plan.json                     the resolved experiment, a `Plan` (below)
+        configs/source_seed<seed>.yaml  the config of each seed's source model
         ray/                          Ray Tune's own experiment state (restore, resume)
         optuna.journal                the Optuna study of an Optuna search (optuna-dashboard,
-        optuna.load_study) trials/<trial_name>/
+                                      optuna.load_study)
+        trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run", "node_id" (the Ray node that runs the trial)}; a trial
                                        of several seeds (seeds_per_sample) has "seeds": [...] and
@@ -35,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msl.config import METRIC_MODES
+from msl.config import metric_mode
 from msl.io import write_text_atomic
 
 SPACE_FILE = "space.yaml"
+SPACE_GIVEN_FILE = "space.given.yaml"
 STUDY_FILE = "study.json"
 PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
@@ -95,6 +101,10 @@ def row_run_dir(study: Path, experiment: str, row_name: str) -> Path:
     return trials_dir(study, experiment) / trial / run_dir_name(int(seed) if seed else None)
 
 
+def source_config_file(study: Path, experiment: str, seed: int) -> Path:
+    return experiment_dir(study, experiment) / "configs" / f"source_seed{seed}.yaml"
+
+
 def ray_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "ray"
 
@@ -148,7 +158,7 @@ class Plan:
     confirm: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.mode = self.mode or METRIC_MODES[self.metric]
+        self.mode = metric_mode(self.metric, self.mode)
 
 
 def write_plan(study: Path, plan: Plan) -> None:

@@ -21,7 +21,6 @@ This module holds the sections; the statistics are `study.stats`'s, the number f
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -32,8 +31,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from msl.config import METRIC_MODES, is_better
-from study import plots
+from msl.config import LABEL_FREE_METRICS, is_better
+from study import distributions, plots
 from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES, Plan
@@ -47,7 +46,7 @@ from study.results import (
     param_column,
 )
 from study.selection import (
-    STUDY_VALIDATORS,
+    LABEL_FREE_MODES,
     TOP_K,
     checkpoint_audit,
     configuration_audit,
@@ -73,8 +72,6 @@ BASELINE = "source_only"
 # change against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
 EXPOSED_BASELINE = "adabn"
 PRUNING_SCHEDULERS = ("asha", "pbt")
-LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
-VALIDATOR_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE}, **STUDY_VALIDATORS}
 MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
 BINS = 4
 
@@ -492,7 +489,7 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     colors = plots.variant_colors(variants_of(exp))
     for key in exp.searched:
         column = param_column(key)
-        log = "log" in json.dumps(exp.plan.searched[key])
+        log = distributions.is_log(exp.plan.searched[key])
         levels = _levels(points[column], log)
         summary = (
             points.assign(level=levels)
@@ -574,7 +571,7 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     usable = exp.trials.loc[~exp.trials["status"].isin(FAILED_STATUSES), "trial_name"]
     evals = with_study_validators(exp)
     evals = evals[evals["trial_name"].isin(usable) & evals[TARGET].notna()]
-    validators = [metric for metric in VALIDATOR_MODES if evals[metric].notna().any()]
+    validators = [metric for metric in LABEL_FREE_MODES if evals[metric].notna().any()]
     if evals.empty or not validators:
         report.add("No evaluation with both a validator and the target mIoU yet.")
         return
@@ -582,7 +579,7 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     seed_best = evals.groupby("seed")[TARGET].max().mean()
     numbers, shown = [], []
     for validator in validators:
-        mode = VALIDATOR_MODES[validator]
+        mode = LABEL_FREE_MODES[validator]
         pick = evals.loc[best_label(evals[validator], mode)]
         seed_picks = [
             group.at[best_label(group[validator], mode), TARGET]
@@ -646,7 +643,7 @@ def _selection_audit(
     audits = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
     for level, audit in audits.items():
         numbers, shown = [], []
-        rows = [(v, VALIDATOR_MODES[v], v) for v in validators] + references[level]
+        rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + references[level]
         for validator, mode, name in rows:
             row = {"validator": name, "mode": mode, **audit(evals, validator, mode)}
             for column in ("regret", "worst_regret", *(f"top{k}" for k in TOP_K)):
@@ -806,7 +803,7 @@ def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 def _learning_curves(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
-    metrics = [m for m in [TARGET, *LABEL_FREE] if exp.evals[m].notna().any()]
+    metrics = [m for m in [TARGET, *LABEL_FREE_METRICS] if exp.evals[m].notna().any()]
     frames = []
     for variant in selection.configs:
         trial_names = selection.chosen_picks(variant)["trial_name"]

@@ -27,7 +27,7 @@ from ray import tune
 from msl.config import is_better, save_config
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError
-from study import layout
+from study import distributions, layout
 from study.cluster import prepare_cluster
 from study.decide import confirmed_configurations
 from study.progress import log
@@ -106,16 +106,6 @@ def _resolved_space_yaml(space: Space, original: dict) -> str:
     if space.source_checkpoint:
         resolved.setdefault("source", {})["checkpoint"] = space.source_checkpoint
     return yaml.safe_dump(resolved, sort_keys=False)
-
-
-def _to_tune(spec: dict[str, Any]):
-    """A checked distribution spec (study.space) as a Tune search-space object."""
-    ((kind, args),) = spec.items()
-    if kind == "choice":
-        return tune.choice(args)
-    if kind == "grid":
-        return tune.grid_search(args)
-    return getattr(tune, kind)(*args)  # uniform, loguniform, randint, quniform take their bounds in order
 
 
 def _non_finite(result: dict, metric: str) -> str | None:
@@ -210,7 +200,7 @@ def _scheduler(experiment: Experiment, iterations: int):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration",
             perturbation_interval=spec.perturbation_interval,
-            hyperparam_mutations={k: _to_tune(v) for k, v in spec.mutations.items()},
+            hyperparam_mutations={k: distributions.to_tune(v) for k, v in spec.mutations.items()},
             quantile_fraction=spec.quantile_fraction,
             synch=spec.synch,
         )
@@ -239,7 +229,7 @@ def _searcher(experiment: Experiment, study_dir: Path):
 
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
-    space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
+    space: dict[str, Any] = {k: distributions.to_tune(v) for k, v in experiment.params.items()}
     if experiment.seeds_per_sample > 1:  # every trial runs all the seeds
         seed: dict[str, Any] = {"seeds": list(experiment.seeds)}
     elif experiment.search.algorithm == "optuna":  # one seed (checked by the space)
@@ -370,7 +360,7 @@ def create_study(space: Space, *, name: str | None = None, storage: str | Path =
             "or choose another --name"
         )
     study_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(space.path, study_dir / "space.given.yaml")
+    shutil.copyfile(space.path, study_dir / layout.SPACE_GIVEN_FILE)
     original = yaml.safe_load(space.path.read_text())
     (study_dir / layout.SPACE_FILE).write_text(_resolved_space_yaml(space, original))
     layout.write_json(
@@ -387,7 +377,7 @@ def create_study(space: Space, *, name: str | None = None, storage: str | Path =
         for seed in experiment.seeds:
             save_config(
                 space.source_config(experiment, seed),
-                layout.experiment_dir(study_dir, experiment.name) / "configs" / f"source_seed{seed}.yaml",
+                layout.source_config_file(study_dir, experiment.name, seed),
             )
     return study_dir
 

@@ -9,6 +9,8 @@ import math
 import pandas as pd
 from scipy import stats
 
+from msl.config import oriented
+
 
 def seed_statistics(values: pd.Series) -> dict[str, float]:
     """Mean, sample standard deviation and 95% Student-t confidence interval over seeds."""
@@ -37,10 +39,9 @@ def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[s
     """Spearman and Kendall correlation of a validator with the target mIoU, signed so that positive means the
     validator orders checkpoints as the target does (a "min" validator is negated first)."""
     pairs = pd.concat([validator, target], axis=1).dropna()
-    sign = 1 if mode == "max" else -1
     if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
         return {"spearman": math.nan, "kendall": math.nan, "n": len(pairs)}
-    first, second = sign * pairs.iloc[:, 0], pairs.iloc[:, 1]
+    first, second = oriented(pairs.iloc[:, 0], mode), pairs.iloc[:, 1]
     return {
         "spearman": stats.spearmanr(first, second).statistic,
         "kendall": stats.kendalltau(first, second).statistic,

@@ -72,7 +72,7 @@ def run_trial(
         if several
         else {"seed": seeds[0], "source_run": source_runs[seeds[0]]}
     )
-    overrides = {**experiment.set, **experiment.variants[variant].set, **params}
+    overrides = experiment.trial_overrides(variant, params)
     layout.write_json(
         trial_dir / layout.TRIAL_FILE,
         {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+from msl.config import is_oracle
 from msl.labels import class_names
 from msl.run_dir import RunDir
 from study import layout
@@ -53,7 +54,7 @@ def plan(
         experiment=name,
         metric=metric,
         mode=mode,
-        oracle=metric.startswith("oracle_"),
+        oracle=is_oracle(metric),
         variants={variant: {} for variant in variants},
         seeds=seeds,
         searched=searched,

@@ -68,7 +68,7 @@ def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch)
         set={"data.source_root": "${MSL_TEST_ROOT}/gta5", "data.target_root": "${MSL_TEST_ROOT}/cityscapes"},
     )
     study = create_study(expand_paths(load_space(path)), storage=tmp_path / "studies")
-    source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
+    source = read_yaml(layout.source_config_file(study, "main", 0))
     assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
     assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
 

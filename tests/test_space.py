@@ -209,6 +209,36 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
     assert "ORACLE" in describe_plan(load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)))
 
 
+def test_an_oracle_objective_not_asked_for_is_refused_naming_every_label_free_metric(tmp_path):
+    with pytest.raises(SpaceError, match="Set allow_oracle: true") as error:
+        load_space(write(tmp_path, metric="oracle_miou"))
+    label_free = [
+        "source_val_miou",
+        "target_entropy",
+        "target_im",
+        "target_max_square",
+        "target_snd",
+        "target_bnm",
+    ]
+    assert f"use a label-free metric ({', '.join(label_free)})" in str(error.value)
+
+
+def test_a_trials_overrides_take_the_variants_over_the_experiments_and_the_searched_values_over_both(
+    tmp_path,
+):
+    path = write(
+        tmp_path,
+        set={"optim.lr": 0.02, "optim.momentum": 0.8},
+        variants={"mine": {"optim.momentum": 0.7, "loss.target": "entropy"}},
+    )
+    space = load_space(path)
+    (experiment,) = space.experiments
+    overrides = experiment.trial_overrides("mine", {"optim.lr": 0.05})
+    assert overrides == {"optim.lr": 0.05, "optim.momentum": 0.7, "loss.target": "entropy"}
+    cfg = space.trial_config(experiment, "mine", 0, {"optim.lr": 0.05})
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.loss.target) == (0.05, 0.7, "entropy")
+
+
 def test_dry_run_shows_the_effective_settings_with_every_default(tmp_path, capsys):
     pbt = {"name": "pbt", "perturbation_interval": 10, "mutations": {"optim.lr": {"choice": [0.1, 0.2]}}}
     path = write(tmp_path, experiments={"a": {"scheduler": {"name": "asha"}}, "p": {"scheduler": pbt}})
