@@ -25,6 +25,7 @@ import yaml
 from msl.io import write_text_atomic
 from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
 from msl.losses import TARGET_LOSS_NAMES
+from msl.models.build import ARCH_NAMES, DEEPLAB_ARCHS
 
 T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adamw")
@@ -129,7 +130,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "deeplabv2_resnet101"
+    arch: str = spec("deeplabv2_resnet101", choices=ARCH_NAMES)
     multi_level: bool = False  # train the aux head too (CE on source, self-produced guidance on target)
     aspp_branches: int = spec(2, choices=(2, 4))  # 2 reproduces the reference's early-returning classifier
     weights: str | None = None  # DeepLab ImageNet init, torchvision ImageNet weights or an msl checkpoint
@@ -398,10 +399,33 @@ def load_config(
     """The checked TrainConfig from a YAML path or a mapping (None: the defaults), with overrides on top."""
     raw = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
     try:
-        return build(TrainConfig, apply_overrides(raw, overrides))
+        cfg = build(TrainConfig, apply_overrides(raw, overrides))
+        check_key_pairs(cfg)
+        return cfg
     except ConfigError as error:
         where = f"{source}: " if isinstance(source, (str, Path)) else ""
         raise ConfigError(f"{where}{error}") from None
+
+
+def check_key_pairs(cfg: TrainConfig) -> None:
+    """The rules between keys, so that a config that cannot train is refused when it is loaded (`msl train`,
+    `msl-study run --dry-run`) rather than inside a run: ConfigError naming the keys and what to do."""
+    optim, data = cfg.optim, cfg.data
+    if optim.reference_param_groups and optim.optimizer != "sgd":
+        raise ConfigError(
+            "optim.reference_param_groups: reproduces the reference's SGD only; set optim.optimizer: sgd or "
+            f"turn it off (optimizer is {optim.optimizer!r})"
+        )
+    if optim.reference_param_groups and cfg.model.arch not in DEEPLAB_ARCHS:
+        raise ConfigError(
+            f"optim.reference_param_groups: only for the DeepLab ResNet archs ({', '.join(DEEPLAB_ARCHS)}); "
+            f"turn it off for model.arch {cfg.model.arch!r}"
+        )
+    if data.random_scale is not None and data.random_crop is None:
+        raise ConfigError(
+            "data.random_scale: needs data.random_crop, so that every image of a batch has the same size; "
+            "set data.random_crop: [width, height] or turn random_scale off"
+        )
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

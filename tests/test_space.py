@@ -115,6 +115,22 @@ def test_seeds_per_sample_runs_each_configuration_on_every_seed_in_one_trial(tmp
 # Every kind of mistake in a space file, with the message it must give (tests/test_errors.py runs each through
 # the CLI too).
 BAD_SPACES = [
+    (
+        {
+            "variants": {"mine": {"loss.target": "maxsquare", "optim.reference_param_groups": True}},
+            "set": {"optim.optimizer": "adamw"},
+        },
+        "variants.mine: optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
+    (
+        {
+            "set": {"optim.reference_param_groups": True},
+            "params": {"optim.optimizer": {"choice": ["sgd", "adamw"]}},
+        },
+        "params.optim.optimizer='adamw': optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
+    ({"set": {"data.random_scale": [0.5, 2.0]}}, "source: data.random_scale: needs data.random_crop"),
+    ({"set": {"model.arch": "resnet"}}, "source: model.arch: 'resnet' is not allowed; choose one of"),
     ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
     ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
     ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
