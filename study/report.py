@@ -671,15 +671,13 @@ def _selection_audit(
 
 AUDIT_WORDS = {
     "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus "
-    "that of "
-    "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
+    "that of the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
     "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
     "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
     "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration "
-    "at "
-    "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
-    "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
-    "mIoU of the k best configurations; rank correlations over the *n* configurations",
+    "at its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen one's, "
+    "*worst*: the largest regret when choosing within a single seed; *top-k*: mean target mIoU of the k "
+    "best configurations; rank correlations over the *n* configurations",
 }
 
 
@@ -761,9 +759,8 @@ def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Sel
     report.add(
         f"**Pruning audit.** At each iteration where trials were stopped: the Spearman correlation of the "
         f"objective ({selection.metric}) there with the trials' final objective (their best checkpoint), "
-        "over "
-        "the trials that ran to the end, and where the trial with the best final objective ranked there (1 = "
-        "best). A low correlation means the stopped trials may have held the winner; "
+        "over the trials that ran to the end, and where the trial with the best final objective ranked "
+        "there (1 = best). A low correlation means the stopped trials may have held the winner; "
         "`benchmarks/asha_vs_full.py` measures what pruning lost by running every trial to the end."
     )
     shown = audit.astype(object)
@@ -860,7 +857,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
     ]
     report.add(
         "Errored and diverged trials are left out of every table above (their compute still counts in "
-        "section 5); "
-        "stopped trials count at the checkpoint they reached; running trials with what they have so far."
+        "section 5); stopped trials count at the checkpoint they reached; running trials with what they "
+        "have so far."
     )
     report.table("unfinished_trials", numbers, shown)

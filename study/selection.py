@@ -1,8 +1,7 @@
 """Label-free model selection across a study: the study-level validators and the selection audit.
 
 Study-level validators need predictions of several checkpoints on the same images, so they are computed here
-from
-the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by the trainer:
+from the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by the trainer:
 
 * `ensemble_agreement` (EnsV: "Ensembling Validation for Unsupervised Domain Adaptation", NeurIPS 2024): the
   mean softmax of all candidate checkpoints of an experiment (every evaluation of its trials that did not
@@ -13,8 +12,7 @@ the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by
   disagreement with the other seeds). It approximates the error without labels; lower is better.
 
 The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at two levels
-that
-answer different questions:
+that answer different questions:
 
 * checkpoint level (within trials): which evaluation of a trial to keep. Per trial: regret = the trial's best
   target mIoU minus that of the checkpoint the validator picks; top-k = mean target mIoU of the validator's k

@@ -67,8 +67,7 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
         )
         log(
             f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
-            f"{run_dir} "
-            f"({cpus:.2g} CPU)"
+            f"{run_dir} ({cpus:.2g} CPU)"
         )
         pending[key] = task.remote(in_worker(cfg, cpus), str(run_dir))
     started = time.perf_counter()

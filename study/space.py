@@ -6,15 +6,16 @@
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
     variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides, where
-                                          #   `params: {key: {grid: [...]}}` searches a grid for that variant
-                                          alone
+                                          #   `params: {key: {grid: [...]}}` searches a grid for that
+                                          #   variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha | pbt, each with its own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
-    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare], ...}}  # optional: run in order
+    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare]}}  # optional, run in order; each may
+                                          #   override any `Experiment` key
     confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
                                           #   earlier experiment `tune` selected with its own objective
 
