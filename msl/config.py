@@ -200,9 +200,8 @@ class RuntimeConfig:
     seed: int = spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/uda_iteration.py)
-    compile: bool = (
-        False  # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
-    )
+    # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
+    compile: bool = False
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
     threads: int | None = spec(None, ge=1)  # CPU intra-op threads; None: torch's default
     log_every: int = spec(50, ge=1)  # iterations between reading losses back to the host

@@ -20,9 +20,8 @@ from msl.metrics import ConfusionMatrix, predicted_classes
 
 VALIDATORS = tuple(VALIDATOR_MODES)  # the names and their directions: msl.config.VALIDATOR_MODES
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
-SND_PIXELS = (
-    4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats
-)
+# Pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats.
+SND_PIXELS = 4096
 
 
 def autocast(device: torch.device, bf16: bool):

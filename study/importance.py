@@ -67,9 +67,8 @@ def importances(exp: ExperimentResults, picks: pd.DataFrame, mode: str) -> pd.Da
     try:
         for (variant, seed), trials in finished.groupby(["variant", "seed"], sort=True):
             keys = [key for key in exp.searched if _varied(trials[param_column(key)])]
-            if (
-                len(keys) >= 2 and len(trials) >= MIN_TRIALS
-            ):  # one parameter explains everything by definition
+            # one parameter explains everything by definition: importances need two
+            if len(keys) >= 2 and len(trials) >= MIN_TRIALS:
                 study = _study(trials, keys, exp.plan.searched, mode)
                 for name, values in _evaluate(study, int(seed)):
                     rows += [

@@ -213,9 +213,7 @@ def config_label(params: dict) -> str:
 
     Values keep 4 significant digits: configurations equal to that precision count as one. "default" when
     nothing is searched."""
-    params = {
-        key: value for key, value in params.items() if value is not None
-    }  # keys this trial did not search
+    params = {key: value for key, value in params.items() if value is not None}  # None: a key not searched
     if not params:
         return "default"
     short = [key.rsplit(".", 1)[-1] for key in params]

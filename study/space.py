@@ -73,11 +73,8 @@ from study.layout import is_safe_name
 # Built-in loss variants (paper names); a space file may override or add to them.
 VARIANTS: dict[str, dict[str, Any]] = {
     "source_only": {"loss.target": "none", "model.multi_level": False},  # sees no target data at all
-    "adabn": {
-        "loss.target": "none",
-        "model.multi_level": False,
-        "loss.adabn": True,
-    },  # target only through BN
+    # target data only through batch norm (AdaBN)
+    "adabn": {"loss.target": "none", "model.multi_level": False, "loss.adabn": True},
     "entropy": {"loss.target": "entropy", "model.multi_level": False},
     "iw_entropy": {"loss.target": "iw_entropy", "model.multi_level": False},
     "maxsquare": {"loss.target": "maxsquare", "model.multi_level": False},
@@ -85,11 +82,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "iw_maxsquare_multi": {"loss.target": "iw_maxsquare", "model.multi_level": True},
     "hard": {"loss.target": "hard", "model.multi_level": False},
 }
-SHARED_WITH_SOURCE = (
-    "data.",
-    "model.",
-    "runtime.",
-)  # prefixes of `set` keys that the source stage also takes
+# Prefixes of `set` keys that the source stage also takes.
+SHARED_WITH_SOURCE = ("data.", "model.", "runtime.")
 
 
 class SpaceError(ConfigError):

@@ -113,9 +113,10 @@ def _train_one(cfg: TrainConfig, trial_dir: Path, own_checkpoint_ok: bool) -> No
         reported.append(record["iteration"])
 
     record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
-    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again,
-        # without a checkpoint: registering one would make Tune delete checkpoints its stale state still lists
-        # but that were already deleted, and log an ERROR traceback for a trial that is fine.
+    if not reported:
+        # The run was already complete (the driver died before Tune recorded it): say so again, without a
+        # checkpoint: registering one would make Tune delete checkpoints its stale state still lists but that
+        # were already deleted, and log an ERROR traceback for a trial that is fine.
         tune.report(_scalars(record))
 
 
