@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import torch
+
+from msl.checkpoint import save_atomic
 from msl.config import is_oracle
 from msl.labels import class_names
 from msl.run_dir import RunDir
@@ -109,3 +113,9 @@ def write_trial(
 
 def finished(iterations: int = ITERATIONS[-1]) -> dict:
     return {"status": "finished", "iterations": iterations, "error": None, "reason": "ran every iteration"}
+
+
+def checkpoint(path: Path, iteration: int) -> Path:
+    """A minimal msl training checkpoint written at `iteration` (every entry a resume needs)."""
+    payload = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "iteration": iteration, "rng": {}}
+    return save_atomic({**payload, "config": {}, "history": [], "best": None}, path)
