@@ -30,8 +30,8 @@ TARGET = "oracle_miou"  # mIoU on the target val labels: what every table report
 
 
 def best_label(values: pd.Series, mode: str):
-    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or
-    None."""
+    """Index label of the best non-NaN value under `mode` (the first on ties: the earliest checkpoint), or
+    None when there is none."""
     best, best_value = None, math.nan
     for label, value in pd.to_numeric(values, errors="coerce").items():
         if is_better(value, best_value, mode):
