@@ -15,12 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from msl.config import EvalConfig
+from msl.config import VALIDATOR_MODES, EvalConfig
 from msl.metrics import ConfusionMatrix, predicted_classes
 from msl.models.base import TwoHeadNet, upsample_logits
 
-# Directions: msl.config.METRIC_MODES.
-VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
+VALIDATORS = tuple(VALIDATOR_MODES)  # the names and their directions: msl.config.VALIDATOR_MODES
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
 SND_PIXELS = EvalConfig.snd_pixels  # pixels SND samples by default: its similarity matrix is SND_PIXELS^2
 

@@ -1,53 +1,28 @@
 """The study runner's decisions, without starting Ray (the Ray runs themselves are in test_study.py)."""
 
-import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from ray import tune
 
-from msl.checkpoint import load_checkpoint, save_atomic
 from msl.config import read_yaml
 from study import layout
 from study.runner import (
     StudyCallback,
     _param_space,
-    _resume_point,
     _scheduler,
     _searched,
-    _source_is_complete,
-    check_resources,
     create_study,
     expand_paths,
-    source_cpus,
 )
 from study.space import (
     AshaScheduler,
     Experiment,
     PbtScheduler,
-    Resources,
     SpaceError,
     Variant,
     load_space,
 )
-
-
-@pytest.mark.parametrize(
-    ("resources", "cluster_cpus", "count", "expected"),
-    [
-        (Resources(cpu=1), 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
-        (Resources(cpu=1), 2.0, 2, 1),  # enough CPUs: what a trial asks for
-        (Resources(cpu=4), 64.0, 3, 4),
-        (Resources(cpu=4, gpu=0.25), 8.0, 3, 4),  # GPU models keep the trials' resources
-        (Resources(cpu=1), 2.0, 0, 1),
-    ],
-)
-def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(
-    resources, cluster_cpus, count, expected
-):
-    assert source_cpus(resources, cluster_cpus, count) == pytest.approx(expected)
 
 
 def _space_file(tmp_path, **space):
@@ -69,7 +44,7 @@ def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch)
         set={"data.source_root": "${MSL_TEST_ROOT}/gta5", "data.target_root": "${MSL_TEST_ROOT}/cityscapes"},
     )
     study = create_study(expand_paths(load_space(path)), storage=tmp_path / "studies")
-    source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
+    source = read_yaml(layout.source_config_file(study, "main", 0))
     assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
     assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
 
@@ -92,88 +67,8 @@ def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
     assert not (tmp_path / "escaped").exists()
 
 
-@pytest.mark.parametrize(
-    ("resources", "fits"),
-    [
-        ({"cpu": 1, "gpu": 0}, True),
-        ({"cpu": 4, "gpu": 0.5}, True),  # the GPU node
-        ({"cpu": 1, "gpu": 1}, True),
-        ({"cpu": 8, "gpu": 0}, False),  # more CPUs than any one node has, though the cluster has 12
-        ({"cpu": 1, "gpu": 2}, False),
-    ],
-)
-def test_resources_no_node_can_provide_fail_at_once(tmp_path, resources, fits):
-    path = _space_file(
-        tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, resources=resources
-    )
-    experiments = load_space(path).experiments
-    nodes = [
-        {"Alive": True, "Resources": {"CPU": 6.0, "GPU": 1.0, "memory": 1e9}},
-        {"Alive": True, "Resources": {"CPU": 6.0}},
-        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
-    ]
-    if fits:
-        check_resources(experiments, nodes)
-    else:
-        with pytest.raises(
-            SpaceError, match="main.resources: a trial asks for .* no node of the Ray cluster"
-        ):
-            check_resources(experiments, nodes)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The runner's decisions, without a Ray cluster
-
-
-def _checkpoint(path: Path, iteration: int) -> Path:
-    """A minimal msl training checkpoint written at `iteration` (every entry a resume needs)."""
-    payload = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "iteration": iteration, "rng": {}}
-    return save_atomic({**payload, "config": {}, "history": [], "best": None}, path)
-
-
-@pytest.mark.parametrize(
-    ("own", "handed", "own_ok", "expected"),
-    [
-        (None, None, True, None),  # a fresh trial
-        (8, None, True, 8),  # the driver died after the trial wrote iteration 8, before Tune recorded it
-        (8, 4, True, 8),  # its own checkpoint is newer than Tune's: no finished evaluation is redone
-        (4, 8, True, 8),  # a retry from Tune's newer checkpoint
-        (8, 4, False, 4),  # PBT: the donor's checkpoint, though older than the trial's own
-        (8, None, False, None),  # PBT without a checkpoint handed over: start again
-    ],
-)
-def test_a_restarted_trial_continues_from_the_newest_checkpoint_it_may_use(
-    tmp_path, own, handed, own_ok, expected
-):
-    run_dir = tmp_path / "run"
-    if own is not None:
-        _checkpoint(run_dir / "checkpoints" / "last.pt", own)
-    restored = None
-    if handed is not None:
-        _checkpoint(tmp_path / "tune" / "last.pt", handed)
-        restored = tune.Checkpoint.from_directory(str(tmp_path / "tune"))
-    point = _resume_point(run_dir, restored, own_checkpoint_ok=own_ok)
-    assert (point and load_checkpoint(point)["iteration"]) == expected
-    if handed is not None:  # Tune's checkpoint is copied into the run, whichever is taken
-        assert load_checkpoint(run_dir / "checkpoints" / "restored.pt")["iteration"] == handed
-
-
-@pytest.mark.parametrize(
-    ("best", "logged", "complete"),
-    [
-        (True, [4, 8, 12], True),
-        (True, [4, 8], False),  # killed before its last evaluation
-        (False, [4, 8, 12], False),  # no best checkpoint
-        (True, [], False),
-        (True, None, False),  # no metrics.jsonl
-    ],
-)
-def test_a_source_model_is_reused_only_when_it_ran_every_iteration(tmp_path, best, logged, complete):
-    if best:
-        _checkpoint(tmp_path / "checkpoints" / "best.pt", 8)
-    if logged is not None:
-        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in logged))
-    assert _source_is_complete(tmp_path, 12) is complete
 
 
 @pytest.mark.parametrize(
