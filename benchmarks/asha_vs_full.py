@@ -40,8 +40,8 @@ from study.replay import (
     shown,
     trial_order,
 )
-from study.report import markdown_table
 from study.results import config_label, load_study, param_column
+from study.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 GRACE = (10, 20, 30)
@@ -106,7 +106,7 @@ def check_real_run(full, real, setting: dict, concurrency: int, say) -> None:
     by_label = dict(zip(labels(full), (replayed[name] for name in trial_order(full)), strict=True))
     truth = stops(real)
     same = truth == by_label
-    best = pick(full, dict.fromkeys(trial_order(full), full.plan["max_iterations"]))
+    best = pick(full, dict.fromkeys(trial_order(full), full.plan.max_iterations))
     result = pick(real, real.trials.set_index("trial_name")["iterations"].to_dict())
     say(
         f"- real run with scheduler {setting}: {result['used']} trial-iterations "
@@ -146,7 +146,7 @@ def main() -> None:
     setting = args.real or quickstart["experiments"]["sweep"]["scheduler"]
     full = load(run_sweep(args.work, "sweep_full", args.samples, args.every, {"name": "fifo"}))
     real = load(run_sweep(args.work, f"sweep_{setting['name']}", args.samples, args.every, setting))
-    max_t = full.plan["max_iterations"]
+    max_t = full.plan.max_iterations
 
     report = Report()
     say = report.say
@@ -157,7 +157,7 @@ def main() -> None:
     say(
         f"- the `sweep` experiment of search_spaces/quickstart.yaml (MaxSquare+IW, seed 0, {max_t} "
         f"iterations) with random search over {args.samples} configurations, evaluated every {args.every} "
-        f"iterations; objective {full.plan['metric']} ({full.plan['mode']}), label-free; target mIoU "
+        f"iterations; objective {full.plan.metric} ({full.plan.mode}), label-free; target mIoU "
         "reported, never used to choose; replays as `msl-study replay` makes them (study/replay.py), "
         f"{args.concurrency} trials at once"
     )

@@ -29,8 +29,8 @@ UDA_STAGE = {
     "stage": "uda",
     "optim.optimizer": "sgd",
     "optim.lr": 0.01,
-    "optim.iterations": 60,
-    "eval.every": 30,
+    "optim.iterations": 30,
+    "eval.every": 10,
     "model.multi_level": False,
 }
 
@@ -77,8 +77,10 @@ def synthetic_set(work: Path, shift: float) -> Path:
 
 
 def source_overrides(data: Path, seed: int) -> dict:
-    """synth.yaml's source stage on the set in `data`, scored on its whole target val split."""
+    """synth.yaml's source stage on the set in `data`, scored on its whole target val split, training the aux
+    head as a study's source stage does (so that multi-level variants can start from it)."""
     return {
+        "model.multi_level": True,
         "data.source_root": str(data / "source"),
         "data.target_root": str(data / "target"),
         "runtime.seed": seed,

@@ -30,9 +30,9 @@ from synth_runs import CONFIG, UDA_STAGE, Job, Report, header, run_jobs, synthet
 from msl.config import load_config, parse_override
 from msl.run_dir import RunDir
 from study import layout
-from study.report import VALIDATOR_MODES
+from study.decide import TARGET
 from study.results import ExperimentResults
-from study.selection import TARGET, checkpoint_audit, configuration_audit, with_study_validators
+from study.selection import LABEL_FREE_MODES, checkpoint_audit, configuration_audit, with_study_validators
 from study.space import VARIANTS
 
 REFERENCES = {"oracle: target mIoU": (TARGET, "max"), "no selection: last": ("iteration", "max")}
@@ -89,7 +89,10 @@ def experiment(work: Path, shift: float, variants: list[str], seeds: list[int]) 
             trials.append(trial)
             run = layout.trials_dir(study_dir(work), name) / trial["trial_name"] / layout.RUN_DIR
             evals.extend({**trial, **record} for record in RunDir(run).read_metrics())
-    exp = ExperimentResults(name, {}, pd.DataFrame(trials), pd.DataFrame(evals), study_dir(work))
+    plan = layout.Plan(
+        experiment=name, metric="source_val_miou", max_iterations=max(e["iteration"] for e in evals)
+    )
+    exp = ExperimentResults(name, plan, pd.DataFrame(trials), pd.DataFrame(evals), study_dir(work))
     exp.evals = with_study_validators(exp).astype({TARGET: float})
     return exp
 
@@ -98,7 +101,7 @@ def audit(exp: ExperimentResults) -> pd.DataFrame:
     """One row per validator and level: regret, worst regret, Spearman and weighted Spearman."""
     validators = {
         name: (name, mode)
-        for name, mode in VALIDATOR_MODES.items()
+        for name, mode in LABEL_FREE_MODES.items()
         if name in exp.evals and exp.evals[name].notna().any()
     }
     rows = []

@@ -25,10 +25,20 @@ import yaml
 from msl.io import write_text_atomic
 from msl.labels import DATASET_NAMES, NUM_CLASSES_CHOICES
 from msl.losses import TARGET_LOSS_NAMES
+from msl.models.build import ARCH_NAMES, DEEPLAB_ARCHS
 from msl.user_loss import UserLossError, check_user_loss, is_import_path
 
 T = TypeVar("T")
 OPTIMIZERS = ("sgd", "adamw")
+# The label-free validators the trainer computes on target training images (msl.evaluate, in this order), and
+# which direction is better.
+VALIDATOR_MODES = {
+    "target_entropy": "min",
+    "target_im": "min",
+    "target_max_square": "max",
+    "target_snd": "max",
+    "target_bnm": "max",
+}
 # Every metric a run reports after each evaluation, and which direction is better. `oracle_*` metrics read the
 # target val labels (the test set): selecting on them is an oracle that must be asked for by name.
 METRIC_MODES = {
@@ -36,13 +46,28 @@ METRIC_MODES = {
     "oracle_miou": "max",
     "oracle_miou16": "max",
     "oracle_miou13": "max",
-    "target_entropy": "min",
-    "target_im": "min",
-    "target_max_square": "max",
-    "target_snd": "max",
-    "target_bnm": "max",
+    **VALIDATOR_MODES,
 }
 MODES = ("max", "min")
+
+
+def is_oracle(metric: str) -> bool:
+    """Whether a metric reads the target val labels (the test set)."""
+    return metric.startswith("oracle_")
+
+
+LABEL_FREE_METRICS = tuple(metric for metric in METRIC_MODES if not is_oracle(metric))
+
+
+def metric_mode(metric: str, mode: str | None = None) -> str | None:
+    """The direction a metric is selected in: `mode` when given, else the metric's own (None for a metric no
+    run reports)."""
+    return mode or METRIC_MODES.get(metric)
+
+
+def oriented(value, mode: str):
+    """`value` (a number, an array or a Series) signed so that higher is better under `mode`."""
+    return value if mode == "max" else -value
 
 
 def is_better(value: float | None, best: float | None, mode: str) -> bool:
@@ -109,7 +134,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "deeplabv2_resnet101"
+    arch: str = spec("deeplabv2_resnet101", choices=ARCH_NAMES)
     multi_level: bool = False  # train the aux head too (CE on source, self-produced guidance on target)
     aspp_branches: int = spec(2, choices=(2, 4))  # 2 reproduces the reference's early-returning classifier
     weights: str | None = None  # DeepLab ImageNet init, torchvision ImageNet weights or an msl checkpoint
@@ -172,6 +197,9 @@ class EvalConfig:
     probs_size: list[int] | None = spec([32, 16], length=2, gt=0)
     flip: bool = False  # flip test-time augmentation
     logged_images: int = spec(2, ge=0)  # images with predictions written to TensorBoard per eval
+    # Pixels of the validator images that `target_snd` samples; its cost grows with their square (4096: 0.27
+    # s on one CPU thread, every evaluation).
+    snd_pixels: int = spec(4096, ge=2)
 
 
 @dataclass
@@ -184,7 +212,7 @@ class SelectionConfig:
 
     @property
     def direction(self) -> str:
-        return self.mode or METRIC_MODES[self.metric]
+        return metric_mode(self.metric, self.mode)
 
 
 @dataclass
@@ -193,9 +221,8 @@ class RuntimeConfig:
     seed: int = spec(0, ge=0)
     bf16: bool = True  # autocast on CUDA
     channels_last: bool = True  # faster on CUDA and on the CPU (benchmarks/uda_iteration.py)
-    compile: bool = (
-        False  # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
-    )
+    # torch.compile the training forward once per run (msl.trainer); evaluation stays eager
+    compile: bool = False
     cudnn_benchmark: bool = False  # measured slower for the paper iteration on an H200 (90 -> 109 ms)
     threads: int | None = spec(None, ge=1)  # CPU intra-op threads; None: torch's default
     log_every: int = spec(50, ge=1)  # iterations between reading losses back to the host
@@ -394,6 +421,7 @@ def load_config(
     try:
         cfg = build(TrainConfig, apply_overrides(raw, overrides))
         check_target_loss(cfg)
+        check_key_pairs(cfg)
         return cfg
     except ConfigError as error:
         where = f"{source}: " if isinstance(source, (str, Path)) else ""
@@ -414,6 +442,27 @@ def check_target_loss(cfg: TrainConfig) -> None:
         check_user_loss(cfg.loss.target, cfg.loss.options, cfg.data.num_classes)
     except UserLossError as error:
         raise ConfigError(f"loss.{error.key}: {error}") from None
+
+
+def check_key_pairs(cfg: TrainConfig) -> None:
+    """The rules between keys, so that a config that cannot train is refused when it is loaded (`msl train`,
+    `msl-study run --dry-run`) rather than inside a run: ConfigError naming the keys and what to do."""
+    optim, data = cfg.optim, cfg.data
+    if optim.reference_param_groups and optim.optimizer != "sgd":
+        raise ConfigError(
+            "optim.reference_param_groups: reproduces the reference's SGD only; set optim.optimizer: sgd or "
+            f"turn it off (optimizer is {optim.optimizer!r})"
+        )
+    if optim.reference_param_groups and cfg.model.arch not in DEEPLAB_ARCHS:
+        raise ConfigError(
+            f"optim.reference_param_groups: only for the DeepLab ResNet archs ({', '.join(DEEPLAB_ARCHS)}); "
+            f"turn it off for model.arch {cfg.model.arch!r}"
+        )
+    if data.random_scale is not None and data.random_crop is None:
+        raise ConfigError(
+            "data.random_scale: needs data.random_crop, so that every image of a batch has the same size; "
+            "set data.random_crop: [width, height] or turn random_scale off"
+        )
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -15,15 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from msl.config import VALIDATOR_MODES, EvalConfig
 from msl.metrics import ConfusionMatrix, predicted_classes
 from msl.models.base import TwoHeadNet, upsample_logits
 
-# Directions: msl.config.METRIC_MODES.
-VALIDATORS = ("target_entropy", "target_im", "target_max_square", "target_snd", "target_bnm")
+VALIDATORS = tuple(VALIDATOR_MODES)  # the names and their directions: msl.config.VALIDATOR_MODES
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
-SND_PIXELS = (
-    4096  # pixels SND samples over all validator images: its similarity matrix is SND_PIXELS^2 floats
-)
+SND_PIXELS = EvalConfig.snd_pixels  # pixels SND samples by default: its similarity matrix is SND_PIXELS^2
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -125,9 +123,9 @@ class LabelFreeValidators:
     * `target_im`: information maximisation, mean H(p) minus the entropy of the mean prediction H(mean p):
       low when pixels are confident yet the classes stay diverse (lower is better);
     * `target_max_square`: mean of sum_c p_c^2 per pixel (higher is more confident);
-    * `target_snd`: `soft_neighbourhood_density` of a fixed, seeded sample of SND_PIXELS pixels (its cost is
-      quadratic): ceil(SND_PIXELS / num_images) pixels drawn without replacement from each image, then, if
-      more, SND_PIXELS of those (higher is better);
+    * `target_snd`: `soft_neighbourhood_density` of a fixed, seeded sample of `snd_pixels` pixels (its cost
+      is quadratic): ceil(snd_pixels / num_images) pixels drawn without replacement from each image, then, if
+      more, snd_pixels of those (higher is better);
     * `target_bnm`: `batch_nuclear_norm` over every pixel (higher is better).
 
     With `probs_size` ([width, height]) it also keeps each image's softmax map area-downsampled to that size
@@ -141,9 +139,11 @@ class LabelFreeValidators:
         num_images: int | None = None,
         probs_size: tuple[int, int] | list[int] | None = None,
         seed: int = 0,
+        snd_pixels: int = SND_PIXELS,
     ):
         self.device = device
-        self.per_image = SND_PIXELS if num_images is None else -(-SND_PIXELS // num_images)
+        self.snd_pixels = snd_pixels
+        self.per_image = snd_pixels if num_images is None else -(-snd_pixels // num_images)
         self.generator = torch.Generator().manual_seed(seed)
         self.probs_size = None if probs_size is None else (int(probs_size[1]), int(probs_size[0]))  # (h, w)
         self.entropy_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -179,9 +179,9 @@ class LabelFreeValidators:
         if self.class_mass is None or self.gram is None:
             return {name: math.nan for name in VALIDATORS}
         samples = torch.cat(self.samples)  # (N, C)
-        if len(samples) > SND_PIXELS:
+        if len(samples) > self.snd_pixels:
             samples = samples[
-                torch.randperm(len(samples), generator=self.generator)[:SND_PIXELS].to(self.device)
+                torch.randperm(len(samples), generator=self.generator)[: self.snd_pixels].to(self.device)
             ]
         mean_entropy = self.entropy_sum / self.pixels
         values = torch.stack(
@@ -208,6 +208,7 @@ def label_free_validators(
     *,
     num_images: int | None = None,
     probs_size: tuple[int, int] | list[int] | None = None,
+    snd_pixels: int = SND_PIXELS,
     flip: bool = False,
     bf16: bool = True,
     channels_last: bool = False,
@@ -216,7 +217,9 @@ def label_free_validators(
     each)."""
     model.eval()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    validators = LabelFreeValidators(device, num_images=num_images, probs_size=probs_size)
+    validators = LabelFreeValidators(
+        device, num_images=num_images, probs_size=probs_size, snd_pixels=snd_pixels
+    )
     for images in images_batches:
         images = images.to(device, non_blocking=True, memory_format=memory_format)
         with autocast(device, bf16):

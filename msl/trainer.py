@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
-from msl.config import ConfigError, OptimConfig, TrainConfig, config_to_dict, is_better, save_config
+from msl.config import OptimConfig, TrainConfig, config_to_dict, is_better, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
@@ -37,7 +37,6 @@ from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
 from msl.models import build_model, load_weights, param_groups
 from msl.models.build import reference_param_groups
-from msl.models.deeplab import ARCHS, DeepLabMulti
 from msl.optim import RepeatedSGD
 from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
@@ -73,19 +72,10 @@ def pick_device(name: str) -> torch.device:
 
 def build_optimizer(optim: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW (beta1 = `optim.momentum`) over the model's parameter groups;
-    with `optim.reference_param_groups`, SGD stepping each backbone parameter as often as the reference lists
-    it."""
+    with `optim.reference_param_groups`, SGD stepping each backbone parameter of a DeepLab as often as the
+    reference lists it (a config that asks for it with another optimizer or network is refused when it is
+    loaded: `msl.config.check_key_pairs`)."""
     if optim.reference_param_groups:
-        if optim.optimizer != "sgd":
-            raise ConfigError(
-                f"optim.reference_param_groups: reproduces the reference's SGD only; set "
-                f"optim.optimizer: sgd or turn it off (optimizer is {optim.optimizer!r})"
-            )
-        if not isinstance(model, DeepLabMulti):
-            raise ConfigError(
-                f"optim.reference_param_groups: only for the DeepLab ResNet archs "
-                f"({', '.join(sorted(ARCHS))}); turn it off for {type(model).__name__}"
-            )
         return RepeatedSGD(
             reference_param_groups(model, optim.head_lr_mult),
             lr=optim.lr,
@@ -223,6 +213,7 @@ def run_evaluation(
             device,
             num_images=len(data.validator_images),
             probs_size=cfg.eval.probs_size,
+            snd_pixels=cfg.eval.snd_pixels,
             **options,
         )
         record.update(validators.compute())

@@ -17,7 +17,8 @@ def _run(args: argparse.Namespace) -> int:
     print(describe_plan(space))
     if args.dry_run:
         return 0
-    from study.runner import create_study, expand_paths, prepare_cluster, run_study_dir
+    from study.cluster import prepare_cluster
+    from study.runner import create_study, expand_paths, run_study_dir
 
     space = expand_paths(space)
     prepare_cluster(space, args.address)  # before the study directory exists: a refused run leaves none

@@ -15,8 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from study import layout
-from study.report import MISSING, markdown_table, select, variant_table, variants_of
+from study.decide import select, variants_of
+from study.report import variant_table
 from study.results import load_study
+from study.tables import MISSING, markdown_table
 
 Part = tuple[str, pd.DataFrame, pd.DataFrame, list[str]]  # study label, numbers, shown, its variants in order
 

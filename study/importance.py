@@ -17,6 +17,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from study.distributions import to_optuna
 from study.results import ExperimentResults, param_column, python_value
 
 EVALUATORS = ("fANOVA", "PED-ANOVA")
@@ -29,20 +30,8 @@ def _evaluator(name: str, seed: int):
     return optuna.importance.PedAnovaImportanceEvaluator()
 
 
-def _distribution(values: pd.Series, spec: dict) -> optuna.distributions.BaseDistribution:
-    """The Optuna distribution of a searched key, from its spec in plan.json and the values the trials had."""
-    for kind in ("uniform", "loguniform", "quniform", "randint"):
-        if kind in spec:
-            low, high = spec[kind][:2]
-            if kind == "randint":
-                return optuna.distributions.IntDistribution(int(low), int(high) - 1)
-            return optuna.distributions.FloatDistribution(float(low), float(high), log=kind == "loguniform")
-    choices = sorted(values.unique().tolist(), key=lambda value: (str(type(value)), value))
-    return optuna.distributions.CategoricalDistribution(choices)  # a grid, a choice, a per-variant grid
-
-
 def _study(trials: pd.DataFrame, keys: list[str], specs: dict, mode: str) -> optuna.Study:
-    distributions = {key: _distribution(trials[param_column(key)], specs[key]) for key in keys}
+    distributions = {key: to_optuna(specs[key], trials[param_column(key)]) for key in keys}
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for row in trials.to_dict("records"):
         params = {key: python_value(row[param_column(key)]) for key in keys}
@@ -78,10 +67,9 @@ def importances(exp: ExperimentResults, picks: pd.DataFrame, mode: str) -> pd.Da
     try:
         for (variant, seed), trials in finished.groupby(["variant", "seed"], sort=True):
             keys = [key for key in exp.searched if _varied(trials[param_column(key)])]
-            if (
-                len(keys) >= 2 and len(trials) >= MIN_TRIALS
-            ):  # one parameter explains everything by definition
-                study = _study(trials, keys, exp.plan["searched"], mode)
+            # one parameter explains everything by definition: importances need two
+            if len(keys) >= 2 and len(trials) >= MIN_TRIALS:
+                study = _study(trials, keys, exp.plan.searched, mode)
                 for name, values in _evaluate(study, int(seed)):
                     rows += [
                         {"variant": variant, "parameter": key, "evaluator": name, "seed": seed}

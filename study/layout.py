@@ -1,16 +1,21 @@
-"""Where a study keeps what: the contract between the runner (which writes) and the report (which reads).
+"""Where a study keeps what: the contract between the runner (which writes) and every reader (results,
+report, status, compare). Every file and folder name of a study directory is defined here.
 
     STUDY/
-      space.yaml                      the space file as given
+      space.given.yaml                the space file as given to `msl-study run`
+      space.yaml                      the resolved space (base config inlined, paths expanded): what a
+                                      resume runs
       study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
       driver.json                     the driver's heartbeat (study.heartbeat): {"state", "pid", "hostname",
                                       "started", "time"}, rewritten every few seconds while it runs
       sources/<key>/                  one msl run directory per source model (stage source), reused by key
       <experiment>/
-        plan.json                     the resolved experiment (see below)
+        plan.json                     the resolved experiment, a `Plan` (below)
+        configs/source_seed<seed>.yaml  the config of each seed's source model
         ray/                          Ray Tune's own experiment state (restore, resume)
         optuna.journal                the Optuna study of an Optuna search (optuna-dashboard,
-        optuna.load_study) trials/<trial_name>/
+                                      optuna.load_study)
+        trials/<trial_name>/
           trial.json                  {"trial_name", "experiment", "variant", "seed", "params", "overrides",
                                        "source_run", "node_id" (the Ray node that runs the trial)}; a trial
                                        of several seeds (seeds_per_sample) has "seeds": [...] and
@@ -19,12 +24,8 @@
           run/                        the trial's msl run directory (msl.run_dir; its validator_probs/ are
                                       read by study.selection); run_s<seed>/ for each of several seeds
 
-plan.json holds: "experiment", "metric", "mode", "oracle" (whether the objective reads target test labels),
-"variants" ({name: overrides}), "seeds", "searched" ({dotted key: distribution spec, or {"grid per variant":
-{variant: values}} for a variant's own grid}), "scheduler", "search", "num_samples", "num_trials",
-"seeds_per_sample", "max_iterations", "eval_every", "benchmark" (a key of paper_results.yaml or null),
-"num_classes", "class_names", "confirm" (null, or for a confirmation {"from": the tuning experiment,
-"selected": {variant: {dotted key: value}}}, the configurations it runs).
+plan.json holds a `Plan` (below): the runner writes it with `write_plan` before an experiment's first trial,
+and every reader (results, report, status, compare, importance) reads it with `read_plan`.
 
 A trial's status is "finished" (ran every iteration), "stopped" (stopped early by the scheduler: `reason` says
 why), "error" (`error` holds the message), "diverged" (a loss term or the objective became NaN or infinite:
@@ -34,14 +35,18 @@ msl.run_dir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from msl.config import metric_mode
 from msl.io import write_text_atomic
 
 SPACE_FILE = "space.yaml"
+SPACE_GIVEN_FILE = "space.given.yaml"
 STUDY_FILE = "study.json"
 DRIVER_FILE = "driver.json"
 PLAN_FILE = "plan.json"
@@ -99,8 +104,16 @@ def row_run_dir(study: Path, experiment: str, row_name: str) -> Path:
     return trials_dir(study, experiment) / trial / run_dir_name(int(seed) if seed else None)
 
 
+def source_config_file(study: Path, experiment: str, seed: int) -> Path:
+    return experiment_dir(study, experiment) / "configs" / f"source_seed{seed}.yaml"
+
+
 def ray_dir(study: Path, experiment: str) -> Path:
     return experiment_dir(study, experiment) / "ray"
+
+
+def plan_file(study: Path, experiment: str) -> Path:
+    return experiment_dir(study, experiment) / PLAN_FILE
 
 
 def require_study(study: Path) -> Path:
@@ -117,3 +130,60 @@ def read_json(path: Path) -> Any:
 def write_json(path: Path, value: Any) -> None:
     """Write JSON atomically (temporary file, then rename), so a reader never sees half a file."""
     write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
+
+
+@dataclass(kw_only=True)
+class Plan:
+    """An experiment as the runner resolved it, in plan.json (keys in this order). A default is what a reader
+    assumes when a plan lacks the key (a plan.json written before the key existed)."""
+
+    experiment: str
+    metric: str  # the objective, a key of msl.config.METRIC_MODES
+    mode: str | None = None  # "max" or "min"; None: the metric's own direction (set when the plan is made)
+    oracle: bool = False  # whether the objective reads target test labels (the user named an oracle metric)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its overrides, in plan order
+    seeds: list[int] = field(default_factory=list)
+    # dotted key -> distribution spec (study.space), or {"grid per variant": {variant: values}} for a
+    # variant's own grid
+    searched: dict[str, dict] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"name": "fifo"})  # study.space's scheduler
+    search: dict[str, Any] | None = None  # study.space's Search: {"algorithm", "num_samples", "seed"}
+    num_samples: int = 1
+    num_trials: int | None = None  # the trials Tune runs; None: as many as have started
+    seeds_per_sample: int = 1  # seeds each trial trains (one row per seed in the results)
+    max_iterations: int  # the iterations of a trial that runs to the end
+    eval_every: int | None = None
+    benchmark: str | None = None  # a key of study/paper_results.yaml, maybe with "/<city>"
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    # a confirmation: {"from": the tuning experiment, "selected": {variant: {dotted key: value}}}, the
+    # configurations it runs
+    confirm: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self.mode = metric_mode(self.metric, self.mode)
+
+
+def write_plan(study: Path, plan: Plan) -> None:
+    write_json(plan_file(study, plan.experiment), dataclasses.asdict(plan))
+
+
+def read_plan(study: Path, experiment: str) -> Plan:
+    """The experiment's plan.json; ValueError naming the file if it holds a key `Plan` does not know or
+    lacks one it needs."""
+    path = plan_file(study, experiment)
+    data = read_json(path)
+    fields = {f.name: f for f in dataclasses.fields(Plan)}
+    unknown = sorted(set(data) - set(fields))
+    needed = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [name for name in needed if name not in data]
+    if unknown or missing:
+        raise ValueError(
+            f"{path}: not a plan this version of msl reads (unknown keys {unknown}, missing keys {missing}); "
+            "rerun the experiment or read the file with the msl version that wrote it"
+        )
+    return Plan(**data)

@@ -15,6 +15,7 @@ import math
 import pandas as pd
 from scipy import stats
 
+from msl.config import oriented
 from study.layout import FAILED_STATUSES
 from study.results import ExperimentResults
 
@@ -25,13 +26,12 @@ def rung_audit(exp: ExperimentResults, picks: pd.DataFrame, metric: str, mode: s
     """One row per iteration at which trials were stopped: trials with an evaluation there, how many went on,
     Spearman of the objective there against the final objective over the trials that finished (NaN with fewer
     than 3), and the rank there (1 = best) of the trial with the best final objective. `picks` is
-    `report.Selection.picks`."""
+    `study.decide.Selection.picks`."""
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
     final = picks.set_index("trial_name")["objective"].dropna()
     if final.empty:
         return pd.DataFrame(columns=COLUMNS)
-    better = -1 if mode == "max" else 1  # sort key: the best value first
-    pick = (better * final).idxmin()
+    pick = oriented(final, mode).idxmax()  # the first on ties
     finished = usable.loc[usable["status"] == "finished", "trial_name"]
     rows = []
     for rung in sorted(set(usable.loc[usable["status"] == "stopped", "iterations"])):
@@ -43,7 +43,7 @@ def rung_audit(exp: ExperimentResults, picks: pd.DataFrame, metric: str, mode: s
         spearman = (
             stats.spearmanr(pairs.iloc[:, 0], pairs.iloc[:, 1]).statistic if len(pairs) >= 3 else math.nan
         )
-        rank = int((better * at < better * at[pick]).sum()) + 1 if pick in at.index else None
+        rank = int((oriented(at, mode) > oriented(at[pick], mode)).sum()) + 1 if pick in at.index else None
         continued = int((usable.set_index("trial_name").loc[at.index, "iterations"] > rung).sum())
         rows.append([int(rung), len(at), continued, spearman, len(pairs), rank])
     return pd.DataFrame(rows, columns=COLUMNS)

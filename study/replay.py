@@ -10,7 +10,7 @@ schedulers decide on the values at their rungs only, so their replay equals a re
 asynchronous ASHA's decisions depend on the order in which results arrive. "top_k" is the baseline that keeps
 the best ceil(n / reduction) trials after the first rung and runs them to the end.
 
-The pick is the report's (`study.report.select`: per trial the best checkpoint by the label-free objective,
+The pick is the report's (`study.decide.select`: per trial the best checkpoint by the label-free objective,
 then the best configuration); the target mIoU it lost is shown for the audit only, never used to choose.
 """
 
@@ -27,7 +27,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from study.report import markdown_table, select
+from study.decide import select
 from study.results import ExperimentResults, config_label, param_column
 from study.space import (
     AshaScheduler,
@@ -35,6 +35,7 @@ from study.space import (
     SuccessiveHalvingScheduler,
     rungs,
 )
+from study.tables import markdown_table
 
 SCHEDULERS = ("asha", "hyperband", "successive_halving", "top_k")
 SPECS = {
@@ -59,7 +60,7 @@ class Setting:
 
 def check_replayable(exp: ExperimentResults) -> None:
     """ReplayError unless every trial of the experiment ran one seed of one variant to the horizon."""
-    if exp.plan.get("seeds_per_sample", 1) > 1:
+    if exp.plan.seeds_per_sample > 1:
         raise ReplayError(
             f"experiment {exp.name!r} runs several seeds per trial (seeds_per_sample); replay reads "
             "one run per trial"
@@ -70,7 +71,7 @@ def check_replayable(exp: ExperimentResults) -> None:
             f"experiment {exp.name!r} has trials of {len(variants)} variants ({', '.join(variants)}); replay "
             "compares the configuration one variant's search picks"
         )
-    horizon = exp.plan["max_iterations"]
+    horizon = exp.plan.max_iterations
     short = exp.trials[(exp.trials["iterations"] < horizon) | (exp.trials["status"] != "finished")]
     if exp.trials.empty or not short.empty:
         named = ", ".join(f"{t.trial_name} ({t.status} at {t.iterations})" for t in short.itertuples())
@@ -93,7 +94,7 @@ def check_setting(exp: ExperimentResults, setting: Setting) -> None:
             f"--grace {setting.grace} --reduction {setting.reduction}: the grace period must be >= 1 and "
             "the reduction factor a whole number >= 2"
         )
-    horizon = exp.plan["max_iterations"]
+    horizon = exp.plan.max_iterations
     if setting.grace >= horizon:
         raise ReplayError(
             f"--grace {setting.grace}: the grace period must be below the {horizon} iterations of a full "
@@ -112,7 +113,7 @@ def check_setting(exp: ExperimentResults, setting: Setting) -> None:
 
 def _rungs(exp: ExperimentResults, setting: Setting) -> list[int]:
     spec = SimpleNamespace(grace_period=setting.grace, reduction_factor=setting.reduction)
-    return rungs(spec, exp.plan["max_iterations"])
+    return rungs(spec, exp.plan.max_iterations)
 
 
 def trial_order(exp: ExperimentResults) -> list[str]:
@@ -132,7 +133,7 @@ def _ray_scheduler(exp: ExperimentResults, setting: Setting):
 
     from study.schedulers import synchronous_scheduler
 
-    horizon = exp.plan["max_iterations"]
+    horizon = exp.plan.max_iterations
     if setting.scheduler == "asha":
         scheduler = ASHAScheduler(
             time_attr="iteration",
@@ -143,7 +144,7 @@ def _ray_scheduler(exp: ExperimentResults, setting: Setting):
     else:
         spec = SPECS[setting.scheduler](grace_period=setting.grace, reduction_factor=setting.reduction)
         scheduler = synchronous_scheduler(spec, horizon, len(exp.trials))
-    scheduler.set_search_properties(exp.plan["metric"], exp.mode)
+    scheduler.set_search_properties(exp.plan.metric, exp.mode)
     return scheduler
 
 
@@ -217,8 +218,8 @@ def drive(scheduler, curves: dict[str, list[dict]], concurrency: int) -> dict[st
 
 def top_k(exp: ExperimentResults, setting: Setting) -> dict[str, int]:
     """The best ceil(n / reduction) trials at the first rung run to the end; the others stop there."""
-    horizon, grace = exp.plan["max_iterations"], setting.grace
-    at = exp.evals[exp.evals["iteration"] == grace].set_index("trial_name")[exp.plan["metric"]]
+    horizon, grace = exp.plan.max_iterations, setting.grace
+    at = exp.evals[exp.evals["iteration"] == grace].set_index("trial_name")[exp.plan.metric]
     keep = math.ceil(len(at) / setting.reduction)
     kept = set(at.sort_values(ascending=exp.mode == "min", kind="stable").index[:keep])
     return {name: horizon if name in kept else grace for name in trial_order(exp)}
@@ -229,7 +230,7 @@ def reached(exp: ExperimentResults, setting: Setting, concurrency: int) -> dict[
     check_setting(exp, setting)
     if setting.scheduler == "top_k":
         return top_k(exp, setting)
-    metric = exp.plan["metric"]
+    metric = exp.plan.metric
     by_trial = {name: evals.sort_values("iteration") for name, evals in exp.evals.groupby("trial_name")}
     curves = {name: by_trial[name][["iteration", metric]].to_dict("records") for name in trial_order(exp)}
     return drive(_ray_scheduler(exp, setting), curves, concurrency)
@@ -240,7 +241,7 @@ def pick(exp: ExperimentResults, iterations: dict[str, int]) -> dict:
     objective, target mIoU (%) and the trial-iterations used."""
     evals = exp.evals[exp.evals["iteration"] <= exp.evals["trial_name"].map(iterations)]
     selection = select(dataclasses.replace(exp, evals=evals))
-    chosen = selection.chosen_picks(next(iter(exp.plan["variants"]))).iloc[0]
+    chosen = selection.chosen_picks(next(iter(exp.plan.variants))).iloc[0]
     row = evals.loc[int(chosen["selected_row"])]
     params = exp.trials.set_index("trial_name").loc[
         chosen["trial_name"], list(map(param_column, exp.searched))
@@ -248,7 +249,7 @@ def pick(exp: ExperimentResults, iterations: dict[str, int]) -> dict:
     return {
         "trial": chosen["trial_name"],
         "pick": config_label(dict(zip(exp.searched, params, strict=True))),
-        "objective": float(row[exp.plan["metric"]]),
+        "objective": float(row[exp.plan.metric]),
         "target": 100 * float(row[TARGET]),
         "used": sum(iterations.values()),
     }
@@ -259,7 +260,7 @@ def replay_table(exp: ExperimentResults, settings: list[Setting], concurrency: i
     the full run's pick ran to the end, the pick, the objective lost (> 0: worse) and the target mIoU lost
     (percentage points; the audit)."""
     check_replayable(exp)
-    horizon = exp.plan["max_iterations"]
+    horizon = exp.plan.max_iterations
     full = pick(exp, dict.fromkeys(trial_order(exp), horizon))
     worse = 1 if exp.mode == "max" else -1
     rows = [["full run", None, None, full["used"], 100.0, True, full["pick"], 0.0, 0.0]]
@@ -287,7 +288,7 @@ def replay_table(exp: ExperimentResults, settings: list[Setting], concurrency: i
         "% of full",
         "full pick kept",
         "pick",
-        f"{exp.plan['metric']} lost",
+        f"{exp.plan.metric} lost",
         "target mIoU lost (audit)",
     ]
     return pd.DataFrame(rows, columns=columns).astype({"grace": "Int64", "reduction": "Int64"})
@@ -309,7 +310,7 @@ def write_replay(exp: ExperimentResults, table: pd.DataFrame, out_dir: Path) -> 
     markdown, csv = out_dir / f"{exp.name}.md", out_dir / f"{exp.name}.csv"
     table.to_csv(csv, index=False)
     markdown.write_text(
-        f"# Replay of experiment {exp.name!r}: {len(exp.trials)} trials of {exp.plan['max_iterations']} "
-        f"iterations, objective {exp.plan['metric']} ({exp.mode})\n\n{markdown_table(shown(table))}\n"
+        f"# Replay of experiment {exp.name!r}: {len(exp.trials)} trials of {exp.plan.max_iterations} "
+        f"iterations, objective {exp.plan.metric} ({exp.mode})\n\n{markdown_table(shown(table))}\n"
     )
     return markdown, csv

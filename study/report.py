@@ -11,31 +11,32 @@ Honest selection is the rule of every headline number: a trial's value is the ta
 from the target val labels, i.e. the test set) of the checkpoint that the experiment's *own objective* (plan
 "metric"/"mode", label-free unless the plan says oracle) picks among that trial's evaluations, and when a
 variant was run in several configurations, the configuration is the one whose objective is best on average
-over seeds. The best target mIoU itself is never used to choose; section 4 shows what each validator would
-choose. It works on running and partly failed studies: errored, diverged, stopped and running trials are
-counted and listed, never dropped silently nor counted as zeros.
+over seeds (the rule is `study.decide`'s). The best target mIoU itself is never used to choose; section 4
+shows what each validator would choose. It works on running and partly failed studies: errored, diverged,
+stopped and running trials are counted and listed, never dropped silently nor counted as zeros.
+
+This module holds the sections; the statistics are `study.stats`'s, the number formats and table files
+`study.tables`'s, the figures `study.plots`'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from scipy import stats
 
-from msl.config import METRIC_MODES, is_better
+from msl.config import LABEL_FREE_METRICS, is_better
 from msl.user_loss import is_import_path
-from study import plots
+from study import distributions, plots
+from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
-from study.layout import FAILED_STATUSES, TRIAL_STATUSES
+from study.layout import FAILED_STATUSES, TRIAL_STATUSES, Plan
 from study.pruning import rung_audit
 from study.results import (
     ExperimentResults,
@@ -46,152 +47,34 @@ from study.results import (
     param_column,
 )
 from study.selection import (
-    STUDY_VALIDATORS,
+    LABEL_FREE_MODES,
     TOP_K,
     checkpoint_audit,
     configuration_audit,
     with_study_validators,
+)
+from study.stats import paired_change, rank_agreement, seed_statistics
+from study.tables import (
+    MISSING,
+    is_missing,
+    message_line,
+    p_value_text,
+    paper_number,
+    percent,
+    percent_spread,
+    plain,
+    signed_percent,
+    slug,
+    write_table,
 )
 
 BASELINE = "source_only"
 # The baseline with the same target exposure as the adapting variants (they all forward target batches): a
 # change against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
 EXPOSED_BASELINE = "adabn"
-TARGET = "oracle_miou"  # mIoU on the target val labels: what every table reports, never what selects
 PRUNING_SCHEDULERS = ("asha", "pbt")
-LABEL_FREE = [metric for metric in METRIC_MODES if not metric.startswith("oracle_")]
-VALIDATOR_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE}, **STUDY_VALIDATORS}
 MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
 BINS = 4
-MISSING = "–"
-
-
-# --- selection ---------------------------------------------------------------------------------------------
-
-
-def best_label(values: pd.Series, mode: str):
-    """Index label of the best non-NaN value (the first one on ties, i.e. the earliest checkpoint), or
-    None."""
-    best, best_value = None, math.nan
-    for label, value in pd.to_numeric(values, errors="coerce").items():
-        if is_better(value, best_value, mode):
-            best, best_value = label, value
-    return best
-
-
-@dataclass
-class Selection:
-    """What an experiment's own objective selects.
-
-    `picks` has one row per trial that did not error or diverge and has evaluations: trial_name, variant,
-    seed, config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of
-    the checkpoint the objective picks, NaN when the objective was never reported) and `final_row` (the last
-    evaluation).
-    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial
-    of the variant reported the objective)."""
-
-    metric: str
-    mode: str
-    oracle: bool
-    evals: pd.DataFrame
-    picks: pd.DataFrame
-    configs: dict[str, str | None]
-
-    def chosen_picks(self, variant: str) -> pd.DataFrame:
-        config = self.configs.get(variant)
-        return self.picks[(self.picks["variant"] == variant) & (self.picks["config"] == config)]
-
-    def rows(self, variant: str, which: str = "selected") -> pd.DataFrame:
-        """The evaluations ("selected" or "final" checkpoints) of the variant's chosen configuration."""
-        labels = self.chosen_picks(variant)[f"{which}_row"].dropna().astype(int)
-        return self.evals.loc[labels]
-
-    def values(self, variant: str, column: str = TARGET, which: str = "selected") -> pd.Series:
-        """`column` at those checkpoints, one value per seed (several trials of one seed are averaged)."""
-        return self.rows(variant, which).groupby("seed")[column].mean().dropna()
-
-
-def select(exp: ExperimentResults) -> Selection:
-    """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
-    metric = exp.plan["metric"]
-    mode = exp.mode
-    picks = []
-    usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
-    by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
-    for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
-        if trial["trial_name"] not in by_trial:
-            continue
-        evals = by_trial[trial["trial_name"]].sort_values("iteration", kind="stable")
-        selected = best_label(evals[metric], mode)
-        objective = math.nan if selected is None else evals.at[selected, metric]
-        picks.append(
-            {**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]}
-        )
-    picks = pd.DataFrame(
-        picks,
-        columns=[
-            "trial_name",
-            "variant",
-            "seed",
-            "config",
-            "status",
-            "objective",
-            "selected_row",
-            "final_row",
-        ],
-    )
-    configs = {}
-    for variant in variants_of(exp):
-        scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
-        configs[variant] = best_label(scores, mode)
-    return Selection(metric, mode, bool(exp.plan.get("oracle")), exp.evals, picks, configs)
-
-
-def variants_of(exp: ExperimentResults) -> list[str]:
-    """The plan's variants in plan order, then any other variant a trial names."""
-    names = list(exp.plan.get("variants") or {})
-    return names + [name for name in exp.trials["variant"].unique() if name not in names]
-
-
-# --- statistics ---------------------------------------------------------------------------------------------
-
-
-def seed_statistics(values: pd.Series) -> dict[str, float]:
-    """Mean, sample standard deviation and 95% Student-t confidence interval over seeds."""
-    n = len(values)
-    mean = values.mean() if n else math.nan
-    std = values.std(ddof=1) if n > 1 else math.nan
-    half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n_seeds": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
-
-
-def paired_change(values: pd.Series, baseline: pd.Series) -> dict[str, float]:
-    """Mean paired difference over the seeds both series have, with the p-value of a paired t-test."""
-    seeds = values.index.intersection(baseline.index)
-    difference = values[seeds] - baseline[seeds]
-    p_value = math.nan
-    if len(seeds) > 1 and difference.std() > 0:
-        p_value = stats.ttest_rel(values[seeds], baseline[seeds]).pvalue
-    return {
-        "change": difference.mean() if len(seeds) else math.nan,
-        "p_value": p_value,
-        "n_pairs": len(seeds),
-    }
-
-
-def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[str, float]:
-    """Spearman and Kendall correlation of a validator with the target mIoU, signed so that positive means the
-    validator orders checkpoints as the target does (a "min" validator is negated first)."""
-    pairs = pd.concat([validator, target], axis=1).dropna()
-    sign = 1 if mode == "max" else -1
-    if len(pairs) < 3 or pairs.iloc[:, 0].nunique() < 2 or pairs.iloc[:, 1].nunique() < 2:
-        return {"spearman": math.nan, "kendall": math.nan, "n": len(pairs)}
-    first, second = sign * pairs.iloc[:, 0], pairs.iloc[:, 1]
-    return {
-        "spearman": stats.spearmanr(first, second).statistic,
-        "kendall": stats.kendalltau(first, second).statistic,
-        "n": len(pairs),
-    }
 
 
 # --- the paper's numbers ------------------------------------------------------------------------------------
@@ -202,14 +85,14 @@ def paper_results() -> dict:
     return yaml.safe_load(resources.files("study").joinpath("paper_results.yaml").read_text())
 
 
-def paper_benchmark(plan: dict) -> dict | None:
+def paper_benchmark(plan: Plan) -> dict | None:
     """The plan's benchmark entry: {"miou": {variant: %}, maybe "miou13", "per_class", "source"}.
 
     A benchmark with one table per target city names the city after a slash or dot, e.g.
     "cityscapes_to_crosscity/rome"."""
-    if not plan.get("benchmark"):
+    if not plan.benchmark:
         return None
-    name, *city = re.split(r"[/.]", plan["benchmark"])
+    name, *city = re.split(r"[/.]", plan.benchmark)
     entry = paper_results().get(name)
     if entry is None:
         return None
@@ -224,76 +107,6 @@ def paper_benchmark(plan: dict) -> dict | None:
 
 def _class_key(name: str) -> str:
     return name.lower().replace(" ", "_")
-
-
-# --- formatting ---------------------------------------------------------------------------------------------
-
-
-def percent(value: float) -> str:
-    return MISSING if _missing(value) else f"{100 * value:.1f}"
-
-
-def percent_spread(mean: float, std: float) -> str:
-    return percent(mean) if _missing(std) else f"{percent(mean)} ± {100 * std:.1f}"
-
-
-def signed_percent(value: float) -> str:
-    return MISSING if _missing(value) else f"{100 * value:+.1f}"
-
-
-def paper_number(value: float | None) -> str:
-    return MISSING if _missing(value) else f"{value:.1f}"
-
-
-def p_value_text(value: float) -> str:
-    return MISSING if _missing(value) else "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def plain(value: float, digits: int = 2) -> str:
-    return MISSING if _missing(value) else f"{value:.{digits}f}"
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _right_aligned(frame: pd.DataFrame) -> list[bool]:
-    """Per column: right-align a column of numbers (possibly with ±, brackets, signs or the missing mark)."""
-
-    def numeric(cells: pd.Series) -> bool:
-        return len(cells) > 0 and all(
-            re.match(r"^[\[(<+\-]?\s*\d", cell) or cell == MISSING for cell in cells
-        )
-
-    return [numeric(frame[column].astype(str)) for column in frame.columns]
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """An aligned GitHub markdown table of string cells: numbers right-aligned, text left-aligned."""
-    header = [str(column) for column in frame.columns]
-    body = [[str(cell).replace("|", "\\|").replace("\n", " ") for cell in row] for row in frame.to_numpy()]
-    right = _right_aligned(frame)
-    widths = [max([len(name), 3, *(len(row[i]) for row in body)]) for i, name in enumerate(header)]
-
-    def line(cells: list[str]) -> str:
-        padded = (
-            cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(cells, widths, right, strict=True)
-        )
-        return "| " + " | ".join(padded) + " |"
-
-    rules = ("-" * (w + 1) + ":" if r else ":" + "-" * (w + 1) for w, r in zip(widths, right, strict=True))
-    return "\n".join([line(header), "|" + "|".join(rules) + "|", *(line(row) for row in body)])
-
-
-def latex_table(frame: pd.DataFrame) -> str:
-    """The same table for LaTeX (booktabs), special characters escaped."""
-    alignment = "".join("r" if right else "l" for right in _right_aligned(frame))
-    return frame.to_latex(index=False, escape=True, column_format=alignment)
-
-
-def slug(name: str) -> str:
-    """A file-name-safe version of an experiment or parameter name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -314,10 +127,8 @@ class _ReportWriter:
 
     def table(self, name: str, numbers: pd.DataFrame, shown: pd.DataFrame) -> None:
         """`numbers` go to the csv, `shown` (formatted strings) to the tex file and the markdown."""
-        numbers.to_csv(self.out_dir / "tables" / f"{name}.csv", index=False)
-        (self.out_dir / "tables" / f"{name}.tex").write_text(latex_table(shown))
         self.add(
-            markdown_table(shown),
+            write_table(self.out_dir / "tables", name, numbers, shown),
             f"<sub>[{name}.csv](tables/{name}.csv) · [{name}.tex](tables/{name}.tex)</sub>",
         )
 
@@ -342,7 +153,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
 
     def comparison(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
         _variant_comparison(report, exp, selection)
-        tuned = (exp.plan.get("confirm") or {}).get("from")
+        tuned = (exp.plan.confirm or {}).get("from")
         if tuned in by_name:
             _confirmation(report, exp, selection, by_name[tuned], selections[tuned])
 
@@ -388,25 +199,24 @@ def _overview(report: _ReportWriter, results: StudyResults) -> None:
         rows.append(
             {
                 "experiment": name,
-                "scheduler": _kind(plan.get("scheduler"), "fifo"),
-                "search": _kind(plan.get("search"), MISSING),
+                "scheduler": _kind(plan.scheduler, "fifo"),
+                "search": _kind(plan.search, MISSING),
                 "objective": _objective_words(plan),
-                "variants": len(plan.get("variants") or {}),
-                "seeds": len(plan.get("seeds") or []),
-                "trials planned": plan.get("num_trials", MISSING),
+                "variants": len(plan.variants),
+                "seeds": len(plan.seeds),
+                "trials planned": MISSING if plan.num_trials is None else plan.num_trials,
                 "trials started": len(trials),
                 **{status: int(counts.get(status, 0)) for status in TRIAL_STATUSES},
-                "max iterations": plan.get("max_iterations", MISSING),
+                "max iterations": plan.max_iterations,
             }
         )
     numbers = pd.DataFrame(rows)
     report.table("overview", numbers, numbers.astype(str))
 
 
-def _objective_words(plan: dict) -> str:
-    metric = plan["metric"]
-    kind = "oracle" if plan.get("oracle") else "label-free"
-    return f"{metric} ({plan.get('mode') or METRIC_MODES[metric]}, {kind})"
+def _objective_words(plan: Plan) -> str:
+    kind = "oracle" if plan.oracle else "label-free"
+    return f"{plan.metric} ({plan.mode}, {kind})"
 
 
 # --- 1. variant comparison ----------------------------------------------------------------------------------
@@ -465,15 +275,15 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
     return numbers, pd.DataFrame(shown)
 
 
-def variant_loss(plan: dict, variant: str) -> str | None:
+def variant_loss(plan: Plan, variant: str) -> str | None:
     """The `loss.target` a variant sets in the plan: a built-in loss's name, or the import path of a user loss
     (read as text: a report never imports the user's code)."""
-    return (plan.get("variants") or {}).get(variant, {}).get("loss.target")
+    return plan.variants.get(variant, {}).get("loss.target")
 
 
 def _configuration(exp: ExperimentResults, variant: str, selection: Selection) -> str | None:
     """The configuration a row reports: the selected one of a search, or the one a confirmation was given."""
-    confirm = exp.plan.get("confirm")
+    confirm = exp.plan.confirm
     if confirm:
         return config_label(confirm["selected"][variant]) if variant in confirm["selected"] else "fixed"
     return selection.configs[variant]
@@ -488,14 +298,14 @@ def _variant_row_shown(
     extra_metrics: list[str],
 ) -> dict:
     shown = {"variant": row["variant"]}
-    if any(is_import_path(variant_loss(exp.plan, name) or "") for name in exp.plan.get("variants") or {}):
+    if any(is_import_path(variant_loss(exp.plan, name) or "") for name in exp.plan.variants):
         shown["loss"] = row["loss"] or MISSING  # a user loss, by its import path
-    if exp.searched or exp.plan.get("confirm"):
+    if exp.searched or exp.plan.confirm:
         shown["configuration"] = row["config"] or MISSING
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
     if paper.get("miou"):
         shown["paper"] = paper_number(row["paper"])
-    ci = MISSING if _missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
+    ci = MISSING if is_missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
     shown.update({"95% CI": ci, "mIoU final": percent_spread(row["final_mean"], row["final_std"])})
     if paired:
         shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
@@ -519,7 +329,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         if selection.oracle
         else "a **label-free** selection: no target labels are read to choose"
     )
-    seeds = exp.plan.get("seeds") or sorted(exp.trials["seed"].dropna().unique().tolist())
+    seeds = exp.plan.seeds or sorted(exp.trials["seed"].dropna().unique().tolist())
     words = [
         f"Each seed's value is the target mIoU of the checkpoint that the experiment's objective "
         f"`{selection.metric}` ({selection.mode}) picks among that trial's evaluations, {kind}. "
@@ -532,7 +342,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
             "A variant's *configuration* is the one whose objective, averaged over seeds, is best "
             f"among those tried ({', '.join(exp.searched)})."
         )
-    confirm = exp.plan.get("confirm")
+    confirm = exp.plan.confirm
     if confirm:
         words.append(
             f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
@@ -552,7 +362,7 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         )
     if paper.get("miou"):
         words.append(
-            f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan['benchmark']}` "
+            f"*paper*: Chen et al., ICCV 2019, benchmark `{exp.plan.benchmark}` "
             f"(source: {paper.get('source', MISSING)})."
         )
     counts = exp.trials["status"].value_counts()
@@ -576,7 +386,7 @@ def _confirmation(
 ) -> None:
     """How much of what the tuning showed holds on the confirmation's fresh seeds."""
     numbers, shown = [], []
-    for variant, params in exp.plan["confirm"]["selected"].items():
+    for variant, params in exp.plan.confirm["selected"].items():
         if variant == BASELINE:
             continue
         tuning, confirmed = tuned_selection.values(variant), selection.values(variant)
@@ -608,14 +418,14 @@ def _confirmation(
                 f"change vs {BASELINE} in {tuned.name}": signed_percent(row["tuning_change"]),
                 "change confirmed": signed_percent(row["confirmed_change"]),
                 "p confirmed": p_value_text(row["confirmed_p_value"]),
-                "margin kept": MISSING if _missing(kept) else f"{100 * kept:.0f}%",
+                "margin kept": MISSING if is_missing(kept) else f"{100 * kept:.0f}%",
             }
         )
     if not numbers:
         return
     report.add(
         f"Tune, then confirm: each variant's configuration as selected in `{tuned.name}` (seeds "
-        f"{tuned.plan.get('seeds')}) and as measured again on the fresh seeds {exp.plan.get('seeds')} of "
+        f"{tuned.plan.seeds}) and as measured again on the fresh seeds {exp.plan.seeds} of "
         f"`{exp.name}`. *margin kept*: the confirmed change against `{BASELINE}` as a share of the change "
         "seen during tuning (the tuning picked the best of several configurations on its own seeds, so its "
         "margin is optimistic; – where the tuning showed no gain)."
@@ -631,7 +441,7 @@ def _confirmation(
 
 def _per_class_iou(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
-    names = exp.plan.get("class_names") or [f"class_{i}" for i in range(exp.plan.get("num_classes", 0))]
+    names = exp.plan.class_names or [f"class_{i}" for i in range(exp.plan.num_classes)]
     columns = {}
     for variant in selection.configs:
         rows = selection.rows(variant)
@@ -689,7 +499,7 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     colors = plots.variant_colors(variants_of(exp))
     for key in exp.searched:
         column = param_column(key)
-        log = "log" in json.dumps(exp.plan["searched"][key])
+        log = distributions.is_log(exp.plan.searched[key])
         levels = _levels(points[column], log)
         summary = (
             points.assign(level=levels)
@@ -702,7 +512,7 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
         shown = pivot.copy().astype(object)
         for variant in pivot.columns:
             shown[variant] = [
-                MISSING if _missing(mean) else f"{percent(mean)} ({count:.0f})"
+                MISSING if is_missing(mean) else f"{percent(mean)} ({count:.0f})"
                 for mean, count in zip(pivot[variant], counts[variant], strict=True)
             ]
         name = f"sensitivity_{slug(exp.name)}_{slug(key)}"
@@ -736,7 +546,7 @@ def _importances(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     )
     for evaluator in shown.columns:
         shown[evaluator] = [
-            plain(mean) if _missing(std) else f"{plain(mean)} ± {plain(std)}"
+            plain(mean) if is_missing(std) else f"{plain(mean)} ± {plain(std)}"
             for mean, std in zip(shown[evaluator], spread[evaluator], strict=True)
         ]
     counts = table.groupby(["variant", "parameter"], sort=False)[["seeds", "trials"]].first()
@@ -773,7 +583,7 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     usable = exp.trials.loc[~exp.trials["status"].isin(FAILED_STATUSES), "trial_name"]
     evals = with_study_validators(exp)
     evals = evals[evals["trial_name"].isin(usable) & evals[TARGET].notna()]
-    validators = [metric for metric in VALIDATOR_MODES if evals[metric].notna().any()]
+    validators = [metric for metric in LABEL_FREE_MODES if evals[metric].notna().any()]
     if evals.empty or not validators:
         report.add("No evaluation with both a validator and the target mIoU yet.")
         return
@@ -781,7 +591,7 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     seed_best = evals.groupby("seed")[TARGET].max().mean()
     numbers, shown = [], []
     for validator in validators:
-        mode = VALIDATOR_MODES[validator]
+        mode = LABEL_FREE_MODES[validator]
         pick = evals.loc[best_label(evals[validator], mode)]
         seed_picks = [
             group.at[best_label(group[validator], mode), TARGET]
@@ -845,7 +655,7 @@ def _selection_audit(
     audits = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
     for level, audit in audits.items():
         numbers, shown = [], []
-        rows = [(v, VALIDATOR_MODES[v], v) for v in validators] + references[level]
+        rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + references[level]
         for validator, mode, name in rows:
             row = {"validator": name, "mode": mode, **audit(evals, validator, mode)}
             for column in ("regret", "worst_regret", *(f"top{k}" for k in TOP_K)):
@@ -873,22 +683,20 @@ def _selection_audit(
 
 AUDIT_WORDS = {
     "checkpoint": "which evaluation of a trial to keep: *regret* = the trial's best target mIoU (%) minus "
-    "that of "
-    "the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
+    "that of the validator's pick, mean and *worst* over trials (each a seed of a configuration); *top-k*: "
     "mean target mIoU of the validator's k best checkpoints of each trial, mean over trials; rank "
     "correlations over every evaluation after subtracting its trial's means, *n* evaluations",
     "configuration": "which configuration to keep, every trial at its last checkpoint and each configuration "
-    "at "
-    "its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen "
-    "one's, *worst*: the largest regret when choosing within a single seed; *top-k*: mean target "
-    "mIoU of the k best configurations; rank correlations over the *n* configurations",
+    "at its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen one's, "
+    "*worst*: the largest regret when choosing within a single seed; *top-k*: mean target mIoU of the k "
+    "best configurations; rank correlations over the *n* configurations",
 }
 
 
 def _with_interval(value: float, low: float, high: float) -> str:
-    if _missing(value):
+    if is_missing(value):
         return MISSING
-    return plain(value) if _missing(low) else f"{plain(value)} [{plain(low)}, {plain(high)}]"
+    return plain(value) if is_missing(low) else f"{plain(value)} [{plain(low)}, {plain(high)}]"
 
 
 def _pick_words(row: dict, exp: ExperimentResults) -> str:
@@ -900,14 +708,14 @@ def _pick_words(row: dict, exp: ExperimentResults) -> str:
 
 
 def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
-    scheduler = _kind(exp.plan.get("scheduler"), "fifo").lower()
+    scheduler = _kind(exp.plan.scheduler, "fifo").lower()
     if scheduler not in PRUNING_SCHEDULERS:
         report.add(f"Experiment `{exp.name}` uses the `{scheduler}` scheduler: every trial runs to the end.")
         return
     _experiment_heading(report, exp)
     trials = exp.trials
     planned = exp.planned_runs
-    full = planned * exp.plan["max_iterations"]
+    full = planned * exp.plan.max_iterations
     used = int(trials["iterations"].sum())
     budget = pd.DataFrame(
         [
@@ -923,7 +731,7 @@ def _pruning_budget(report: _ReportWriter, exp: ExperimentResults, selection: Se
     )
     report.add(
         f"Trial-iterations spent by `{scheduler}` against running each of the {planned} planned trials to "
-        f"{exp.plan['max_iterations']} iterations (errored and diverged trials count the iterations they "
+        f"{exp.plan.max_iterations} iterations (errored and diverged trials count the iterations they "
         "ran)."
     )
     report.table(
@@ -963,15 +771,14 @@ def _pruning_audit(report: _ReportWriter, exp: ExperimentResults, selection: Sel
     report.add(
         f"**Pruning audit.** At each iteration where trials were stopped: the Spearman correlation of the "
         f"objective ({selection.metric}) there with the trials' final objective (their best checkpoint), "
-        "over "
-        "the trials that ran to the end, and where the trial with the best final objective ranked there (1 = "
-        "best). A low correlation means the stopped trials may have held the winner; "
+        "over the trials that ran to the end, and where the trial with the best final objective ranked "
+        "there (1 = best). A low correlation means the stopped trials may have held the winner; "
         "`benchmarks/asha_vs_full.py` measures what pruning lost by running every trial to the end."
     )
     shown = audit.astype(object)
-    shown["spearman"] = [MISSING if _missing(value) else plain(value) for value in audit["spearman"]]
+    shown["spearman"] = [MISSING if is_missing(value) else plain(value) for value in audit["spearman"]]
     shown["pick's rank"] = [
-        MISSING if _missing(rank) else f"{rank:.0f} of {count}"
+        MISSING if is_missing(rank) else f"{rank:.0f} of {count}"
         for rank, count in zip(audit["pick's rank"], audit["trials evaluated"], strict=True)
     ]
     report.table(f"pruning_audit_{slug(exp.name)}", audit, shown.astype(str))
@@ -1005,7 +812,7 @@ def budget_curve(evals: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
 
 def _learning_curves(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
-    metrics = [m for m in [TARGET, *LABEL_FREE] if exp.evals[m].notna().any()]
+    metrics = [m for m in [TARGET, *LABEL_FREE_METRICS] if exp.evals[m].notna().any()]
     frames = []
     for variant in selection.configs:
         trial_names = selection.chosen_picks(variant)["trial_name"]
@@ -1062,15 +869,7 @@ def _unfinished_trials(report: _ReportWriter, results: StudyResults) -> None:
     ]
     report.add(
         "Errored and diverged trials are left out of every table above (their compute still counts in "
-        "section 5); "
-        "stopped trials count at the checkpoint they reached; running trials with what they have so far."
+        "section 5); stopped trials count at the checkpoint they reached; running trials with what they "
+        "have so far."
     )
     report.table("unfinished_trials", numbers, shown)
-
-
-def message_line(text, limit: int = 160) -> str:
-    """The last non-empty line of a message (a traceback's exception line), shortened."""
-    if not isinstance(text, str) or not text.strip():
-        return MISSING
-    line = [part for part in text.strip().splitlines() if part.strip()][-1].strip()
-    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -40,7 +40,7 @@ class ExperimentResults:
     """One experiment of a study: its plan (plan.json) and the rows of its trials and evaluations."""
 
     name: str
-    plan: dict
+    plan: layout.Plan
     trials: pd.DataFrame
     evals: pd.DataFrame
     study_path: Path | None = None  # the study directory (run directories, probability maps); None: in memory
@@ -48,19 +48,19 @@ class ExperimentResults:
     @property
     def searched(self) -> list[str]:
         """Dotted keys of the searched parameters."""
-        return list(self.plan.get("searched") or {})
+        return list(self.plan.searched)
 
     @property
     def mode(self) -> str:
-        """Whether the objective (plan "metric") is better high or low: the plan's mode, else the metric's."""
-        return self.plan.get("mode") or METRIC_MODES[self.plan["metric"]]
+        """Whether the objective (plan "metric") is better high or low (`layout.Plan.mode`)."""
+        return self.plan.mode
 
     @property
     def planned_runs(self) -> int:
         """The runs (rows) the plan asks for: its trials times the seeds each runs (`seeds_per_sample`), or
         the rows there are when the plan does not say."""
-        trials = self.plan.get("num_trials")
-        return trials * self.plan.get("seeds_per_sample", 1) if trials else len(self.trials)
+        trials = self.plan.num_trials
+        return trials * self.plan.seeds_per_sample if trials else len(self.trials)
 
 
 @dataclass
@@ -69,7 +69,7 @@ class StudyResults:
 
     path: Path
     study: dict
-    plans: dict[str, dict]
+    plans: dict[str, layout.Plan]
     trials: pd.DataFrame
     evals: pd.DataFrame
 
@@ -92,11 +92,10 @@ def load_study(path: str | Path) -> StudyResults:
     study = layout.read_json(study_file)
     plans, trial_rows, eval_rows = {}, [], []
     for experiment in study.get("experiments", []):
-        plan_file = layout.experiment_dir(path, experiment) / layout.PLAN_FILE
-        if not plan_file.is_file():
+        if not layout.plan_file(path, experiment).is_file():
             continue
-        plans[experiment] = layout.read_json(plan_file)
-        searched = list(plans[experiment].get("searched") or {})
+        plans[experiment] = layout.read_plan(path, experiment)
+        searched = list(plans[experiment].searched)
         labelled = [*searched, *_confirmed_keys(plans[experiment])]
         trials_root = layout.trials_dir(path, experiment)
         trial_dirs = sorted(p for p in trials_root.iterdir() if p.is_dir()) if trials_root.is_dir() else []
@@ -122,14 +121,14 @@ def load_study(path: str | Path) -> StudyResults:
     return StudyResults(path, study, plans, trials, evals)
 
 
-def _trial_columns(plans: dict[str, dict]) -> list[str]:
-    params = {param_column(key): None for plan in plans.values() for key in plan.get("searched") or {}}
+def _trial_columns(plans: dict[str, layout.Plan]) -> list[str]:
+    params = {param_column(key): None for plan in plans.values() for key in plan.searched}
     return [*ID_COLUMNS[:4], *params, ID_COLUMNS[4], *STATUS_COLUMNS]
 
 
-def _confirmed_keys(plan: dict) -> list[str]:
+def _confirmed_keys(plan: layout.Plan) -> list[str]:
     """The keys whose values a confirmation took from the experiment it confirms (none for others)."""
-    selected = (plan.get("confirm") or {}).get("selected") or {}
+    selected = (plan.confirm or {}).get("selected") or {}
     return list(dict.fromkeys(key for configuration in selected.values() for key in configuration))
 
 
@@ -234,9 +233,7 @@ def config_label(params: dict) -> str:
 
     Values keep 4 significant digits: configurations equal to that precision count as one. "default" when
     nothing is searched."""
-    params = {
-        key: value for key, value in params.items() if value is not None
-    }  # keys this trial did not search
+    params = {key: value for key, value in params.items() if value is not None}  # None: a key not searched
     if not params:
         return "default"
     short = [key.rsplit(".", 1)[-1] for key in params]

@@ -1,9 +1,12 @@
-"""Running a study on Ray Tune: source models first, then each experiment's trials, resumable after a crash.
+"""The study's driver: runs a study on Ray Tune, source models first, then each experiment's trials,
+resumable after a crash.
 
-The study directory layout is `study.layout`'s. Trials are function trainables that run `msl.trainer.train`
-with our iteration count as Tune's time attribute and a Tune checkpoint at every evaluation, so ASHA, PBT,
-retries and `Tuner.restore` all work. Everything a trial needs travels as small plain data (the resolved space
-and paths); datasets and models are built inside the trial.
+This module is what runs in the driver process: the study directory (`create_study`, plan.json), each
+experiment's Tune job (search space, searcher, scheduler, `StudyCallback`, which writes each ended trial's
+status.json) and the order of the whole (`run_study_dir`). What runs in other processes has its own module:
+a trial's worker `study.worker`, the source models `study.sources`, attaching to or starting the cluster
+`study.cluster`. Everything a trial needs travels as small plain data (the resolved space and paths);
+datasets and models are built inside the trial. The study directory layout is `study.layout`'s.
 """
 
 from __future__ import annotations
@@ -14,46 +17,41 @@ import itertools
 import math
 import os
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import ray
 import yaml
 from ray import tune
 
-from msl.checkpoint import load_checkpoint
-from msl.config import TrainConfig, is_better, save_config
+from msl.config import is_better, save_config
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
-from msl.trainer import NonFiniteLossError, evaluates_at, train
+from msl.trainer import NonFiniteLossError
 from msl.words import count
-from study import layout, plugins
+from study import distributions, layout
+from study.cluster import prepare_cluster
+from study.decide import confirmed_configurations
 from study.heartbeat import heartbeat
+from study.progress import log
 from study.schedulers import synchronous_scheduler
-from study.source_progress import source_progress
+from study.sources import ensure_sources
 from study.space import (
     SYNCHRONOUS,
     AshaScheduler,
     Experiment,
     PbtScheduler,
-    Resources,
     Space,
     SpaceError,
     load_space,
     max_iterations,
     representative_config,
-    source_key,
 )
+from study.worker import run_trial
 
 # Config keys holding paths whose `~` and `$VARIABLES` are expanded once, on the driver, before trials start.
 PATH_KEYS = (("data", "source_root"), ("data", "target_root"), ("model", "weights"))
-
-
-def _log(message: str) -> None:
-    print(f"[msl-study {datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 def expand_paths(space: Space) -> Space:
@@ -114,324 +112,6 @@ def _resolved_space_yaml(space: Space, original: dict) -> str:
     if space.source_checkpoint:
         resolved.setdefault("source", {})["checkpoint"] = space.source_checkpoint
     return yaml.safe_dump(resolved, sort_keys=False)
-
-
-def _to_tune(spec: dict[str, Any]):
-    """A checked distribution spec (study.space) as a Tune search-space object."""
-    ((kind, args),) = spec.items()
-    if kind == "choice":
-        return tune.choice(args)
-    if kind == "grid":
-        return tune.grid_search(args)
-    return getattr(tune, kind)(*args)  # uniform, loguniform, randint, quniform take their bounds in order
-
-
-def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> None:
-    """Attach to a running cluster (`--address` or RAY_ADDRESS), or start a local Ray sized to this
-    machine; `runtime_env` is the job's Ray runtime environment (study.plugins)."""
-    # Tune warns when it snapshots experiment state often; with a checkpoint per evaluation that is expected.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # No result.json, progress.csv or TensorBoard files of Ray's: our runs write their own, and Ray would
-    # point TensorBoard at its temporary folder (run_study_dir names the study instead).
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
-        except ConnectionError as error:
-            raise ConnectionError(
-                f"{error}. If the cluster uses token authentication (Ray >= 2.59 enables it for "
-                "`ray start`), set RAY_AUTH_MODE=token here too; the token is read from "
-                "RAY_AUTH_TOKEN or ~/.ray/auth_token"
-            ) from error
-        _log(f"attached to the Ray cluster at {address}: {ray.cluster_resources()}")
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-        _log(f"started a local Ray instance: {ray.cluster_resources()}")
-
-
-def check_resources(experiments: list[Experiment], nodes: list[dict[str, Any]]) -> None:
-    """SpaceError unless some live node of the cluster (`ray.nodes()`) can hold one trial of each experiment:
-    otherwise Tune would wait forever, and with `log_to_driver=False` without a word."""
-    alive = [node["Resources"] for node in nodes if node.get("Alive")]
-    for experiment in experiments:
-        wanted = {"CPU": experiment.resources.cpu, "GPU": experiment.resources.gpu}
-        if any(all(node.get(name, 0.0) >= amount for name, amount in wanted.items()) for node in alive):
-            continue
-        have = "; ".join(f"{node.get('CPU', 0.0):g} CPU and {node.get('GPU', 0.0):g} GPU" for node in alive)
-        raise SpaceError(
-            f"experiments.{experiment.name}.resources: a trial asks for {wanted['CPU']:g} CPU and "
-            f"{wanted['GPU']:g} GPU on one node, but no node of the Ray cluster has that much (nodes: "
-            f"{have or 'none'}); lower `resources` in the space or add such a node"
-        )
-
-
-def prepare_cluster(space: Space, address: str | None) -> None:
-    """Connect to Ray, its workers able to import the space's user losses, and check that the cluster can run
-    the space's trials at all."""
-    connect(address, plugins.runtime_env(space))
-    check_resources(space.experiments, ray.nodes())
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Source models
-
-
-def _in_worker(cfg: TrainConfig, cpus: float) -> TrainConfig:
-    """A config as a Ray worker runs it: no progress bar, and as many threads as the CPUs it holds."""
-    threads = cfg.runtime.threads or max(1, int(cpus))
-    return dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, progress=False, threads=threads))
-
-
-def source_cpus(resources: Resources, cluster_cpus: float, count: int) -> float:
-    """CPUs each of `count` source models asks for. On CPUs only, the models share the cluster's CPUs so that
-    all start at once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles); with GPUs they
-    ask for what a trial asks for."""
-    if resources.gpu or count == 0:
-        return resources.cpu
-    return min(resources.cpu, cluster_cpus / count)
-
-
-def _source_is_complete(run_dir: Path, iterations: int) -> bool:
-    run = RunDir(run_dir)
-    records = run.read_metrics()
-    return run.best.is_file() and bool(records) and records[-1].get("iteration") == iterations
-
-
-def _train_source(cfg, run_dir: str) -> str:
-    run = RunDir(run_dir)
-    train(cfg, run.path, resume_from=run.last if run.last.is_file() else None)
-    return str(run.best)
-
-
-def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
-    """The source checkpoint of each experiment's seeds: an existing one with the same key, or trained now.
-    The models of every experiment train together at the start, so that they share the CPUs (an experiment
-    with one seed would otherwise leave cores idle while the next one waits)."""
-    if space.source_checkpoint:
-        return {e.name: dict.fromkeys(e.seeds, space.source_checkpoint) for e in space.experiments}
-    checkpoints: dict[str, dict[int, str]] = {e.name: {} for e in space.experiments}
-    to_train: dict[str, tuple] = {}  # source key -> (config, run dir, experiment whose resources it takes)
-    reused: set[str] = set()  # keys of complete models (experiments sharing a seed share its model)
-    for experiment in space.experiments:
-        for seed in experiment.seeds:
-            cfg = space.source_config(experiment, seed)
-            run_dir = layout.sources_dir(study_dir) / source_key(cfg)
-            checkpoints[experiment.name][seed] = str(RunDir(run_dir).best)
-            if source_key(cfg) in to_train or source_key(cfg) in reused:
-                continue
-            if _source_is_complete(run_dir, cfg.optim.iterations):
-                _log(f"source model for seed {seed}: reusing {run_dir}")
-                reused.add(source_key(cfg))
-            else:
-                to_train[source_key(cfg)] = (cfg, run_dir, experiment)
-    if not to_train:
-        return checkpoints
-    cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
-    pending = {}
-    for key, (cfg, run_dir, experiment) in to_train.items():
-        cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
-        task = ray.remote(_train_source).options(
-            num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
-        )
-        _log(
-            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
-            f"{run_dir} "
-            f"({cpus:.2g} CPU)"
-        )
-        pending[key] = task.remote(_in_worker(cfg, cpus), str(run_dir))
-    _wait_for_sources(pending, {Path(run_dir): cfg.optim.iterations for cfg, run_dir, _ in to_train.values()})
-    return checkpoints
-
-
-def _wait_for_sources(
-    pending: dict[str, ray.ObjectRef], runs: dict[Path, int], every_s: float = 30.0
-) -> None:
-    """Wait for the source models' tasks (raising the first error), saying when each is done and, every
-    `every_s` seconds, the iterations done of all (their progress.json) with an ETA at the pace so far."""
-    started, at_start = time.perf_counter(), source_progress(runs).done
-    keys = {ref: key for key, ref in pending.items()}
-    next_line = started + every_s
-    while keys:
-        ready, _ = ray.wait(list(keys), num_returns=1, timeout=max(0.0, next_line - time.perf_counter()))
-        for ref in ready:
-            ray.get(ref)
-            _log(f"source model {keys.pop(ref)} done ({time.perf_counter() - started:.0f} s since the start)")
-        if keys and time.perf_counter() >= next_line:
-            progress, elapsed = source_progress(runs), time.perf_counter() - started
-            rate = (progress.done - at_start) / elapsed
-            eta = f", ETA ~{(progress.total - progress.done) / rate / 60:.1f} min" if rate > 0 else ""
-            _log(f"{progress.line()}, {elapsed / 60:.1f} min{eta}")
-            next_line += every_s
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Trials
-
-
-def _scalars(record: dict) -> dict[str, float]:
-    return {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def run_trial(
-    config: dict,
-    *,
-    space: Space,
-    experiment_name: str,
-    study_dir: str,
-    sources: dict,
-    confirmed: dict[str, dict],
-) -> None:
-    """A Tune function trainable: one UDA training (or one per seed, see `_train_seeds`) whose evaluations are
-    reported with checkpoints. `confirmed` maps variants to the configuration a confirmation runs them with
-    (see `confirmed_configurations`)."""
-    experiment = next(e for e in space.experiments if e.name == experiment_name)
-    config = {**{k: v for k, v in config.items() if k != "case"}, **config.get("case", {})}
-    variant, seeds = config["variant"], config.get("seeds") or [config["seed"]]
-    params = {k: v for k, v in config.items() if k not in ("variant", "seed", "seeds")} | confirmed.get(
-        variant, {}
-    )
-    trial_name = tune.get_context().get_trial_name()
-    trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
-    if _ended_before(trial_dir):  # the driver died before Tune recorded its end: say it again, run nothing
-        runs = [trial_dir / layout.run_dir_name(seed if "seeds" in config else None) for seed in seeds]
-        tune.report(_seed_mean({run: RunDir(run).read_metrics()[-1] for run in runs}))
-        return
-    cfgs = {
-        seed: _in_worker(
-            space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
-            experiment.resources.cpu,
-        )
-        for seed in seeds
-    }
-    source_runs = {seed: str(RunDir.of_checkpoint(sources[seed]).path) for seed in seeds}
-    info = {"trial_name": trial_name, "experiment": experiment_name, "variant": variant}
-    several = "seeds" in config
-    seed_info = (
-        {"seed": None, "seeds": seeds, "source_runs": source_runs}
-        if several
-        else {"seed": seeds[0], "source_run": source_runs[seeds[0]]}
-    )
-    overrides = {**experiment.set, **experiment.variants[variant].set, **params}
-    layout.write_json(
-        trial_dir / layout.TRIAL_FILE,
-        {
-            **info,
-            **seed_info,
-            "params": params,
-            "overrides": overrides,
-            "node_id": ray.get_runtime_context().get_node_id(),
-        },
-    )
-    own_checkpoint_ok = not isinstance(experiment.scheduler, PbtScheduler)
-    if several:
-        _train_seeds(cfgs, trial_dir, own_checkpoint_ok)
-    else:
-        _train_one(cfgs[seeds[0]], trial_dir, own_checkpoint_ok)
-
-
-def _ended_before(trial_dir: Path) -> bool:
-    """Whether the trial ran to its end (or was stopped by its scheduler) before this start: its status.json
-    says so. An errored trial is run again (`Tuner.restore(resume_errored=True)`)."""
-    status = trial_dir / layout.STATUS_FILE
-    return status.is_file() and layout.read_json(status)["status"] in ("finished", "stopped")
-
-
-def _start(
-    trial_dir: Path, run_dir: Path, restored, own_checkpoint_ok: bool, inside: str = ""
-) -> Path | None:
-    """The resume point of one run of a trial (`_resume_point`); a run that failed before its first
-    checkpoint is moved aside so that it starts again."""
-    resume_from = _resume_point(run_dir, restored, own_checkpoint_ok, inside)
-    if resume_from is None and run_dir.exists():
-        run_dir.rename(trial_dir / f"{run_dir.name}.failed-{datetime.now():%Y%m%d-%H%M%S}")
-    return resume_from
-
-
-def _train_one(cfg: TrainConfig, trial_dir: Path, own_checkpoint_ok: bool) -> None:
-    run_dir = trial_dir / layout.RUN_DIR
-    resume_from = _start(trial_dir, run_dir, tune.get_checkpoint(), own_checkpoint_ok)
-    reported = []
-
-    def report(record: dict, last: Path) -> None:
-        with tempfile.TemporaryDirectory() as directory:
-            shutil.copyfile(last, Path(directory) / last.name)
-            tune.report(_scalars(record), checkpoint=tune.Checkpoint.from_directory(directory))
-        reported.append(record["iteration"])
-
-    record = train(cfg, run_dir, resume_from=resume_from, on_eval=report)
-    if not reported:  # the run was already complete (the driver died before Tune recorded it): say so again,
-        # without a checkpoint: registering one would make Tune delete checkpoints its stale state still lists
-        # but that were already deleted, and log an ERROR traceback for a trial that is fine.
-        tune.report(_scalars(record))
-
-
-def _train_seeds(cfgs: dict[int, TrainConfig], trial_dir: Path, own_checkpoint_ok: bool) -> None:
-    """`seeds_per_sample`: one configuration trained on several seeds in turn, each run stopping after every
-    evaluation and resuming from its checkpoint (which gives the run it would be straight through). After
-    each evaluation the trial reports the mean over seeds of every scalar, which is what the scheduler's rungs
-    and the searcher see, with a checkpoint holding each seed's last checkpoint in `s<seed>/`."""
-    runs = {seed: trial_dir / layout.run_dir_name(seed) for seed in cfgs}
-    restored = tune.get_checkpoint()
-    resume = {
-        seed: _start(trial_dir, run, restored, own_checkpoint_ok, f"s{seed}") for seed, run in runs.items()
-    }
-    cfg = next(iter(cfgs.values()))
-    reached = min((_iteration(path) if path else 0) for path in resume.values())
-    records = {}
-    points = [i for i in range(reached + 1, cfg.optim.iterations + 1) if evaluates_at(i, cfg)]
-    for point in points:
-        for seed, run in runs.items():
-            records[seed] = _advance(cfgs[seed], run, resume[seed], point)
-            resume[seed] = RunDir(run).last
-        with tempfile.TemporaryDirectory() as directory:
-            for seed, last in resume.items():
-                (Path(directory) / f"s{seed}").mkdir()
-                shutil.copyfile(last, Path(directory) / f"s{seed}" / last.name)
-            tune.report(_seed_mean(records), checkpoint=tune.Checkpoint.from_directory(directory))
-    if not records:  # already complete: say so again, without a checkpoint (see `_train_one`)
-        tune.report(_seed_mean({seed: RunDir(run).read_metrics()[-1] for seed, run in runs.items()}))
-
-
-def _iteration(checkpoint: Path) -> int:
-    return load_checkpoint(checkpoint, mmap=True)["iteration"]
-
-
-def _advance(cfg: TrainConfig, run_dir: Path, resume_from: Path | None, point: int) -> dict:
-    """One seed's run trained up to the evaluation at `point` (or its record there, when it got there before
-    the trial was interrupted)."""
-    if resume_from is not None and _iteration(resume_from) >= point:
-        return next(r for r in RunDir(run_dir).read_metrics() if r["iteration"] == point)
-    return train(cfg, run_dir, resume_from=resume_from, stop_after=point)
-
-
-def _seed_mean(records: dict[int, dict]) -> dict[str, float]:
-    """The mean over seeds of each scalar every seed's record has (NaN in any seed gives NaN)."""
-    scalars = [_scalars(record) for record in records.values()]
-    keys = set.intersection(*(set(values) for values in scalars))
-    return {key: math.fsum(values[key] for values in scalars) / len(scalars) for key in sorted(keys)}
-
-
-def _resume_point(
-    run_dir: Path, restored: tune.Checkpoint | None, own_checkpoint_ok: bool, inside: str = ""
-) -> Path | None:
-    """Where a (re)started trial continues: the checkpoint Tune hands over (a retry, a resumed study, a PBT
-    exploit), or the trial's own newer last checkpoint when the driver died after it was written but before
-    Tune recorded it, so that no finished evaluation is redone. PBT must take Tune's (the donor's). Each
-    checkpoint's iteration is read without reading its weights (`mmap`). `inside`: the folder in Tune's
-    checkpoint that holds this run's (one seed's of several)."""
-    run, candidates = RunDir(run_dir), []
-    if restored is not None:
-        with restored.as_directory() as directory:
-            run.checkpoints.mkdir(parents=True, exist_ok=True)
-            # A Tune checkpoint holds a copy of a last checkpoint under its own name (`report` in run_trial).
-            shutil.copyfile(Path(directory) / inside / run.last.name, run.restored)
-            candidates.append(run.restored)
-    if own_checkpoint_ok and run.last.is_file():
-        candidates.append(run.last)
-    return max(candidates, key=_iteration, default=None)
 
 
 def _non_finite(result: dict, metric: str) -> str | None:
@@ -526,7 +206,7 @@ class StudyCallback(tune.Callback):
             return
         self.last_print = now
         ended = ended_summary(Path(self.study_dir), self.experiment, self.total)
-        _log(
+        log(
             f"{self.experiment}: {ended}, best {self.metric} so far {self.best:.4f}, "
             f"{(now - self.started) / 60:.1f} min{self.eta(now)}"
         )
@@ -569,7 +249,7 @@ def _scheduler(experiment: Experiment, iterations: int):
         return tune.schedulers.PopulationBasedTraining(
             time_attr="iteration",
             perturbation_interval=spec.perturbation_interval,
-            hyperparam_mutations={k: _to_tune(v) for k, v in spec.mutations.items()},
+            hyperparam_mutations={k: distributions.to_tune(v) for k, v in spec.mutations.items()},
             quantile_fraction=spec.quantile_fraction,
             synch=spec.synch,
         )
@@ -601,7 +281,7 @@ def _searcher(experiment: Experiment, study_dir: Path, horizon: int):
 
 
 def _param_space(experiment: Experiment) -> dict[str, Any]:
-    space: dict[str, Any] = {k: _to_tune(v) for k, v in experiment.params.items()}
+    space: dict[str, Any] = {k: distributions.to_tune(v) for k, v in experiment.params.items()}
     if experiment.seeds_per_sample > 1:  # every trial runs all the seeds
         seed: dict[str, Any] = {"seeds": list(experiment.seeds)}
     elif experiment.search.algorithm == "optuna":  # one seed (checked by the space)
@@ -619,47 +299,6 @@ def _param_space(experiment: Experiment) -> dict[str, Any]:
         ]
         return {"case": tune.grid_search(cases), **seed, **space}
     return {"variant": tune.grid_search(list(experiment.variants)), **seed, **space}
-
-
-def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
-    """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment
-    selected with its own objective, by the rule of the report (`study.report.select`: per trial the best
-    checkpoint's objective, per variant the configuration with the best mean over seeds). Recorded in the
-    plan, so that a resumed study confirms the same configurations. A variant the earlier experiment did not
-    search (e.g. source_only) has no entry: it runs with its fixed settings."""
-    if experiment.confirm is None:
-        return {}
-    plan_file = layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE
-    if plan_file.is_file():
-        return layout.read_json(plan_file)["confirm"]["selected"]
-    import pandas as pd
-
-    from study.report import select
-    from study.results import load_study, param_column, python_value
-
-    tuned = load_study(study_dir).experiment(experiment.confirm)
-    selection = select(tuned)
-    configurations = {}
-    for variant, config in selection.configs.items():
-        if variant not in experiment.variants:
-            continue
-        if config is None:
-            raise RuntimeError(
-                f"experiment {experiment.name!r} confirms {experiment.confirm!r}, but no trial of "
-                f"variant {variant!r} there reported its objective {selection.metric!r}"
-            )
-        chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[
-            0
-        ]
-        configuration = {
-            key: python_value(chosen[param_column(key)])
-            for key in tuned.searched
-            if pd.notna(chosen[param_column(key)])  # a key this variant's trials had
-        }
-        if configuration:
-            configurations[variant] = configuration
-            _log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r})")
-    return configurations
 
 
 def _trainable(
@@ -694,28 +333,28 @@ def _write_plan(
     from msl.metrics import metric_class_names
 
     cfg = space.source_config(experiment, experiment.seeds[0])
-    layout.write_json(
-        layout.experiment_dir(study_dir, experiment.name) / layout.PLAN_FILE,
-        {
-            "experiment": experiment.name,
-            "metric": experiment.metric,
-            "mode": experiment.mode,
-            "oracle": experiment.oracle,
-            "variants": {name: variant.set for name, variant in experiment.variants.items()},
-            "seeds": experiment.seeds,
-            "searched": _searched(experiment),
-            "scheduler": dataclasses.asdict(experiment.scheduler),
-            "search": dataclasses.asdict(experiment.search),
-            "num_samples": experiment.search.num_samples,
-            "num_trials": experiment.num_trials(),
-            "seeds_per_sample": experiment.seeds_per_sample,
-            "max_iterations": iterations,
-            "eval_every": representative_config(space, experiment).eval.every,
-            "benchmark": experiment.benchmark,
-            "num_classes": cfg.data.num_classes,
-            "class_names": metric_class_names(cfg.data.num_classes),
-            "confirm": {"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
-        },
+    layout.write_plan(
+        study_dir,
+        layout.Plan(
+            experiment=experiment.name,
+            metric=experiment.metric,
+            mode=experiment.mode,
+            oracle=experiment.oracle,
+            variants={name: variant.set for name, variant in experiment.variants.items()},
+            seeds=experiment.seeds,
+            searched=_searched(experiment),
+            scheduler=dataclasses.asdict(experiment.scheduler),
+            search=dataclasses.asdict(experiment.search),
+            num_samples=experiment.search.num_samples,
+            num_trials=experiment.num_trials(),
+            seeds_per_sample=experiment.seeds_per_sample,
+            max_iterations=iterations,
+            eval_every=representative_config(space, experiment).eval.every,
+            benchmark=experiment.benchmark,
+            num_classes=cfg.data.num_classes,
+            class_names=metric_class_names(cfg.data.num_classes),
+            confirm={"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
+        ),
     )
 
 
@@ -746,11 +385,11 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
     confirmed = confirmed_configurations(study_dir, experiment)
     trainable = _trainable(space, experiment, study_dir, sources, confirmed)
     if tune.Tuner.can_restore(str(ray_path)):
-        _log(f"experiment {experiment.name!r}: resuming from {ray_path}")
+        log(f"experiment {experiment.name!r}: resuming from {ray_path}")
         tuner = tune.Tuner.restore(str(ray_path), trainable, resume_unfinished=True, resume_errored=True)
     else:
         _write_plan(space, experiment, study_dir, iterations, confirmed)
-        _log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
+        log(f"experiment {experiment.name!r}: {experiment.num_trials()} trials of {iterations} iterations")
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(experiment),
@@ -785,7 +424,7 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
 
     write_hparams(study_dir, experiment.name)
     ended = ended_summary(study_dir, experiment.name, experiment.num_trials())
-    _log(f"experiment {experiment.name!r} ended: {ended}")
+    log(f"experiment {experiment.name!r} ended: {ended}")
 
 
 def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:
@@ -798,7 +437,7 @@ def create_study(space: Space, *, name: str | None = None, storage: str | Path =
             "or choose another --name"
         )
     study_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(space.path, study_dir / "space.given.yaml")
+    shutil.copyfile(space.path, study_dir / layout.SPACE_GIVEN_FILE)
     original = yaml.safe_load(space.path.read_text())
     (study_dir / layout.SPACE_FILE).write_text(_resolved_space_yaml(space, original))
     layout.write_json(
@@ -815,7 +454,7 @@ def create_study(space: Space, *, name: str | None = None, storage: str | Path =
         for seed in experiment.seeds:
             save_config(
                 space.source_config(experiment, seed),
-                layout.experiment_dir(study_dir, experiment.name) / "configs" / f"source_seed{seed}.yaml",
+                layout.source_config_file(study_dir, experiment.name, seed),
             )
     return study_dir
 
@@ -825,13 +464,13 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     `create_study` was given it (`msl-study run` loads it once); None: read from the directory (a resume)."""
     space = space or expand_paths(load_space(study_dir / layout.SPACE_FILE))
     prepare_cluster(space, address)
-    _log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
+    log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
     started = time.perf_counter()
     with heartbeat(study_dir):
         sources = ensure_sources(space, study_dir)
         for experiment in space.experiments:
             run_experiment(space, experiment, study_dir, sources[experiment.name])
-    _log(
+    log(
         f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
         f"report with: msl-study report {study_dir}"
     )

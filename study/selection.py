@@ -1,8 +1,7 @@
 """Label-free model selection across a study: the study-level validators and the selection audit.
 
 Study-level validators need predictions of several checkpoints on the same images, so they are computed here
-from
-the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by the trainer:
+from the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by the trainer:
 
 * `ensemble_agreement` (EnsV: "Ensembling Validation for Unsupervised Domain Adaptation", NeurIPS 2024): the
   mean softmax of all candidate checkpoints of an experiment (every evaluation of its trials that did not
@@ -13,8 +12,7 @@ the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), not by
   disagreement with the other seeds). It approximates the error without labels; lower is better.
 
 The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at two levels
-that
-answer different questions:
+that answer different questions:
 
 * checkpoint level (within trials): which evaluation of a trial to keep. Per trial: regret = the trial's best
   target mIoU minus that of the checkpoint the validator picks; top-k = mean target mIoU of the validator's k
@@ -44,15 +42,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from msl.config import LABEL_FREE_METRICS, METRIC_MODES, oriented
 from msl.probs_maps import load_probs, saved_iterations
 from study import layout
+from study.decide import TARGET
 from study.results import ExperimentResults
 
 STUDY_VALIDATORS = {"ensemble_agreement": "max", "seed_disagreement": "min"}
+# Every label-free way to choose a checkpoint, with its direction: the trainer's metrics
+# (msl.config.LABEL_FREE_METRICS) and the study-level validators above
+LABEL_FREE_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE_METRICS}, **STUDY_VALIDATORS}
 TOP_K = (3, 5)
 WEIGHT_POWER = 2
 RESAMPLES = 1000
-TARGET = "oracle_miou"
 
 
 # --- study-level validators --------------------------------------------------------------------------------
@@ -183,11 +185,6 @@ def rank_correlations(validator, target, *, resamples: int = RESAMPLES, seed: in
 # --- the audit ---------------------------------------------------------------------------------------------
 
 
-def _oriented(values: pd.Series, mode: str) -> pd.Series:
-    """The validator with higher = better."""
-    return values if mode == "max" else -values
-
-
 def _top(frame: pd.DataFrame, k: int) -> float:
     """Mean target of the k rows best by `score` (stable: earlier rows first on ties)."""
     return frame.sort_values("score", ascending=False, kind="stable")[TARGET].head(k).mean()
@@ -197,9 +194,7 @@ def checkpoint_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[str
     """Within trials: mean and worst regret over trials, mean top-k target mIoU, correlations of the
     within-trial deviations (see the module docstring). `evals` needs trial_name, iteration, TARGET,
     validator."""
-    frame = (
-        evals[["trial_name", "iteration", TARGET]].assign(score=_oriented(evals[validator], mode)).dropna()
-    )
+    frame = evals[["trial_name", "iteration", TARGET]].assign(score=oriented(evals[validator], mode)).dropna()
     frame = frame.sort_values(["trial_name", "iteration"], kind="stable")
     trials = frame.groupby("trial_name", sort=False)
     # Each trial's rows best score first (earlier iterations first on ties), in one sort for all trials.
@@ -233,9 +228,7 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
     over its seeds. Regret of the configuration chosen on that mean, worst regret over seeds when choosing
     within each seed, top-k target mIoU of the k best configurations, correlations over configurations."""
     last = last_checkpoints(evals)
-    frame = (
-        last[["variant", "config", "seed", TARGET]].assign(score=_oriented(last[validator], mode)).dropna()
-    )
+    frame = last[["variant", "config", "seed", TARGET]].assign(score=oriented(last[validator], mode)).dropna()
     configs = frame.groupby(["variant", "config"], sort=False)[["score", TARGET]].mean()
     result = {"configurations": len(configs)}
     if configs.empty:

@@ -6,8 +6,8 @@
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
     variants: [source_only, maxsquare]    # named loss variants, or a mapping name -> dotted overrides, where
-                                          #   `params: {key: {grid: [...]}}` searches a grid for that variant
-                                          alone
+                                          #   `params: {key: {grid: [...]}}` searches a grid for that
+                                          #   variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
     search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha | hyperband | successive_halving | pbt, each with its
@@ -15,7 +15,8 @@
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
-    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare], ...}}  # optional: run in order
+    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare]}}  # optional, run in order; each may
+                                          #   override any `Experiment` key
     confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
                                           #   earlier experiment `tune` selected with its own objective
 
@@ -54,6 +55,7 @@ from typing import Any
 import yaml
 
 from msl.config import (
+    LABEL_FREE_METRICS,
     METRIC_MODES,
     MODES,
     ConfigError,
@@ -61,21 +63,21 @@ from msl.config import (
     build,
     check_known_keys,
     config_to_dict,
+    is_oracle,
     load_config,
+    metric_mode,
     read_yaml,
     spec,
 )
 from msl.words import count
+from study import distributions
 from study.layout import is_safe_name
 
 # Built-in loss variants (paper names); a space file may override or add to them.
 VARIANTS: dict[str, dict[str, Any]] = {
     "source_only": {"loss.target": "none", "model.multi_level": False},  # sees no target data at all
-    "adabn": {
-        "loss.target": "none",
-        "model.multi_level": False,
-        "loss.adabn": True,
-    },  # target only through BN
+    # target data only through batch norm (AdaBN)
+    "adabn": {"loss.target": "none", "model.multi_level": False, "loss.adabn": True},
     "entropy": {"loss.target": "entropy", "model.multi_level": False},
     "iw_entropy": {"loss.target": "iw_entropy", "model.multi_level": False},
     "maxsquare": {"loss.target": "maxsquare", "model.multi_level": False},
@@ -83,12 +85,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "iw_maxsquare_multi": {"loss.target": "iw_maxsquare", "model.multi_level": True},
     "hard": {"loss.target": "hard", "model.multi_level": False},
 }
-DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
-SHARED_WITH_SOURCE = (
-    "data.",
-    "model.",
-    "runtime.",
-)  # prefixes of `set` keys that the source stage also takes
+# Prefixes of `set` keys that the source stage also takes.
+SHARED_WITH_SOURCE = ("data.", "model.", "runtime.")
 
 
 class SpaceError(ConfigError):
@@ -102,6 +100,7 @@ def source_key(cfg: TrainConfig) -> str:
     resolved = config_to_dict(cfg)
     resolved.pop("runtime")
     resolved["data"] = {k: v for k, v in resolved["data"].items() if not k.startswith("target")}
+    del resolved["data"]["cache_mb"], resolved["eval"]["snd_pixels"]  # shape neither weights nor the pick
     resolved["seed"] = cfg.runtime.seed
     if not resolved["loss"]["options"]:  # the keys of studies made before loss.options existed stay valid
         del resolved["loss"]["options"]
@@ -123,45 +122,9 @@ def _require_name(name: Any, path: str) -> None:
     )
 
 
-def _number_list(value: Any, length: int, path: str) -> list[float]:
-    _require(
-        isinstance(value, list)
-        and len(value) == length
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value),
-        f"{path}: expected a list of {length} numbers, got {value!r}",
-    )
-    return value
-
-
 def check_distribution(dist: Any, path: str) -> list[Any]:
-    """Validate one distribution spec; return the values that bound it (to try in configs)."""
-    _require(
-        isinstance(dist, dict) and len(dist) == 1,
-        f"{path}: expected one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{uniform: [0, 1]}}, "
-        f"got {dist!r}",
-    )
-    ((kind, args),) = dist.items()
-    check_known_keys(dist, DISTRIBUTIONS, f"{path}.", SpaceError)
-    if kind in ("choice", "grid"):
-        _require(
-            isinstance(args, list) and len(args) > 0,
-            f"{path}.{kind}: expected a non-empty list, got {args!r}",
-        )
-        return list(args)
-    if kind == "quniform":
-        low, high, step = _number_list(args, 3, f"{path}.quniform")
-        _require(step > 0, f"{path}.quniform: the step must be > 0, got {step}")
-    else:
-        low, high = _number_list(args, 2, f"{path}.{kind}")
-    _require(low < high, f"{path}.{kind}: the lower bound must be below the upper bound, got {args!r}")
-    if kind == "loguniform":
-        _require(low > 0, f"{path}.loguniform: bounds must be > 0, got {args!r}")
-    if kind == "randint":
-        _require(
-            all(isinstance(v, int) for v in args), f"{path}.randint: bounds must be integers, got {args!r}"
-        )
-        return [low, high - 1]  # Tune's randint excludes the upper bound
-    return [low, high]
+    """Validate one distribution spec (`study.distributions.check`); return the values that bound it."""
+    return distributions.check(dist, path, SpaceError)
 
 
 def _overrides(value: Any, path: str) -> dict[str, Any]:
@@ -338,16 +301,21 @@ class Experiment:
     confirm: str | None = spec(None, parse=_confirm)  # `{from: NAME}`: confirms what NAME selected
 
     def __post_init__(self) -> None:
-        self.mode = self.mode or METRIC_MODES.get(self.metric)
+        self.mode = metric_mode(self.metric, self.mode)
 
     @property
     def oracle(self) -> bool:
-        return self.metric.startswith("oracle_")
+        return is_oracle(self.metric)
 
     @property
     def variant_params(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Variant -> the grids it searches alone, for the variants that have some."""
         return {name: variant.params for name, variant in self.variants.items() if variant.params}
+
+    def trial_overrides(self, variant: str, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's dotted overrides of the base config, later ones winning: the experiment's `set`, the
+        variant's, then the trial's searched values."""
+        return {**self.set, **self.variants[variant].set, **params}
 
     def searched_params(self, variant: str) -> dict[str, dict[str, Any]]:
         """Everything searched for one variant: the shared params and the variant's own grids."""
@@ -387,13 +355,7 @@ class Space:
         source_checkpoint: str | None = None,
     ) -> TrainConfig:
         """The checked config of one UDA trial."""
-        overrides = {
-            **experiment.set,
-            **experiment.variants[variant].set,
-            **params,
-            "stage": "uda",
-            "runtime.seed": seed,
-        }
+        overrides = {**experiment.trial_overrides(variant, params), "stage": "uda", "runtime.seed": seed}
         if source_checkpoint is not None:
             overrides["model.weights"] = source_checkpoint
         return load_config(self.base, overrides)
@@ -459,8 +421,8 @@ def _check_experiment(e: Experiment, prefix: str) -> None:
     _require(
         not e.oracle or e.allow_oracle,
         f"{prefix}metric: {e.metric!r} reads the target test labels; selecting on it is an oracle result. "
-        "Set allow_oracle: true to ask for it by name, or use a label-free metric (target_im, "
-        "target_entropy, target_max_square, source_val_miou)",
+        f"Set allow_oracle: true to ask for it by name, or use a label-free metric "
+        f"({', '.join(LABEL_FREE_METRICS)})",
     )
     _require(
         e.resources.gpu <= 1 or e.resources.gpu % 1 == 0,

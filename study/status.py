@@ -22,10 +22,11 @@ import pandas as pd
 
 from msl.run_dir import RunDir
 from study import layout
+from study.decide import best_label
 from study.heartbeat import Driver, read_driver
-from study.report import best_label, message_line
 from study.results import ExperimentResults, load_study
 from study.source_progress import SourceProgress, study_source_progress
+from study.tables import message_line
 
 INTERRUPTED = "interrupted"
 STATES = (*layout.TRIAL_STATUSES, INTERRUPTED)
@@ -89,9 +90,9 @@ def experiment_status(exp: ExperimentResults, now: float, driver_stopped: bool =
     """`driver_stopped`: the heartbeat says the driver is gone, so no trial without status.json runs (else a
     trial silent for longer than its `quiet_limits` is taken for interrupted)."""
     plan, trials = exp.plan, exp.trials.copy()
-    metric = plan["metric"]
+    metric = plan.metric
     mode = exp.mode
-    max_iterations = int(plan["max_iterations"])
+    max_iterations = int(plan.max_iterations)
     planned = exp.planned_runs  # a trial of several seeds has a row per seed
     trials["quiet_s"] = [now - last_write(exp, name) for name in trials["trial_name"]]
     limits = quiet_limits(exp)
@@ -106,7 +107,7 @@ def experiment_status(exp: ExperimentResults, now: float, driver_stopped: bool =
     done = int(trials["iterations"].sum())
     remaining = int((max_iterations - unended["iterations"]).clip(lower=0).sum())
     remaining += max(planned - len(trials), 0) * max_iterations
-    plan_file = layout.experiment_dir(exp.study_path, exp.name) / layout.PLAN_FILE
+    plan_file = layout.plan_file(exp.study_path, exp.name)
     running = counts.get("running", 0) > 0
     end = now if running or trials.empty else now - trials["quiet_s"].min()  # else: its last write
     elapsed = end - plan_file.stat().st_mtime
@@ -118,7 +119,7 @@ def experiment_status(exp: ExperimentResults, now: float, driver_stopped: bool =
         name=exp.name,
         metric=metric,
         mode=mode,
-        oracle=bool(plan.get("oracle")),
+        oracle=plan.oracle,
         planned_trials=planned,
         max_iterations=max_iterations,
         counts={state: int(counts.get(state, 0)) for state in STATES},

@@ -4,7 +4,7 @@ dashboard, one row per run of every experiment.
 
 Each row is a session under `<experiment>/hparams/<row>/`: the experiment, variant, seed, searched
 parameters, status and iterations run as hyperparameters, and as metrics the objective at the checkpoint the
-report selects (`study.report.select`), the target mIoU there (`selected_target_miou`) and at the run's last
+report selects (`study.decide.select`), the target mIoU there (`selected_target_miou`) and at the run's last
 evaluation (`final_target_miou`). TensorBoard builds the table from the sessions themselves (no experiment
 summary is written), so that the experiments of a study share one table.
 """
@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from study import layout
-from study.report import select
+from study.decide import select
 from study.results import ExperimentResults, load_study, param_column, python_value
 
 HPARAMS_DIR = "hparams"
@@ -49,7 +49,7 @@ def _sessions(exp: ExperimentResults) -> list[tuple[str, dict, dict]]:
         metrics = {}
         if row["trial_name"] in picks.index:
             pick = picks.loc[row["trial_name"]]
-            metrics[f"objective/{exp.plan['metric']}"] = _number(pick["objective"])
+            metrics[f"objective/{exp.plan.metric}"] = _number(pick["objective"])
             for name, label in (("selected", pick["selected_row"]), ("final", pick["final_row"])):
                 if _present(label):
                     metrics[f"{name}_target_miou"] = _number(100 * exp.evals.at[int(label), TARGET])

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from study.selection import TARGET, TOP_K, checkpoint_audit
+from study.decide import TARGET
+from study.selection import TOP_K, checkpoint_audit
 
 
 def naive(evals: pd.DataFrame, validator: str, mode: str) -> dict[str, float]:

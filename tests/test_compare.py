@@ -11,7 +11,7 @@ import pytest
 from study import layout
 from study.cli import main
 from study.compare import compare_tables, study_labels
-from tests.test_report import _finished, _plan, _record, _write_trial
+from tests import fakes
 
 SEEDS = (0, 1, 2)
 
@@ -23,7 +23,7 @@ def _study(root, name: str, bases: dict[str, float], experiments=("main",)) -> d
     layout.write_json(study / layout.STUDY_FILE, {"name": name, "experiments": list(experiments)})
     picked = {}
     for experiment in experiments:
-        plan = _plan(
+        plan = fakes.plan(
             experiment,
             metric="source_val_miou",
             mode="max",
@@ -33,24 +33,24 @@ def _study(root, name: str, bases: dict[str, float], experiments=("main",)) -> d
             scheduler="fifo",
             num_trials=len(bases) * len(SEEDS),
         )
-        layout.write_json(layout.experiment_dir(study, experiment) / layout.PLAN_FILE, plan)
+        layout.write_plan(study, plan)
         for variant, base in bases.items():
             for seed in SEEDS:
                 # source val peaks at iteration 20, where the target mIoU is base + 0.01 * seed + 0.02
                 oracles = [base + 0.01 * seed + gain for gain in (0.0, 0.02, 0.03)]
                 records = [
-                    _record(it, oracle, source_val, 0.7)
+                    fakes.record(it, oracle, source_val, 0.7)
                     for it, oracle, source_val in zip((10, 20, 30), oracles, (0.5, 0.7, 0.6), strict=True)
                 ]
                 trial = f"{variant}_s{seed}"
-                _write_trial(
+                fakes.write_trial(
                     study,
                     experiment,
                     trial,
                     variant=variant,
                     seed=seed,
                     params={},
-                    status=_finished(),
+                    status=fakes.finished(),
                     records=records,
                 )
                 picked.setdefault((experiment, variant), {})[seed] = oracles[1]

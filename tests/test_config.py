@@ -41,6 +41,17 @@ def test_saved_config_loads_back_identical(tmp_path):
 
 # Every kind of bad value, with the message it must give (tests/test_errors.py runs each through the CLI too).
 BAD_OVERRIDES = [
+    (["model.arch=deeplab_resnet50"], "model.arch: 'deeplab_resnet50' is not allowed; choose one of"),
+    (
+        ["optim.reference_param_groups=true", "optim.optimizer=adamw"],
+        "optim.reference_param_groups: reproduces the reference's SGD only; set optim.optimizer: sgd",
+    ),
+    (
+        ["optim.reference_param_groups=true", "model.arch=small_segnet"],
+        "optim.reference_param_groups: only for the DeepLab ResNet archs (deeplabv2_resnet101, "
+        "deeplab_resnet18_small); turn it off for model.arch 'small_segnet'",
+    ),
+    (["data.random_scale=[0.5, 2.0]"], "data.random_scale: needs data.random_crop"),
     (["loss.lamda_target=0.1"], "loss.lamda_target: unknown key; did you mean 'loss.lambda_target'?"),
     (["optimiser.lr=0.1"], "optimiser: unknown key; did you mean 'optim'?"),
     (["optim.lr=-0.001"], "optim.lr: -0.001 is out of range; it must be > 0"),

@@ -13,10 +13,11 @@ import pytest
 from scipy import stats
 
 from study import layout
+from study.decide import confirmed_configurations
 from study.report import build_report
-from study.runner import confirmed_configurations
 from study.space import Experiment, Variant
-from tests.test_report import ITERATIONS, _finished, _plan, _record, _write_trial
+from tests import fakes
+from tests.fakes import ITERATIONS
 
 # lambda_target: (target_max_square objective at each evaluation, target mIoU at each evaluation)
 TUNED = {
@@ -38,9 +39,9 @@ def study(tmp_path_factory):
     study = tmp_path_factory.mktemp("study") / "tune_confirm"
     layout.write_json(study / layout.STUDY_FILE, {"name": "tc", "experiments": ["tune", "confirm"]})
     searched = {"loss.lambda_target": {"grid": list(TUNED)}}
-    layout.write_json(
-        layout.experiment_dir(study, "tune") / layout.PLAN_FILE,
-        _plan(
+    layout.write_plan(
+        study,
+        fakes.plan(
             "tune",
             metric="target_max_square",
             mode="max",
@@ -51,33 +52,33 @@ def study(tmp_path_factory):
             num_trials=4,
         ),
     )
-    _write_trial(
+    fakes.write_trial(
         study,
         "tune",
         "source_only_s0",
         variant="source_only",
         seed=0,
         params={},
-        status=_finished(),
-        records=[_record(it, TUNE_BASELINE, 0.6, 0.6) for it in ITERATIONS],
+        status=fakes.finished(),
+        records=[fakes.record(it, TUNE_BASELINE, 0.6, 0.6) for it in ITERATIONS],
     )
     for lambda_target, (objective, miou) in TUNED.items():
-        records = [_record(it, m, 0.6, o) for it, m, o in zip(ITERATIONS, miou, objective, strict=True)]
-        _write_trial(
+        records = [fakes.record(it, m, 0.6, o) for it, m, o in zip(ITERATIONS, miou, objective, strict=True)]
+        fakes.write_trial(
             study,
             "tune",
             f"maxsquare_{lambda_target}",
             variant="maxsquare",
             seed=0,
             params={"loss": {"lambda_target": lambda_target}},
-            status=_finished(),
+            status=fakes.finished(),
             records=records,
         )
     return study
 
 
 def _confirm_plan(study, selected: dict, trials: bool = True) -> None:
-    plan = _plan(
+    plan = fakes.plan(
         "confirm",
         metric="target_max_square",
         mode="max",
@@ -86,22 +87,20 @@ def _confirm_plan(study, selected: dict, trials: bool = True) -> None:
         searched={},
         scheduler="fifo",
         num_trials=9,
+        confirm={"from": "tune", "selected": selected},
     )
-    layout.write_json(
-        layout.experiment_dir(study, "confirm") / layout.PLAN_FILE,
-        {**plan, "confirm": {"from": "tune", "selected": selected}},
-    )
+    layout.write_plan(study, plan)
     for variant, values in CONFIRMED.items() if trials else ():
         for seed, value in zip((1, 2, 3), values, strict=True):
-            _write_trial(
+            fakes.write_trial(
                 study,
                 "confirm",
                 f"{variant}_s{seed}",
                 variant=variant,
                 seed=seed,
                 params=selected.get(variant, {}),
-                status=_finished(),
-                records=[_record(it, value, 0.6, 0.7) for it in ITERATIONS],
+                status=fakes.finished(),
+                records=[fakes.record(it, value, 0.6, 0.7) for it in ITERATIONS],
             )
 
 

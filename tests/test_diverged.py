@@ -6,11 +6,12 @@ import math
 import pandas as pd
 
 from study import layout
-from study.report import build_report, select
+from study.decide import select
+from study.report import build_report
 from study.results import load_study
 from study.runner import StudyCallback
 from study.space import load_space
-from tests.test_report import _finished, _plan, _record, _write_trial
+from tests import fakes
 from tests.test_space import write
 
 
@@ -56,9 +57,9 @@ def test_the_callback_marks_non_finite_trials_diverged(tmp_path):
 def test_the_report_leaves_diverged_trials_out_of_the_picks_and_lists_them(tmp_path):
     study = tmp_path / "study"
     layout.write_json(study / layout.STUDY_FILE, {"name": "d", "experiments": ["main"]})
-    layout.write_json(
-        layout.experiment_dir(study, "main") / layout.PLAN_FILE,
-        _plan(
+    layout.write_plan(
+        study,
+        fakes.plan(
             "main",
             metric="source_val_miou",
             mode="max",
@@ -69,24 +70,24 @@ def test_the_report_leaves_diverged_trials_out_of_the_picks_and_lists_them(tmp_p
             num_trials=2,
         ),
     )
-    _write_trial(
+    fakes.write_trial(
         study,
         "main",
         "good",
         variant="maxsquare",
         seed=0,
         params={},
-        status=_finished(),
-        records=[_record(30, 0.4, 0.6, 0.7)],
+        status=fakes.finished(),
+        records=[fakes.record(30, 0.4, 0.6, 0.7)],
     )
-    _write_trial(
+    fakes.write_trial(
         study,
         "main",
         "bad",
         variant="maxsquare",
         seed=1,
         params={},
-        records=[_record(30, 0.0, 0.0, 0.7)],
+        records=[fakes.record(30, 0.0, 0.0, 0.7)],
         status={
             "status": "diverged",
             "iterations": 30,

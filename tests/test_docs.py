@@ -5,6 +5,8 @@ Code, tests, configs, benchmarks, search spaces and README.md cite the reference
 and hold a markdown heading with that section number; a `§` outside such a citation, or a citation of the
 external `reference.md`, is an error. Inside docs/, section numbers are unique across pages, so a bare `§N.M`
 must be a heading of some page, and relative links between pages must resolve.
+
+Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists.
 """
 
 from __future__ import annotations
@@ -135,3 +137,35 @@ def test_docs_sections_are_unique_and_cross_references_resolve():
 
 def test_readme_links_to_the_docs():
     assert "docs/README.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+# `section.key` or `section.key: value` in backticks, for the sections of a training config (not a file name
+# such as `selection.py`)
+CONFIG_KEY = re.compile(r"`(?P<section>[a-z_]+)\.(?!(?:py|md|yaml|json)`)(?P<key>[a-z_0-9]+)(?::[^`]*)?`")
+METRIC_NAME = re.compile(r"`(?P<name>(?:target|oracle|source_val)_[a-z0-9_]+)`")
+
+
+def test_every_config_key_and_metric_the_docs_name_exists():
+    import dataclasses
+
+    from msl.config import METRIC_MODES, TrainConfig
+
+    sections = {
+        f.name: {g.name for g in dataclasses.fields(f.default_factory)}
+        for f in dataclasses.fields(TrainConfig)
+        if f.default_factory is not dataclasses.MISSING
+    }
+    problems = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        problems += [
+            f"{page.name}: {match[0]} is no config key"
+            for match in CONFIG_KEY.finditer(text)
+            if match["section"] in sections and match["key"] not in sections[match["section"]]
+        ]
+        problems += [
+            f"{page.name}: {match[0]} is no metric a run reports"
+            for match in METRIC_NAME.finditer(text)
+            if match["name"] not in METRIC_MODES
+        ]
+    assert not problems, "\n".join(problems)

@@ -8,6 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from study import layout
 from study.importance import MIN_TRIALS, importances
 from study.results import ExperimentResults, param_column
 
@@ -16,7 +17,7 @@ LAM, LR = map(param_column, SEARCHED)
 
 
 def _experiment(seeds: list[int], trials_per_seed: int, objective) -> tuple[ExperimentResults, pd.DataFrame]:
-    """Trials whose objective is `objective(lambda, lr, seed)`; `picks` as `report.select` makes them."""
+    """Trials whose objective is `objective(lambda, lr, seed)`; `picks` as `decide.select` makes them."""
     rng = np.random.default_rng(0)
     trials, picks = [], []
     for seed in seeds:
@@ -29,7 +30,7 @@ def _experiment(seeds: list[int], trials_per_seed: int, objective) -> tuple[Expe
             picks.append(
                 {"trial_name": name, "variant": "iw", "seed": seed, "status": status, "objective": value}
             )
-    plan = {"searched": SEARCHED}
+    plan = layout.Plan(experiment="sweep", metric="target_max_square", max_iterations=30, searched=SEARCHED)
     return ExperimentResults("sweep", plan, pd.DataFrame(trials), pd.DataFrame()), pd.DataFrame(picks)
 
 
@@ -79,13 +80,12 @@ def test_too_few_trials_or_one_parameter_give_no_importance():
 
 @pytest.mark.parametrize("seeds", [(0, 1), (0,)])
 def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path, seeds):
-    from study import layout
     from study.report import build_report
-    from tests.test_report import _finished, _plan, _record, _write_trial
+    from tests import fakes
 
     study = tmp_path / "study"
     layout.write_json(study / layout.STUDY_FILE, {"name": "imp", "experiments": ["sweep"]})
-    plan = _plan(
+    plan = fakes.plan(
         "sweep",
         metric="target_max_square",
         mode="max",
@@ -95,22 +95,22 @@ def test_the_report_shows_the_importances_of_a_searched_experiment(tmp_path, see
         scheduler="fifo",
         num_trials=10 * len(seeds),
     )
-    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
+    layout.write_plan(study, plan)
     rng = np.random.default_rng(1)
     for seed in seeds:
         for index in range(10):
             lam, lr = float(10 ** rng.uniform(-1, 1)), float(rng.uniform(0.001, 0.01))
-            records = [_record(it, 0.4, 0.5, max_square=lam / 10 + seed) for it in (10, 20, 30)]
+            records = [fakes.record(it, 0.4, 0.5, max_square=lam / 10 + seed) for it in (10, 20, 30)]
             params = {"loss": {"lambda_target": lam}, "optim": {"lr": lr}}
             name = f"maxsquare_s{seed}_{index}"
-            _write_trial(
+            fakes.write_trial(
                 study,
                 "sweep",
                 name,
                 variant="maxsquare",
                 seed=seed,
                 params=params,
-                status=_finished(),
+                status=fakes.finished(),
                 records=records,
             )
     build_report(study, tmp_path / "report")

@@ -12,9 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import msl.trainer
-from msl.config import ConfigError, load_config
-from msl.models import ARCHS, build_model, param_groups
+from msl.config import load_config
+from msl.models import build_model, param_groups
 from msl.models.build import reference_param_groups
 from msl.optim import RepeatedSGD
 from msl.trainer import train
@@ -174,25 +173,3 @@ def test_trainer_runs_and_resumes_with_reference_param_groups(synth, tmp_path):
     assert sorted(set(straight["optimizer"]["param_groups"][0]["repeats"])) == [1, 3, 4]
     for key, value in straight["model"].items():
         assert torch.equal(value, split["model"][key]), key
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"optim.optimizer": "adamw"}, "optim.reference_param_groups: reproduces the reference's SGD only"),
-        ({"model.arch": "not_a_deeplab"}, "optim.reference_param_groups: only for the DeepLab ResNet archs"),
-    ],
-)
-def test_trainer_refuses_reference_param_groups_where_it_means_nothing(
-    synth, tmp_path, monkeypatch, overrides, message
-):
-    monkeypatch.setattr(
-        msl.trainer,
-        "build_model",
-        lambda arch, *args: (
-            build_model(arch, *args) if arch in ARCHS else torch.nn.Sequential(torch.nn.Conv2d(3, 19, 1))
-        ),
-    )
-    cfg = load_config(tiny_config(synth), {"optim.reference_param_groups": True, **overrides})
-    with pytest.raises(ConfigError, match=message):
-        train(cfg, tmp_path / "run")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from study import layout
 from study.pruning import rung_audit
 from study.results import ExperimentResults
 
@@ -32,7 +33,7 @@ def _experiment() -> tuple[ExperimentResults, pd.DataFrame]:
         ]
         if status != "error":
             picks.append({"trial_name": name, "status": status, "objective": min(values)})
-    plan = {"metric": "target_im", "mode": "min", "max_iterations": 30}
+    plan = layout.Plan(experiment="sweep", metric="target_im", mode="min", max_iterations=30)
     return ExperimentResults("sweep", plan, pd.DataFrame(trials), pd.DataFrame(evals)), pd.DataFrame(picks)
 
 

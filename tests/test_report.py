@@ -10,9 +10,8 @@ helpers.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import math
-import os
 import re
 import shutil
 import sys
@@ -22,20 +21,19 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from msl.labels import class_names
 from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
 from study import layout
 from study.compare import format_comparison
-from study.report import build_report, paper_benchmark, select
+from study.decide import select
+from study.report import build_report, paper_benchmark
 from study.report_cli import add_report_parser
 from study.results import load_study
 from study.selection import rank_correlations
 from study.status import format_status, study_status
+from tests import fakes
+from tests.fakes import ITERATIONS
 
-CLASSES = class_names(19)
-ABSENT = (16, 17)  # train, motorcycle: never in the labels nor predicted (null IoU)
-ITERATIONS = (10, 20, 30)
 VARIANT_BASE = {"source_only": 0.35, "maxsquare": 0.42, "iw_maxsquare": 0.44}
 ERROR_MESSAGE = (
     "Traceback (most recent call last):\nNonFiniteLossError: non-finite loss term 'target_loss' at 5"
@@ -48,103 +46,11 @@ SWEEP = {  # trial: (lambda_target, lr, status, oracle mIoU at each evaluation w
 }
 
 
-def _record(iteration: int, oracle: float, source_val: float, max_square: float) -> dict:
-    iou = [None if c in ABSENT else round(oracle + 0.01 * (c - 9), 6) for c in range(19)]
-    return {
-        "iteration": iteration,
-        "lr": 0.01,
-        "loss_source_ce": 0.5,
-        "source_val_miou": source_val,
-        "source_val_iou": [source_val] * 19,
-        "oracle_miou": oracle,
-        "oracle_miou16": oracle,
-        "oracle_miou13": oracle + 0.05,
-        "oracle_iou": iou,
-        "oracle_pixel_acc": 0.8,
-        "target_entropy": 1.0 - oracle,
-        "target_im": None,
-        "target_max_square": max_square,
-        "elapsed_s": float(iteration),
-        "is_best": False,
-    }
-
-
 def _probs_map(variant: str, seed: int, iteration: int) -> np.ndarray:
     """The saved validator softmax maps (2 images, 3 classes, 1 x 2 pixels) of one evaluation of
     `variants`."""
     rng = np.random.default_rng([list(VARIANT_BASE).index(variant), seed, iteration])
     return rng.dirichlet(np.ones(3), size=(2, 1, 2)).transpose(0, 3, 1, 2).astype(np.float16)  # (2, 3, 1, 2)
-
-
-def _plan(
-    name: str,
-    *,
-    metric: str,
-    mode: str,
-    variants: list[str],
-    seeds: list[int],
-    searched: dict,
-    scheduler: str,
-    num_trials: int,
-) -> dict:
-    return {
-        "experiment": name,
-        "metric": metric,
-        "mode": mode,
-        "oracle": metric.startswith("oracle_"),
-        "variants": {variant: {} for variant in variants},
-        "seeds": seeds,
-        "searched": searched,
-        "scheduler": {"name": scheduler},
-        "search": {"algorithm": "random", "num_samples": 1, "seed": 0},
-        "num_samples": 1,
-        "num_trials": num_trials,
-        "max_iterations": ITERATIONS[-1],
-        "eval_every": 10,
-        "benchmark": "gta5_to_cityscapes",
-        "num_classes": 19,
-        "class_names": CLASSES,
-    }
-
-
-def _write_trial(
-    study,
-    experiment: str,
-    name: str,
-    *,
-    variant: str,
-    seed: int,
-    params: dict,
-    status: dict | None,
-    records: list[dict],
-    truncated_line: str | None = None,
-    started: float | None = None,
-) -> None:
-    directory = layout.trials_dir(study, experiment) / name
-    layout.write_json(
-        directory / layout.TRIAL_FILE,
-        {
-            "trial_name": name,
-            "experiment": experiment,
-            "variant": variant,
-            "seed": seed,
-            "params": params,
-            "overrides": params,
-            "source_run": f"sources/seed{seed}",
-        },
-    )
-    if started is not None:
-        os.utime(directory / layout.TRIAL_FILE, (started, started))
-    if status is not None:
-        layout.write_json(directory / layout.STATUS_FILE, status)
-    if records or truncated_line:
-        metrics = RunDir(directory / layout.RUN_DIR).metrics
-        metrics.parent.mkdir(parents=True)
-        metrics.write_text("".join(json.dumps(r) + "\n" for r in records) + (truncated_line or ""))
-
-
-def _finished(iterations: int = ITERATIONS[-1]) -> dict:
-    return {"status": "finished", "iterations": iterations, "error": None, "reason": "ran every iteration"}
 
 
 @pytest.fixture(scope="module")
@@ -162,9 +68,9 @@ def fake_study(tmp_path_factory):
         },
     )
     written: dict[tuple[str, str], list[dict]] = {}
-    layout.write_json(
-        layout.experiment_dir(study, "variants") / layout.PLAN_FILE,
-        _plan(
+    layout.write_plan(
+        study,
+        fakes.plan(
             "variants",
             metric="source_val_miou",
             mode="max",
@@ -180,7 +86,7 @@ def fake_study(tmp_path_factory):
         for seed in (0, 1, 2):
             name = f"{variant}_seed{seed}"
             if (variant, seed) == ("iw_maxsquare", 2):
-                _write_trial(
+                fakes.write_trial(
                     study,
                     "variants",
                     name,
@@ -199,7 +105,7 @@ def fake_study(tmp_path_factory):
             # The target mIoU keeps rising while source val peaks at iteration 20: the objective's pick is
             # not the oracle-best checkpoint.
             records = [
-                _record(
+                fakes.record(
                     it,
                     round(base + 0.01 * seed + gain + noise.uniform(0, 0.004), 6),
                     round(0.6 + peak + noise.uniform(0, 0.004), 6),
@@ -207,14 +113,14 @@ def fake_study(tmp_path_factory):
                 )
                 for it, gain, peak in zip(ITERATIONS, (0.0, 0.02, 0.04), (0.0, 0.05, 0.02), strict=True)
             ]
-            _write_trial(
+            fakes.write_trial(
                 study,
                 "variants",
                 name,
                 variant=variant,
                 seed=seed,
                 params={},
-                status=_finished(),
+                status=fakes.finished(),
                 records=records,
             )
             written["variants", name] = records
@@ -226,9 +132,9 @@ def fake_study(tmp_path_factory):
                 )
 
     searched = {"loss.lambda_target": {"loguniform": [0.01, 1.0]}, "optim.lr": {"choice": [1e-4, 2.5e-4]}}
-    layout.write_json(
-        layout.experiment_dir(study, "sweep") / layout.PLAN_FILE,
-        _plan(
+    layout.write_plan(
+        study,
+        fakes.plan(
             "sweep",
             metric="target_entropy",
             mode="min",
@@ -240,10 +146,12 @@ def fake_study(tmp_path_factory):
         ),
     )
     for index, (name, (lambda_target, lr, status, oracles)) in enumerate(SWEEP.items()):
-        records = [_record(it, oracle, 0.6, 0.7) for it, oracle in zip(ITERATIONS, oracles, strict=False)]
+        records = [
+            fakes.record(it, oracle, 0.6, 0.7) for it, oracle in zip(ITERATIONS, oracles, strict=False)
+        ]
         status_json = None
         if status == "finished":
-            status_json = _finished()
+            status_json = fakes.finished()
         elif status == "stopped":
             status_json = {
                 "status": "stopped",
@@ -252,7 +160,7 @@ def fake_study(tmp_path_factory):
                 "reason": "stopped by the asha scheduler at iteration 10 of 30",
             }
         truncated = '{"iteration": 30, "oracle_mi' if status is None else None
-        _write_trial(
+        fakes.write_trial(
             study,
             "sweep",
             name,
@@ -349,10 +257,15 @@ def test_variant_rows_are_the_objectives_pick_with_seed_statistics_and_paired_te
 
 
 def test_paper_benchmarks_by_key_and_city():
-    assert paper_benchmark({"benchmark": "synthia_to_cityscapes"})["miou13"]["maxsquare"] == 45.8
-    assert paper_benchmark({"benchmark": "cityscapes_to_crosscity/rome"})["miou"]["iw_maxsquare"] == 54.5
-    assert paper_benchmark({"benchmark": "cityscapes_to_crosscity"})["miou"] == {}  # which city?
-    assert paper_benchmark({"benchmark": None}) is None
+    def benchmark(name):
+        return paper_benchmark(
+            layout.Plan(experiment="e", metric="target_im", max_iterations=1, benchmark=name)
+        )
+
+    assert benchmark("synthia_to_cityscapes")["miou13"]["maxsquare"] == 45.8
+    assert benchmark("cityscapes_to_crosscity/rome")["miou"]["iw_maxsquare"] == 54.5
+    assert benchmark("cityscapes_to_crosscity")["miou"] == {}  # which city?
+    assert benchmark(None) is None
 
 
 def test_per_class_rows_leave_out_absent_classes_and_show_the_paper(report):
@@ -386,7 +299,7 @@ def test_sweep_picks_the_configuration_and_checkpoint_its_objective_chooses(repo
 def test_oracle_objective_selects_the_oracle_best_checkpoint(fake_study):
     study, written = fake_study
     exp = load_study(study).experiment("variants")
-    exp.plan.update(metric="oracle_miou", oracle=True)
+    exp.plan = dataclasses.replace(exp.plan, metric="oracle_miou", oracle=True)
     selection = select(exp)
     best = max(record["oracle_miou"] for record in written["variants", "maxsquare_seed0"])
     assert selection.values("maxsquare")[0] == best
@@ -464,9 +377,9 @@ def test_unfinished_trials_are_listed_with_reasons_and_files_are_written(report)
 def _study_without_trials(path):
     """A study just created: its plan is written, no trial has started."""
     layout.write_json(path / layout.STUDY_FILE, {"name": "new", "experiments": ["variants"]})
-    layout.write_json(
-        layout.experiment_dir(path, "variants") / layout.PLAN_FILE,
-        _plan(
+    layout.write_plan(
+        path,
+        fakes.plan(
             "variants",
             metric="source_val_miou",
             mode="max",

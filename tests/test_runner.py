@@ -1,59 +1,30 @@
 """The study runner's decisions, without starting Ray (the Ray runs themselves are in test_study.py)."""
 
-import json
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from ray import tune
 
-from msl.checkpoint import load_checkpoint, save_atomic
 from msl.config import read_yaml
 from msl.run_dir import RunDir
 from study import layout
 from study.runner import (
     StudyCallback,
     _param_space,
-    _resume_point,
     _scheduler,
     _searched,
-    _source_is_complete,
-    _wait_for_sources,
-    check_resources,
     create_study,
     ended_summary,
-    ensure_sources,
     expand_paths,
-    source_cpus,
 )
 from study.space import (
     AshaScheduler,
     Experiment,
     PbtScheduler,
-    Resources,
     SpaceError,
     Variant,
     load_space,
-    source_key,
 )
-
-
-@pytest.mark.parametrize(
-    ("resources", "cluster_cpus", "count", "expected"),
-    [
-        (Resources(cpu=1), 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
-        (Resources(cpu=1), 2.0, 2, 1),  # enough CPUs: what a trial asks for
-        (Resources(cpu=4), 64.0, 3, 4),
-        (Resources(cpu=4, gpu=0.25), 8.0, 3, 4),  # GPU models keep the trials' resources
-        (Resources(cpu=1), 2.0, 0, 1),
-    ],
-)
-def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(
-    resources, cluster_cpus, count, expected
-):
-    assert source_cpus(resources, cluster_cpus, count) == pytest.approx(expected)
 
 
 def _space_file(tmp_path, **space):
@@ -75,7 +46,7 @@ def test_paths_are_expanded_after_the_spaces_own_settings(tmp_path, monkeypatch)
         set={"data.source_root": "${MSL_TEST_ROOT}/gta5", "data.target_root": "${MSL_TEST_ROOT}/cityscapes"},
     )
     study = create_study(expand_paths(load_space(path)), storage=tmp_path / "studies")
-    source = read_yaml(study / "main" / "configs" / "source_seed0.yaml")
+    source = read_yaml(layout.source_config_file(study, "main", 0))
     assert source["data"]["source_root"] == str(tmp_path / "data" / "gta5")
     assert source["data"]["target_root"] == str(tmp_path / "data" / "cityscapes")
 
@@ -98,88 +69,8 @@ def test_a_study_name_cannot_leave_the_storage_folder(tmp_path):
     assert not (tmp_path / "escaped").exists()
 
 
-@pytest.mark.parametrize(
-    ("resources", "fits"),
-    [
-        ({"cpu": 1, "gpu": 0}, True),
-        ({"cpu": 4, "gpu": 0.5}, True),  # the GPU node
-        ({"cpu": 1, "gpu": 1}, True),
-        ({"cpu": 8, "gpu": 0}, False),  # more CPUs than any one node has, though the cluster has 12
-        ({"cpu": 1, "gpu": 2}, False),
-    ],
-)
-def test_resources_no_node_can_provide_fail_at_once(tmp_path, resources, fits):
-    path = _space_file(
-        tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, resources=resources
-    )
-    experiments = load_space(path).experiments
-    nodes = [
-        {"Alive": True, "Resources": {"CPU": 6.0, "GPU": 1.0, "memory": 1e9}},
-        {"Alive": True, "Resources": {"CPU": 6.0}},
-        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},
-    ]
-    if fits:
-        check_resources(experiments, nodes)
-    else:
-        with pytest.raises(
-            SpaceError, match="main.resources: a trial asks for .* no node of the Ray cluster"
-        ):
-            check_resources(experiments, nodes)
-
-
 # ------------------------------------------------------------------------------------------------------------
 # The runner's decisions, without a Ray cluster
-
-
-def _checkpoint(path: Path, iteration: int) -> Path:
-    """A minimal msl training checkpoint written at `iteration` (every entry a resume needs)."""
-    payload = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "iteration": iteration, "rng": {}}
-    return save_atomic({**payload, "config": {}, "history": [], "best": None}, path)
-
-
-@pytest.mark.parametrize(
-    ("own", "handed", "own_ok", "expected"),
-    [
-        (None, None, True, None),  # a fresh trial
-        (8, None, True, 8),  # the driver died after the trial wrote iteration 8, before Tune recorded it
-        (8, 4, True, 8),  # its own checkpoint is newer than Tune's: no finished evaluation is redone
-        (4, 8, True, 8),  # a retry from Tune's newer checkpoint
-        (8, 4, False, 4),  # PBT: the donor's checkpoint, though older than the trial's own
-        (8, None, False, None),  # PBT without a checkpoint handed over: start again
-    ],
-)
-def test_a_restarted_trial_continues_from_the_newest_checkpoint_it_may_use(
-    tmp_path, own, handed, own_ok, expected
-):
-    run_dir = tmp_path / "run"
-    if own is not None:
-        _checkpoint(run_dir / "checkpoints" / "last.pt", own)
-    restored = None
-    if handed is not None:
-        _checkpoint(tmp_path / "tune" / "last.pt", handed)
-        restored = tune.Checkpoint.from_directory(str(tmp_path / "tune"))
-    point = _resume_point(run_dir, restored, own_checkpoint_ok=own_ok)
-    assert (point and load_checkpoint(point)["iteration"]) == expected
-    if handed is not None:  # Tune's checkpoint is copied into the run, whichever is taken
-        assert load_checkpoint(run_dir / "checkpoints" / "restored.pt")["iteration"] == handed
-
-
-@pytest.mark.parametrize(
-    ("best", "logged", "complete"),
-    [
-        (True, [4, 8, 12], True),
-        (True, [4, 8], False),  # killed before its last evaluation
-        (False, [4, 8, 12], False),  # no best checkpoint
-        (True, [], False),
-        (True, None, False),  # no metrics.jsonl
-    ],
-)
-def test_a_source_model_is_reused_only_when_it_ran_every_iteration(tmp_path, best, logged, complete):
-    if best:
-        _checkpoint(tmp_path / "checkpoints" / "best.pt", 8)
-    if logged is not None:
-        (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in logged))
-    assert _source_is_complete(tmp_path, 12) is complete
 
 
 @pytest.mark.parametrize(
@@ -253,22 +144,6 @@ def test_each_variant_searches_its_own_grid_and_unsearched_variants_run_once():
     assert space["seed"]["grid_search"] == [0, 1]
 
 
-def test_a_source_model_two_experiments_share_is_reused_with_one_line(tmp_path, capsys):
-    experiments = {"first": {"variants": ["source_only"]}, "second": {"variants": ["entropy"]}}
-    space = load_space(
-        _space_file(
-            tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, experiments=experiments
-        )
-    )
-    cfg = space.source_config(space.experiments[0], 0)
-    run_dir = layout.sources_dir(tmp_path) / source_key(cfg)
-    _checkpoint(run_dir / "checkpoints" / "best.pt", 10)
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"iteration": 10}) + "\n")
-    checkpoints = ensure_sources(space, tmp_path)  # nothing to train: no Ray needed
-    assert checkpoints == {name: {0: str(run_dir / "checkpoints" / "best.pt")} for name in experiments}
-    assert capsys.readouterr().out.count("source model for seed 0: reusing") == 1
-
-
 def _ended(study, name, status):
     layout.write_json(layout.trials_dir(study, "main") / name / layout.STATUS_FILE, {"status": status})
 
@@ -298,39 +173,3 @@ def test_the_eta_follows_the_iterations_done_not_the_trials_ended(tmp_path, monk
     assert callback.eta(callback.started + 60.0) == f", ETA ~{50 / (550 / 60) / 60:.1f} min"  # 0.1 min
     callback.setup()  # a resumed Tuner's callback: the work done before does not count as this driver's
     assert callback.eta(callback.started + 60.0) == ""
-
-
-class _TrainingRay:
-    """Stands in for `ray` in `_wait_for_sources`: each wait lets the time pass and the models train 10
-    iterations each (their progress.json), and a model's task ends when it reaches its iterations."""
-
-    def __init__(self, runs: dict[str, tuple[Path, int]]):
-        self.runs, self.done = runs, dict.fromkeys(runs, 0)
-
-    def wait(self, refs, num_returns, timeout):
-        time.sleep(timeout)
-        for key in refs:
-            path, iterations = self.runs[key]
-            self.done[key] = min(self.done[key] + 10, iterations)
-            RunDir(path).write_progress(self.done[key], iterations, 1.0)
-        ready = [key for key in refs if self.done[key] == self.runs[key][1]][:num_returns]
-        return ready, [key for key in refs if key not in ready]
-
-    def get(self, ref):
-        return None
-
-
-def test_the_driver_prints_the_source_models_progress_with_an_eta_while_they_train(
-    tmp_path, monkeypatch, capsys
-):
-    runs = {"seed0": (tmp_path / "seed0", 40), "seed1": (tmp_path / "seed1", 60)}
-    monkeypatch.setattr("study.runner.ray", _TrainingRay(runs))
-    _wait_for_sources({key: key for key in runs}, dict(runs.values()), every_s=0.01)
-    lines = capsys.readouterr().out.splitlines()
-    progress = [line for line in lines if "source models:" in line]
-    assert "source models: 20/100 iterations (20%), 0 of 2 complete" in progress[0] and "ETA ~" in progress[0]
-    assert any("source models: 80/100 iterations (80%), 1 of 2 complete" in line for line in progress)
-    assert (
-        sum("source model seed0 done" in line for line in lines) == 1
-        and "source model seed1 done" in lines[-1]
-    )

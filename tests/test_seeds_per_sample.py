@@ -19,9 +19,10 @@ from msl.run_dir import RunDir
 from msl.trainer import train
 from study import layout
 from study.results import ExperimentResults, load_study
-from study.runner import _in_worker, _param_space, _seed_mean
+from study.runner import _param_space
 from study.space import load_space
 from study.status import study_status
+from study.worker import _seed_mean, in_worker
 from tests.test_study import msl_study, read, space_file
 
 SEEDS = [0, 1]
@@ -35,10 +36,13 @@ def test_the_trial_reports_the_mean_over_seeds_and_nan_in_any_seed_spoils_it():
 
 
 def test_a_plan_of_several_seeds_per_trial_asks_for_a_run_per_seed():
-    plan = {"metric": "target_im", "num_trials": 3, "seeds_per_sample": 2}
+    plan = layout.Plan(
+        experiment="main", metric="target_im", max_iterations=12, num_trials=3, seeds_per_sample=2
+    )
     exp = ExperimentResults("main", plan, pd.DataFrame({"trial_name": ["a@s0"]}), pd.DataFrame())
     assert exp.planned_runs == 6 and exp.mode == "min"
-    assert ExperimentResults("main", {"metric": "target_im"}, exp.trials, pd.DataFrame()).planned_runs == 1
+    unsaid = layout.Plan(experiment="main", metric="target_im", max_iterations=12)
+    assert ExperimentResults("main", unsaid, exp.trials, pd.DataFrame()).planned_runs == 1
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +119,7 @@ def test_a_seeds_run_in_steps_equals_a_plain_run_of_that_seed(study, tmp_path):
     )
     source = RunDir(info["source_runs"]["1"]).best
     cfg = space.trial_config(experiment, "iw_maxsquare", 1, info["params"], source_checkpoint=str(source))
-    train(_in_worker(cfg, experiment.resources.cpu), tmp_path / "plain")
+    train(in_worker(cfg, experiment.resources.cpu), tmp_path / "plain")
     stepped = RunDir(layout.trials_dir(study_dir, "main") / name / "run_s1").read_metrics()
     plain = RunDir(tmp_path / "plain").read_metrics()
     assert _untimed(stepped) == _untimed(plain)

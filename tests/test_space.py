@@ -123,6 +123,22 @@ def test_seeds_per_sample_runs_each_configuration_on_every_seed_in_one_trial(tmp
 # Every kind of mistake in a space file, with the message it must give (tests/test_errors.py runs each through
 # the CLI too).
 BAD_SPACES = [
+    (
+        {
+            "variants": {"mine": {"loss.target": "maxsquare", "optim.reference_param_groups": True}},
+            "set": {"optim.optimizer": "adamw"},
+        },
+        "variants.mine: optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
+    (
+        {
+            "set": {"optim.reference_param_groups": True},
+            "params": {"optim.optimizer": {"choice": ["sgd", "adamw"]}},
+        },
+        "params.optim.optimizer='adamw': optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
+    ({"set": {"data.random_scale": [0.5, 2.0]}}, "set.data.random_scale: needs data.random_crop"),
+    ({"set": {"model.arch": "resnet"}}, "set.model.arch: 'resnet' is not allowed; choose one of"),
     ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
     ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
     ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
@@ -222,6 +238,36 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
     (experiment,) = load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)).experiments
     assert experiment.oracle and experiment.mode == "max"
     assert "ORACLE" in describe_plan(load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)))
+
+
+def test_an_oracle_objective_not_asked_for_is_refused_naming_every_label_free_metric(tmp_path):
+    with pytest.raises(SpaceError, match="Set allow_oracle: true") as error:
+        load_space(write(tmp_path, metric="oracle_miou"))
+    label_free = [
+        "source_val_miou",
+        "target_entropy",
+        "target_im",
+        "target_max_square",
+        "target_snd",
+        "target_bnm",
+    ]
+    assert f"use a label-free metric ({', '.join(label_free)})" in str(error.value)
+
+
+def test_a_trials_overrides_take_the_variants_over_the_experiments_and_the_searched_values_over_both(
+    tmp_path,
+):
+    path = write(
+        tmp_path,
+        set={"optim.lr": 0.02, "optim.momentum": 0.8},
+        variants={"mine": {"optim.momentum": 0.7, "loss.target": "entropy"}},
+    )
+    space = load_space(path)
+    (experiment,) = space.experiments
+    overrides = experiment.trial_overrides("mine", {"optim.lr": 0.05})
+    assert overrides == {"optim.lr": 0.05, "optim.momentum": 0.7, "loss.target": "entropy"}
+    cfg = space.trial_config(experiment, "mine", 0, {"optim.lr": 0.05})
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.loss.target) == (0.05, 0.7, "entropy")
 
 
 def test_dry_run_shows_the_effective_settings_with_every_default(tmp_path, capsys):
@@ -375,3 +421,13 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
 def test_a_variants_own_grid_is_checked_before_ray(tmp_path, variants, extra, message):
     with pytest.raises(SpaceError, match=message):
         load_space(write(tmp_path, variants=variants, **extra))
+
+
+def test_the_example_in_the_space_modules_docstring_is_yaml_with_every_key_known():
+    import textwrap
+
+    import study.space
+
+    example = yaml.safe_load(textwrap.dedent(study.space.__doc__.split("\n\n")[1]))
+    assert set(example) <= set(study.space.TOP_KEYS)
+    assert set(example["experiments"]["sweep"]) <= set(study.space.EXPERIMENT_KEYS)

@@ -18,7 +18,7 @@ from study import layout
 from study.cli import main
 from study.heartbeat import DEAD_AFTER_S, heartbeat, read_driver
 from study.status import QUIET_MIN_S, format_status, study_status
-from tests.test_report import _finished, _plan, _record, _write_trial
+from tests import fakes
 
 START = 1_700_000_000.0  # when the experiment started (plan.json's mtime)
 NOW = START + 1000.0
@@ -31,10 +31,12 @@ def _touch(path, when: float) -> None:
 
 
 def _trial(study, name: str, oracles: tuple[float, ...], status: dict | None, wrote: float, **extra) -> None:
-    records = [_record(10 * (i + 1), oracle, 0.6, 0.7) for i, oracle in enumerate(oracles)]
+    records = [fakes.record(10 * (i + 1), oracle, 0.6, 0.7) for i, oracle in enumerate(oracles)]
     for record in records:
         record.update(extra)
-    _write_trial(study, "sweep", name, variant="maxsquare", seed=0, params={}, status=status, records=records)
+    fakes.write_trial(
+        study, "sweep", name, variant="maxsquare", seed=0, params={}, status=status, records=records
+    )
     directory = layout.trials_dir(study, "sweep") / name
     for path in [directory / layout.TRIAL_FILE, *directory.rglob("metrics.jsonl")]:
         _touch(path, wrote)
@@ -44,7 +46,7 @@ def _trial(study, name: str, oracles: tuple[float, ...], status: dict | None, wr
 def study(tmp_path):
     study = tmp_path / "midrun"
     layout.write_json(study / layout.STUDY_FILE, {"name": "midrun", "experiments": ["sweep", "later"]})
-    plan = _plan(
+    plan = fakes.plan(
         "sweep",
         metric="target_entropy",
         mode="min",
@@ -54,10 +56,10 @@ def study(tmp_path):
         scheduler="asha",
         num_trials=PLANNED,
     )
-    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
-    _touch(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, START)
+    layout.write_plan(study, plan)
+    _touch(layout.plan_file(study, "sweep"), START)
     recent = NOW - 30
-    _trial(study, "t_finished", (0.30, 0.34, 0.36), _finished(), recent)
+    _trial(study, "t_finished", (0.30, 0.34, 0.36), fakes.finished(), recent)
     stopped = {
         "status": "stopped",
         "iterations": 10,
@@ -148,7 +150,7 @@ def test_cli_prints_the_status_and_names_a_directory_that_is_not_a_study(study, 
 def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
     study = tmp_path / "fresh"
     layout.write_json(study / layout.STUDY_FILE, {"name": "fresh", "experiments": ["sweep"]})
-    plan = _plan(
+    plan = fakes.plan(
         "sweep",
         metric="target_im",
         mode="min",
@@ -158,8 +160,8 @@ def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
         scheduler="fifo",
         num_trials=2,
     )
-    layout.write_json(layout.experiment_dir(study, "sweep") / layout.PLAN_FILE, plan)
-    _write_trial(study, "sweep", "t0", variant="maxsquare", seed=0, params={}, status=None, records=[])
+    layout.write_plan(study, plan)
+    fakes.write_trial(study, "sweep", "t0", variant="maxsquare", seed=0, params={}, status=None, records=[])
     (exp,) = study_status(study).experiments
     assert exp.counts["running"] == 1 and exp.done == 0 and exp.remaining == 60
     assert exp.best is None and exp.eta_s is None
@@ -216,7 +218,7 @@ def test_status_shows_the_source_models_progress_while_they_train(study):
 def test_a_confirmation_names_the_configuration_it_confirms(tmp_path):
     study = tmp_path / "confirmed"
     layout.write_json(study / layout.STUDY_FILE, {"name": "confirmed", "experiments": ["confirm"]})
-    plan = _plan(
+    plan = fakes.plan(
         "confirm",
         metric="source_val_miou",
         mode="max",
@@ -225,12 +227,20 @@ def test_a_confirmation_names_the_configuration_it_confirms(tmp_path):
         searched={},
         scheduler="fifo",
         num_trials=1,
+        confirm={"from": "tune", "selected": {"maxsquare": {"loss.lambda_target": 3.0}}},
     )
-    plan["confirm"] = {"from": "tune", "selected": {"maxsquare": {"loss.lambda_target": 3.0}}}
-    layout.write_json(layout.experiment_dir(study, "confirm") / layout.PLAN_FILE, plan)
-    records = [_record(10, 0.3, 0.6, 0.7)]
+    layout.write_plan(study, plan)
+    records = [fakes.record(10, 0.3, 0.6, 0.7)]
     params = {"loss.lambda_target": 3.0}
-    _write_trial(
+    fakes.write_trial(
         study, "confirm", "t0", variant="maxsquare", seed=5, params=params, status=None, records=records
     )
     assert "(variant maxsquare, lambda_target=3)" in format_status(study_status(study))
+
+
+def test_status_imports_no_plotting_optuna_or_scipy():
+    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries."""
+    heavy = ("matplotlib", "optuna", "scipy")
+    code = f"import study.status, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from msl.config import load_config
 from msl.evaluate import (
     SND_PIXELS,
     VALIDATORS,
@@ -109,6 +110,22 @@ def test_snd_sample_is_fixed_by_the_seed_and_bounded():
     other = LabelFreeValidators(torch.device("cpu"), num_images=3, seed=1)
     other.update(maps)
     assert other.compute()["target_snd"] != first.compute()["target_snd"]
+
+
+def test_snd_samples_eval_snd_pixels(monkeypatch):
+    """`eval.snd_pixels` sets how many pixels SND compares (its cost is their square)."""
+    import msl.evaluate
+
+    seen = []
+    density = msl.evaluate.soft_neighbourhood_density
+    monkeypatch.setattr(
+        msl.evaluate, "soft_neighbourhood_density", lambda p: seen.append(len(p)) or density(p)
+    )
+    validators = LabelFreeValidators(torch.device("cpu"), num_images=3, snd_pixels=100)
+    validators.update(softmax_maps((3, 4, 48, 48), seed=3))
+    assert sum(len(sample) for sample in validators.samples) == 3 * 34
+    validators.compute()
+    assert seen == [100] and load_config(None, {"eval.snd_pixels": 100}).eval.snd_pixels == 100
 
 
 def one_hot_maps(classes: np.ndarray, num_classes: int, confidence: float) -> torch.Tensor:

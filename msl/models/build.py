@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from msl.models.base import TwoHeadNet
-from msl.models.deeplab import ARCHS as DEEPLAB_ARCHS
+from msl.models.deeplab import ARCHS as DEEPLAB_ARCHS  # re-exported: msl.config checks names against it
 from msl.models.deeplab import DeepLabMulti
 from msl.models.small import SmallSegNet, SmallSpec
 
