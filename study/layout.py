@@ -42,8 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msl.config import metric_mode
 from msl.io import write_text_atomic
+from msl.objectives import metric_mode
 
 SPACE_FILE = "space.yaml"
 SPACE_GIVEN_FILE = "space.given.yaml"
@@ -138,7 +138,7 @@ class Plan:
     assumes when a plan lacks the key (a plan.json written before the key existed)."""
 
     experiment: str
-    metric: str  # the objective, a key of msl.config.METRIC_MODES
+    metric: str  # the objective, a key of msl.objectives.METRIC_MODES
     mode: str | None = None  # "max" or "min"; None: the metric's own direction (set when the plan is made)
     oracle: bool = False  # whether the objective reads target test labels (the user named an oracle metric)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its overrides, in plan order

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from msl.config import LABEL_FREE_METRICS, is_better
+from msl.objectives import LABEL_FREE_METRICS, is_better
 from msl.user_loss import is_import_path
 from study import distributions, plots
 from study.decide import TARGET, Selection, best_label, select, variants_of

@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from msl.config import METRIC_MODES
+from msl.objectives import METRIC_MODES
 from msl.run_dir import RunDir
 from study import layout
 

@@ -25,7 +25,8 @@ from typing import Any
 import yaml
 from ray import tune
 
-from msl.config import is_better, save_config
+from msl.config import save_config
+from msl.objectives import is_better
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError

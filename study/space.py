@@ -55,20 +55,16 @@ from typing import Any
 import yaml
 
 from msl.config import (
-    LABEL_FREE_METRICS,
-    METRIC_MODES,
-    MODES,
     ConfigError,
     TrainConfig,
     build,
     check_known_keys,
     config_to_dict,
-    is_oracle,
     load_config,
-    metric_mode,
     read_yaml,
     spec,
 )
+from msl.objectives import LABEL_FREE_METRICS, METRIC_MODES, MODES, is_oracle, metric_mode
 from msl.words import count
 from study import distributions
 from study.layout import is_safe_name

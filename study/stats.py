@@ -9,7 +9,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from msl.config import oriented
+from msl.objectives import oriented
 
 
 def seed_statistics(values: pd.Series) -> dict[str, float]:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ from study.cli import main
 from study.heartbeat import DEAD_AFTER_S, heartbeat, read_driver
 from study.status import QUIET_MIN_S, format_status, study_status
 from tests import fakes
+
+BIN = Path(sys.executable).parent
 
 START = 1_700_000_000.0  # when the experiment started (plan.json's mtime)
 NOW = START + 1000.0
@@ -238,9 +241,17 @@ def test_a_confirmation_names_the_configuration_it_confirms(tmp_path):
     assert "(variant maxsquare, lambda_target=3)" in format_status(study_status(study))
 
 
-def test_status_imports_no_plotting_optuna_or_scipy():
-    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries."""
-    heavy = ("matplotlib", "optuna", "scipy")
+def test_status_imports_no_plotting_optuna_scipy_or_torch():
+    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries,
+    nor torch (msl.objectives holds the metrics' directions without it)."""
+    heavy = ("matplotlib", "optuna", "scipy", "torch")
     code = f"import study.status, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_status_answers_in_under_two_seconds(study):
+    started = time.perf_counter()
+    result = subprocess.run([str(BIN / "msl-study"), "status", str(study)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - started < 2.0
