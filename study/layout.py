@@ -8,6 +8,8 @@ report, status, compare). Every file and folder name of a study directory is def
       study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
       driver.json                     the driver's heartbeat (study.heartbeat): {"state", "pid", "hostname",
                                       "started", "time"}, rewritten every few seconds while it runs
+      driver.log                      the full tracebacks of errors the driver stopped on (a source model's
+                                      worker error), each under a time stamp; the terminal gets one line
       sources/<key>/                  one msl run directory per source model (stage source), reused by key
       <experiment>/
         plan.json                     the resolved experiment, a `Plan` (below)
@@ -49,6 +51,7 @@ SPACE_FILE = "space.yaml"
 SPACE_GIVEN_FILE = "space.given.yaml"
 STUDY_FILE = "study.json"
 DRIVER_FILE = "driver.json"
+DRIVER_LOG = "driver.log"
 PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"

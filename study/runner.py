@@ -34,7 +34,7 @@ from msl.words import count
 from study import distributions, layout
 from study.cluster import prepare_cluster
 from study.decide import confirmed_configurations
-from study.heartbeat import heartbeat
+from study.heartbeat import heartbeat, read_driver
 from study.progress import log
 from study.schedulers import synchronous_scheduler
 from study.sources import ensure_sources
@@ -428,15 +428,34 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
     log(f"experiment {experiment.name!r} ended: {ended}")
 
 
+def study_path(space: Space, name: str | None, storage: str | Path) -> Path:
+    """Where `msl-study run` puts the study: `storage/name`, the name checked as a folder name."""
+    return Path(storage).resolve() / layout.check_name(name or space.name, "--name")
+
+
+def check_study_free(study_dir: Path) -> None:
+    """FileExistsError if `study_dir` holds a study that a new run must not replace: one with an experiment
+    started (its plan.json), or whose driver still runs. A study that stopped before its first trial (a source
+    model that failed, a Ctrl-C) holds nothing to keep but source models, which stay (they are reused by key):
+    running the corrected space file again takes its place."""
+    if not (study_dir / layout.STUDY_FILE).exists():
+        return
+    listed = layout.read_json(study_dir / layout.STUDY_FILE).get("experiments", [])
+    started = [name for name in listed if layout.plan_file(study_dir, name).is_file()]
+    driver = read_driver(study_dir, time.time())
+    if started or (driver is not None and driver.state == "running"):
+        doing = f"ran experiment {started[0]!r}" if started else "is running now"
+        raise FileExistsError(
+            f"{study_dir} already holds a study that {doing}: continue it with `msl-study resume "
+            f"{study_dir}` or choose another --name"
+        )
+
+
 def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:
     """Create the study directory of a loaded space, its paths expanded (`expand_paths`), refusing to
-    overwrite an existing study."""
-    study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
-    if (study_dir / layout.STUDY_FILE).exists():
-        raise FileExistsError(
-            f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
-            "or choose another --name"
-        )
+    overwrite a study that started (`check_study_free`)."""
+    study_dir = study_path(space, name, storage)
+    check_study_free(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(space.path, study_dir / layout.SPACE_GIVEN_FILE)
     original = yaml.safe_load(space.path.read_text())

@@ -7,6 +7,8 @@ study's `sources/` folder. `ensure_sources` runs on the driver (printing their p
 from __future__ import annotations
 
 import time
+import traceback
+from datetime import datetime
 from pathlib import Path
 
 import ray
@@ -76,22 +78,31 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
             f"{run_dir} ({cpus:.2g} CPU)"
         )
         pending[key] = task.remote(in_worker(cfg, cpus), str(run_dir))
-    _wait_for_sources(pending, {Path(run_dir): cfg.optim.iterations for cfg, run_dir, _ in to_train.values()})
+    runs = {Path(run_dir): cfg.optim.iterations for cfg, run_dir, _ in to_train.values()}
+    _wait_for_sources(pending, runs, study_dir / layout.DRIVER_LOG)
     return checkpoints
 
 
+class SourceModelError(RuntimeError):
+    """A source model's task failed; its message is one line, the worker's traceback is in the study's log."""
+
+
 def _wait_for_sources(
-    pending: dict[str, ray.ObjectRef], runs: dict[Path, int], every_s: float = 30.0
+    pending: dict[str, ray.ObjectRef], runs: dict[Path, int], log_file: Path, every_s: float = 30.0
 ) -> None:
-    """Wait for the source models' tasks (raising the first error), saying when each is done and, every
-    `every_s` seconds, the iterations done of all (their progress.json) with an ETA at the pace so far."""
+    """Wait for the source models' tasks, saying when each is done and, every `every_s` seconds, the
+    iterations done of all (their progress.json) with an ETA at the pace so far. The first that fails stops
+    the others (`_stop_on_error`)."""
     started, at_start = time.perf_counter(), source_progress(runs).done
     keys = {ref: key for key, ref in pending.items()}
     next_line = started + every_s
     while keys:
         ready, _ = ray.wait(list(keys), num_returns=1, timeout=max(0.0, next_line - time.perf_counter()))
         for ref in ready:
-            ray.get(ref)
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayError as error:
+                _stop_on_error(keys.pop(ref), error, keys, log_file)
             log(f"source model {keys.pop(ref)} done ({time.perf_counter() - started:.0f} s since the start)")
         if keys and time.perf_counter() >= next_line:
             progress, elapsed = source_progress(runs), time.perf_counter() - started
@@ -99,3 +110,20 @@ def _wait_for_sources(
             eta = f", ETA ~{(progress.total - progress.done) / rate / 60:.1f} min" if rate > 0 else ""
             log(f"{progress.line()}, {elapsed / 60:.1f} min{eta}")
             next_line += every_s
+
+
+def _stop_on_error(key: str, error: Exception, others: dict, log_file: Path) -> None:
+    """Cancel the other source models' tasks, write every traceback to `log_file` and raise one line naming
+    it: the worker's traceback never reaches the terminal, nor do Ray's reports of tasks nobody read."""
+    texts = [f"source model {key}:\n{''.join(traceback.format_exception(error))}"]
+    for ref, other in others.items():
+        ray.cancel(ref, force=True)
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError as cancelled:  # read, so that Ray does not report it as unhandled
+            texts.append(f"source model {other}: {type(cancelled).__name__} {cancelled}")
+    with log_file.open("a") as file:
+        file.write(f"--- {datetime.now():%Y-%m-%d %H:%M:%S}\n" + "\n".join(texts) + "\n")
+    cause = getattr(error, "cause", None) or error
+    first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    raise SourceModelError(f"source model {key} failed: {first} (the traceback is in {log_file})") from None

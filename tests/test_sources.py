@@ -91,7 +91,7 @@ def test_the_driver_prints_the_source_models_progress_with_an_eta_while_they_tra
 ):
     runs = {"seed0": (tmp_path / "seed0", 40), "seed1": (tmp_path / "seed1", 60)}
     monkeypatch.setattr("study.sources.ray", _TrainingRay(runs))
-    _wait_for_sources({key: key for key in runs}, dict(runs.values()), every_s=0.01)
+    _wait_for_sources({key: key for key in runs}, dict(runs.values()), tmp_path / "driver.log", every_s=0.01)
     lines = capsys.readouterr().out.splitlines()
     progress = [line for line in lines if "source models:" in line]
     assert "source models: 20/100 iterations (20%), 0 of 2 complete" in progress[0] and "ETA ~" in progress[0]

@@ -283,3 +283,26 @@ def test_the_local_ray_instance_records_no_secret_from_the_environment(synth, tm
         assert not leaks, leaks
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_failing_source_model_is_one_line_and_the_corrected_file_runs_again(synth, tmp_path):
+    """Every source image truncated: the data check passes (the files are there), the source models fail in
+    their workers. The terminal gets one line naming the study's log, which holds the tracebacks; the study
+    never started a trial, so the corrected space file runs under the same name (its dry run says so)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    for image in (broken / "source" / "images").glob("*.png"):
+        image.write_bytes(image.read_bytes()[:100])
+    space = space_file(tmp_path / "space.yaml", synth, seeds=[0, 1], variants=["source_only"])
+    raw = yaml.safe_load(space.read_text())
+    raw["config"]["data"]["source_root"] = str(broken / "source")
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(raw))
+    result = msl_study("run", tmp_path / "broken.yaml", "--storage", tmp_path / "studies", "--name", "tiny")
+    study = tmp_path / "studies" / "tiny"
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after Ray's own INFO line that it started
+    assert line.startswith("msl-study: error: source model seed") and f"{study / layout.DRIVER_LOG}" in line
+    assert "Traceback" in (study / layout.DRIVER_LOG).read_text()
+    again = msl_study("run", space, "--storage", tmp_path / "studies", "--name", "tiny", "--dry-run")
+    assert again.returncode == 0, again.stdout + again.stderr
