@@ -234,28 +234,32 @@ def _headline(experiments: list[ExperimentResults], selections: dict[str, Select
 
 
 def _headline_words(numbers: pd.DataFrame, best: pd.Series) -> str:
+    """The headline's words for one experiment: `best` is its row with the highest mean."""
     name = best["variant"] + (
         f" ({best['config']})" if best["config"] not in (None, "default", "fixed") else ""
     )
-    if "change" not in numbers or best["variant"] == BASELINE:
-        compared = "" if "change" in numbers else f" (no {BASELINE} to compare with)"
-        return f"the best is {name} at {best['mean']:.1f} mIoU{compared}."
-    differs = numbers[numbers["p_value"] < 0.05]
+    if "change" not in numbers:
+        return f"the best is {name} at {best['mean']:.1f} mIoU (no {BASELINE} to compare with)."
+    differs = numbers[(numbers["p_value"] < 0.05) & (numbers["variant"] != best["variant"])]
+    others = "; ".join(
+        f"{row.variant} differs from {BASELINE} at p < 0.05 ({row.change:+.1f}, "
+        f"p = {p_value_text(row.p_value)})"
+        for row in differs.itertuples()
+    )
+    if best["variant"] == BASELINE or is_missing(best["change"]):
+        lead = f"{name} is best at {best['mean']:.1f} mIoU"
+        return f"{lead}; {others or f'no variant differs from {BASELINE} at p < 0.05'}."
     seeds = f"{best['n_pairs']:.0f} seeds"
-    if best["variant"] in set(differs["variant"]):
+    if best["p_value"] < 0.05:
         interval = f"[{best['change_ci_low']:+.1f}, {best['change_ci_high']:+.1f}]"
         return (
             f"{name} is best at {best['mean']:.1f} mIoU, {best['change']:+.1f} against {BASELINE} (95% "
-            f"t-interval {interval}, p = {p_value_text(best['p_value'])}, {seeds})."
+            f"t-interval {interval}, p = {p_value_text(best['p_value'])}, {seeds})"
+            + (f"; {others}." if others else ".")
         )
-    others = "; ".join(
-        f"{row.variant} differs at p < 0.05 ({row.change:+.1f}, p = {p_value_text(row.p_value)})"
-        for row in differs.itertuples()
-    )
-    lead = f"no variant differs from {BASELINE} at p < 0.05" if differs.empty else others
     return (
-        f"{lead}; the best, {name}, is {best['change']:+.1f} mIoU against it "
-        f"(p = {p_value_text(best['p_value'])}, {seeds})."
+        f"{others or f'no variant differs from {BASELINE} at p < 0.05'}; the best, {name}, is "
+        f"{best['change']:+.1f} mIoU against it (p = {p_value_text(best['p_value'])}, {seeds})."
     )
 
 

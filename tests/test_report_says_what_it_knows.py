@@ -8,11 +8,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from study import layout
-from study.report import build_report
+from study.report import _headline_words, build_report
 from tests import fakes
 
 SEEDS = (0, 1)
@@ -115,3 +116,41 @@ def test_tables_and_plots_with_nothing_to_compare_become_one_sentence(report):
     curves = _section(report, "6. Learning curves")
     assert "curves_tune.png" not in curves
     assert "Every trial was evaluated once (at iteration 30): there is no curve to draw" in curves
+
+
+def _row(variant, config, mean, change=None, p=None, low=None, high=None, pairs=3):
+    return {
+        "variant": variant,
+        "config": config,
+        "mean": mean,
+        "change": change,
+        "p_value": p,
+        "change_ci_low": low,
+        "change_ci_high": high,
+        "n_pairs": pairs,
+    }
+
+
+def test_the_headline_names_a_difference_with_its_interval_and_a_baseline_that_stays_best():
+    differences = np.array([0.04, 0.05, 0.06])
+    p = stats.ttest_1samp(differences, 0).pvalue
+    half = stats.t.ppf(0.975, 2) * differences.std(ddof=1) / np.sqrt(3)
+    numbers = pd.DataFrame(
+        [
+            _row("source_only", "fixed", 30.0),
+            _row("maxsquare", "lambda_target=1", 35.0, 5.0, p, 100 * (0.05 - half), 100 * (0.05 + half)),
+            _row("entropy", "lambda_target=1", 28.0, -2.0, 0.01),
+        ]
+    )
+    words = _headline_words(numbers, numbers.loc[1])
+    assert words == (
+        f"maxsquare (lambda_target=1) is best at 35.0 mIoU, +5.0 against source_only (95% t-interval "
+        f"[{100 * (0.05 - half):+.1f}, {100 * (0.05 + half):+.1f}], p = {p:.3f}, 3 seeds); entropy differs "
+        "from source_only at p < 0.05 (-2.0, p = 0.010)."
+    )
+    baseline_best = pd.DataFrame(
+        [_row("source_only", "fixed", 30.0), _row("entropy", "default", 29.0, -1.0, 0.4)]
+    )
+    assert _headline_words(baseline_best, baseline_best.loc[0]) == (
+        "source_only is best at 30.0 mIoU; no variant differs from source_only at p < 0.05."
+    )
