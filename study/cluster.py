@@ -5,6 +5,7 @@ experiment.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -23,6 +24,9 @@ def connect(address: str | None, runtime_env: dict[str, Any] | None = None) -> N
     # No result.json, progress.csv or TensorBoard files of Ray's: our runs write their own, and Ray would
     # point TensorBoard at its temporary folder (run_study_dir names the study instead).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # Without those files the result grid Tune builds at the end of a run warns once per trial that it found
+    # no metrics; msl reads its own (study.results).
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")

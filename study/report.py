@@ -55,6 +55,7 @@ from study.selection import (
     configuration_audit,
     with_study_validators,
 )
+from study.space import SCHEDULERS
 from study.stats import paired_change, rank_agreement, seed_statistics, t_quantile
 from study.tables import (
     MISSING,
@@ -74,7 +75,7 @@ BASELINE = "source_only"
 # The baseline with the same target exposure as the adapting variants (they all forward target batches): a
 # change against it is the loss's alone, not batch norm's (msl.config.LossConfig.adabn).
 EXPOSED_BASELINE = "adabn"
-PRUNING_SCHEDULERS = ("asha", "pbt")
+PRUNING_SCHEDULERS = tuple(name for name in SCHEDULERS if name != "fifo")  # those that stop or pause trials
 MAX_LEVELS = 6  # a searched parameter with more distinct values is binned for its pivot table
 BINS = 4
 

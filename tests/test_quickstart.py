@@ -46,6 +46,7 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Failed to fetch metrics" not in result.stdout + result.stderr  # Tune's warning per trial
     for ended in ("tune: 3/3 trials ended", "confirm: 2/2 trials ended", "sweep: 3/3 trials ended"):
         assert ended in result.stdout
     report = (tmp_path / "studies" / "quickstart" / "report" / "report.md").read_text()

@@ -393,6 +393,17 @@ def _study_without_trials(path):
     return path
 
 
+@pytest.mark.parametrize("scheduler", ["successive_halving", "hyperband"])
+def test_the_synchronous_schedulers_get_a_pruning_budget(fake_study, tmp_path, scheduler):
+    study = tmp_path / "fake"
+    shutil.copytree(fake_study[0], study)
+    plan_file = layout.experiment_dir(study, "sweep") / layout.PLAN_FILE
+    layout.write_json(plan_file, {**layout.read_json(plan_file), "scheduler": {"name": scheduler}})
+    build_report(study, tmp_path / "out")
+    budget = pd.read_csv(tmp_path / "out" / "tables" / "budget_sweep.csv").iloc[0]
+    assert budget["scheduler"] == scheduler and budget["trial-iterations used"] == 30 + 30 + 10 + 20
+
+
 def test_a_study_without_trials_yet_still_reports(tmp_path):
     markdown = build_report(_study_without_trials(tmp_path / "new"), tmp_path / "out").read_text()
     assert "| maxsquare" in markdown  # the variant keeps its row, with no seeds
