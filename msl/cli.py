@@ -36,12 +36,29 @@ def _train(args: argparse.Namespace) -> int:
                 f"nothing to resume: {run.last} does not exist (a run that never reached its first "
                 "evaluation starts again without --resume)"
             )
-        _check_same_config(load_config(run.config), load_config(args.config, args.set))
+        _check_same_config(_saved_config(run), load_config(args.config, args.set))
     cfg = load_config(args.config, args.set)
     record = train(cfg, out, resume_from=run.last if args.resume else None)
     shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
     print(f"finished {cfg.optim.iterations} iterations in {out}: {shown}")
     return 0
+
+
+def _saved_config(run):
+    """The config a run was started with (its config.yaml); a missing, empty or unreadable file is named as
+    the run's damage, not compared as if the run had been started with the defaults."""
+    from msl.config import ConfigError, load_config, read_yaml
+
+    try:
+        raw = read_yaml(run.config)
+        if not raw:
+            raise ConfigError(f"{run.config}: the file is empty")
+        return load_config(raw)
+    except ConfigError as error:
+        raise ConfigError(
+            f"the run's config.yaml is empty or unreadable ({error}); its checkpoints are intact: put the "
+            "run's own config back in that file, or start a new run with another --out"
+        ) from None
 
 
 def _check_same_config(saved_cfg, cfg) -> None:

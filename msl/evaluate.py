@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from msl.config import VALIDATOR_MODES, EvalConfig
+from msl.config import EvalConfig
 from msl.metrics import ConfusionMatrix, predicted_classes
 from msl.models.base import TwoHeadNet, upsample_logits
+from msl.objectives import VALIDATOR_MODES
 
 VALIDATORS = tuple(VALIDATOR_MODES)  # the names and their directions: msl.config.VALIDATOR_MODES
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau

@@ -86,5 +86,6 @@ def evaluate_checkpoint(
     )
     print(format_table(result))
     if save_predictions:
-        print(f"predictions written to {save_predictions}/labelIds and {save_predictions}/colour")
+        out = Path(save_predictions)
+        print(f"predictions written to {out / 'labelIds'} and {out / 'colour'}")
     return 0

@@ -3,7 +3,7 @@
     RUN/
       config.yaml          the resolved config (msl.config.save_config)
       run_info.json        git revision, package versions, seed, device; one entry per resume (msl.runinfo)
-      metrics.jsonl        one JSON object per evaluation: the keys of msl.config.METRIC_MODES, per-class
+      metrics.jsonl        one JSON object per evaluation: the keys of msl.objectives.METRIC_MODES, per-class
                            `*_iou` lists, `loss_*`, `lr`, `iteration`, `elapsed_s`, `time`, `is_best`
       progress.json        {"iteration", "iterations", "elapsed_s", "time"}: where a running run is, rewritten
                            every `runtime.log_every` iterations (what a study's driver and status show)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
-from msl.config import OptimConfig, TrainConfig, config_to_dict, is_better, save_config
+from msl.config import OptimConfig, TrainConfig, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
@@ -37,6 +37,7 @@ from msl.losses import build_target_loss, multi_level_guidance_loss
 from msl.metrics import predicted_classes
 from msl.models import build_model, load_weights, param_groups
 from msl.models.build import reference_param_groups
+from msl.objectives import is_better
 from msl.optim import RepeatedSGD
 from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
@@ -183,7 +184,7 @@ def run_evaluation(
     probs_dir: Path | None = None,
     iteration: int = 0,
 ) -> dict:
-    """All metrics of one evaluation (see `msl.config.METRIC_MODES`), plus the per-class IoUs. With
+    """All metrics of one evaluation (see `msl.objectives.METRIC_MODES`), plus the per-class IoUs. With
     `probs_dir` (a run directory) the validator images' low-resolution softmax maps go there
     (`msl.probs_maps`)."""
     options = {"flip": cfg.eval.flip, "bf16": cfg.runtime.bf16, "channels_last": cfg.runtime.channels_last}
@@ -554,7 +555,7 @@ def _evaluate_and_save(
 
 
 def _update_best(best: dict | None, record: dict, cfg: TrainConfig) -> dict:
-    """The best-so-far record under `selection` (`msl.config.is_better`: NaN never wins, a tie keeps the
+    """The best-so-far record under `selection` (`msl.objectives.is_better`: NaN never wins, a tie keeps the
     earlier checkpoint)."""
     metric = cfg.selection.metric
     value = record.get(metric, math.nan)

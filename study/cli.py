@@ -11,16 +11,20 @@ from study.report_cli import add_report_parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    from study.preflight import check_before_ray
+    from study.runner import expand_paths, study_path
     from study.space import describe_plan, load_space
 
-    space = load_space(args.space)  # validates everything before Ray starts
+    space = load_space(args.space)
     print(describe_plan(space))
+    space = expand_paths(space)
+    check_before_ray(space, study_path(space, args.name, args.storage), args.address)  # as --dry-run does
     if args.dry_run:
+        print("dry run: the space, its data, the study name and the resources check out; nothing was started")
         return 0
     from study.cluster import prepare_cluster
-    from study.runner import create_study, expand_paths, run_study_dir
+    from study.runner import create_study, run_study_dir
 
-    space = expand_paths(space)
     prepare_cluster(space, args.address)  # before the study directory exists: a refused run leaves none
     study_dir = create_study(space, name=args.name, storage=args.storage)
     run_study_dir(study_dir, address=args.address, space=space)
@@ -33,10 +37,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     from study import layout
-    from study.runner import run_study_dir
+    from study.preflight import check_data
+    from study.runner import expand_paths, run_study_dir
+    from study.space import load_space
 
     study_dir = layout.require_study(Path(args.study).resolve())
-    run_study_dir(study_dir, address=args.address)
+    space = expand_paths(load_space(study_dir / layout.SPACE_FILE))
+    check_data(space)  # before Ray starts: a dataset moved since the study began
+    run_study_dir(study_dir, address=args.address, space=space)
     return 0
 
 
@@ -50,8 +58,9 @@ def _status(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from study.compare import format_comparison
 
-    print(format_comparison(args.studies))
-    return 0
+    text, compared = format_comparison(args.studies)
+    print(text)
+    return 0 if compared else 1
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from msl.config import is_better
+from msl.objectives import is_better
 from study import layout
 from study.layout import FAILED_STATUSES
 from study.progress import log

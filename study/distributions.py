@@ -7,6 +7,7 @@ scale). Ray and Optuna are imported only by the function that needs them.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from msl.config import check_known_keys
@@ -92,3 +93,35 @@ def to_optuna(spec: dict, values):
 def is_log(spec: dict) -> bool:
     """Whether a spec of plan.json's `searched` is searched on a log scale."""
     return any(kind in LOG_KINDS for kind in spec)
+
+
+EDGE_SHARE = 0.05  # a value this close to a bound of a continuous range (share of its width) is at that bound
+
+
+def edge(spec: dict, value: Any, variant: str | None = None) -> tuple[str, str] | None:
+    """Where `value` sits at the edge of what a spec of plan.json's `searched` (a variant's own grid: pass
+    `variant`) lets a search try, short and in words (("top of grid", "the largest value of its grid [0.1, 1,
+    3]"), ("at lower bound", "within 5% of the lower bound of loguniform [0.01, 1]")), or None when it is
+    inside. A value at an edge may mean that the best lies beyond it."""
+    if "grid per variant" in spec:
+        spec = {"grid": spec["grid per variant"].get(variant, [])}
+    ((kind, args),) = spec.items()
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if kind in ("grid", "choice"):
+        numbers = [v for v in args if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(numbers) < 2 or len(numbers) < len(args):
+            return None
+        listed = f"its {kind} [{', '.join(format(v, '.4g') for v in args)}]"
+        if value == max(numbers):
+            return "top of grid", f"the largest value of {listed}"
+        return ("bottom of grid", f"the smallest value of {listed}") if value == min(numbers) else None
+    low, high = args[:2]
+    log = kind in LOG_KINDS and low > 0 and value > 0
+    position = (math.log(value / low) / math.log(high / low)) if log else (value - low) / (high - low)
+    bounds = f"{kind} [{low:.4g}, {high:.4g}]"
+    if position <= EDGE_SHARE:
+        return "at lower bound", f"within {EDGE_SHARE:.0%} of the lower bound of {bounds}"
+    if position >= 1 - EDGE_SHARE:
+        return "at upper bound", f"within {EDGE_SHARE:.0%} of the upper bound of {bounds}"
+    return None

@@ -6,6 +6,10 @@ report, status, compare). Every file and folder name of a study directory is def
       space.yaml                      the resolved space (base config inlined, paths expanded): what a
                                       resume runs
       study.json                      {"name", "created", "git_revision", "versions", "experiments": [names]}
+      driver.json                     the driver's heartbeat (study.heartbeat): {"state", "pid", "hostname",
+                                      "started", "time"}, rewritten every few seconds while it runs
+      driver.log                      the full tracebacks of errors the driver stopped on (a source model's
+                                      worker error), each under a time stamp; the terminal gets one line
       sources/<key>/                  one msl run directory per source model (stage source), reused by key
       <experiment>/
         plan.json                     the resolved experiment, a `Plan` (below)
@@ -40,12 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from msl.config import metric_mode
 from msl.io import write_text_atomic
+from msl.objectives import metric_mode
 
 SPACE_FILE = "space.yaml"
 SPACE_GIVEN_FILE = "space.given.yaml"
 STUDY_FILE = "study.json"
+DRIVER_FILE = "driver.json"
+DRIVER_LOG = "driver.log"
 PLAN_FILE = "plan.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
@@ -135,7 +141,7 @@ class Plan:
     assumes when a plan lacks the key (a plan.json written before the key existed)."""
 
     experiment: str
-    metric: str  # the objective, a key of msl.config.METRIC_MODES
+    metric: str  # the objective, a key of msl.objectives.METRIC_MODES
     mode: str | None = None  # "max" or "min"; None: the metric's own direction (set when the plan is made)
     oracle: bool = False  # whether the objective reads target test labels (the user named an oracle metric)
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its overrides, in plan order

@@ -15,7 +15,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from msl.config import oriented
+from msl.objectives import oriented
 from study.layout import FAILED_STATUSES
 from study.results import ExperimentResults
 

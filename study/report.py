@@ -26,12 +26,13 @@ import re
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from msl.config import LABEL_FREE_METRICS, is_better
+from msl.objectives import LABEL_FREE_METRICS, is_better
 from msl.user_loss import is_import_path
 from study import distributions, plots
 from study.decide import TARGET, Selection, best_label, select, variants_of
@@ -45,6 +46,7 @@ from study.results import (
     format_value,
     load_study,
     param_column,
+    python_value,
 )
 from study.selection import (
     LABEL_FREE_MODES,
@@ -54,7 +56,7 @@ from study.selection import (
     with_study_validators,
 )
 from study.space import SCHEDULERS
-from study.stats import paired_change, rank_agreement, seed_statistics
+from study.stats import paired_change, rank_agreement, seed_statistics, t_quantile
 from study.tables import (
     MISSING,
     is_missing,
@@ -159,6 +161,7 @@ def build_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Pa
             _confirmation(report, exp, selection, by_name[tuned], selections[tuned])
 
     _overview(report, results)
+    report.add(_headline(experiments, selections))
     for title, section in [
         ("1. Variant comparison", comparison),
         ("2. Per-class IoU", _per_class_iou),
@@ -215,6 +218,52 @@ def _overview(report: _ReportWriter, results: StudyResults) -> None:
     report.table("overview", numbers, numbers.astype(str))
 
 
+def _headline(experiments: list[ExperimentResults], selections: dict[str, Selection]) -> str:
+    """The report's first paragraph, from section 1's tables: per experiment the best variant (highest mean
+    target mIoU selected) and its change against source_only with its interval and p-value, or that no
+    variant differs from source_only at p < 0.05."""
+    sentences = []
+    for exp in experiments:
+        numbers, _ = variant_table(exp, selections[exp.name])
+        numbers = numbers.dropna(subset=["mean"])
+        if numbers.empty:
+            sentences.append(f"Experiment `{exp.name}`: no trial has a result yet.")
+            continue
+        best = numbers.loc[numbers["mean"].idxmax()]
+        sentences.append(f"Experiment `{exp.name}`: " + _headline_words(numbers, best))
+    return "**Headline.** " + " ".join(sentences)
+
+
+def _headline_words(numbers: pd.DataFrame, best: pd.Series) -> str:
+    """The headline's words for one experiment: `best` is its row with the highest mean."""
+    name = best["variant"] + (
+        f" ({best['config']})" if best["config"] not in (None, "default", "fixed") else ""
+    )
+    if "change" not in numbers:
+        return f"the best is {name} at {best['mean']:.1f} mIoU (no {BASELINE} to compare with)."
+    differs = numbers[(numbers["p_value"] < 0.05) & (numbers["variant"] != best["variant"])]
+    others = "; ".join(
+        f"{row.variant} differs from {BASELINE} at p < 0.05 ({row.change:+.1f}, "
+        f"p = {p_value_text(row.p_value)})"
+        for row in differs.itertuples()
+    )
+    if best["variant"] == BASELINE or is_missing(best["change"]):
+        lead = f"{name} is best at {best['mean']:.1f} mIoU"
+        return f"{lead}; {others or f'no variant differs from {BASELINE} at p < 0.05'}."
+    seeds = f"{best['n_pairs']:.0f} seeds"
+    if best["p_value"] < 0.05:
+        interval = f"[{best['change_ci_low']:+.1f}, {best['change_ci_high']:+.1f}]"
+        return (
+            f"{name} is best at {best['mean']:.1f} mIoU, {best['change']:+.1f} against {BASELINE} (95% "
+            f"t-interval {interval}, p = {p_value_text(best['p_value'])}, {seeds})"
+            + (f"; {others}." if others else ".")
+        )
+    return (
+        f"{others or f'no variant differs from {BASELINE} at p < 0.05'}; the best, {name}, is "
+        f"{best['change']:+.1f} mIoU against it (p = {p_value_text(best['p_value'])}, {seeds})."
+    )
+
+
 def _objective_words(plan: Plan) -> str:
     kind = "oracle" if plan.oracle else "label-free"
     return f"{plan.metric} ({plan.mode}, {kind})"
@@ -228,6 +277,9 @@ def _variant_comparison(report: _ReportWriter, exp: ExperimentResults, selection
     numbers, shown = variant_table(exp, selection)
     report.add(_selection_words(exp, selection, paper_benchmark(exp.plan) or {}))
     report.table(f"variants_{slug(exp.name)}", numbers, shown)
+    words = [_interval_words(numbers), _edge_words(exp, selection)] if not numbers.empty else []
+    if words := " ".join(filter(None, words)):
+        report.add(words)
 
 
 def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -246,6 +298,9 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
             "variant": variant,
             "loss": variant_loss(exp.plan, variant),
             "config": _configuration(exp, variant, selection),
+            "edge": "; ".join(
+                f"{key}: {edge.words}" for key, edge in _edges(exp, variant, selection).items()
+            ),
             **seed_statistics(chosen),
             **{f"final_{k}": v for k, v in seed_statistics(final).items() if k in ("n_seeds", "mean", "std")},
         }
@@ -266,14 +321,39 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
             )
         row["paper"] = paper.get("miou", {}).get(variant)
         numbers.append(row)
+        edges = [edge.short for edge in _edges(exp, variant, selection).values()]
         shown.append(
             _variant_row_shown(row, exp, paper, baseline is not None, exposed is not None, extra_metrics)
+            | ({"configuration": f"{row['config']} ({', '.join(edges)})"} if edges else {})
         )
     numbers = pd.DataFrame(numbers)
     for column in numbers.columns:
         if column.endswith(("mean", "std", "ci_low", "ci_high", "change")):
             numbers[column] = 100 * numbers[column]
     return numbers, pd.DataFrame(shown)
+
+
+class Edge(NamedTuple):
+    """A selected value at the edge of what its search tried (`distributions.edge`)."""
+
+    short: str  # "top of grid", "at lower bound", ...
+    words: str  # "the largest value of its grid [0.1, 1, 3]"
+    value: Any
+
+
+def _edges(exp: ExperimentResults, variant: str, selection: Selection) -> dict[str, Edge]:
+    """Searched key -> its `Edge`, for each value of the variant's selected configuration at the edge of what
+    the search tried. A confirmation's configurations are its tuning's: that experiment's table marks them."""
+    trials = exp.trials
+    chosen = trials[(trials["variant"] == variant) & (trials["config"] == selection.configs.get(variant))]
+    if exp.plan.confirm or chosen.empty:
+        return {}
+    edges = {}
+    for key in exp.searched:
+        value = python_value(chosen.iloc[0][param_column(key)])
+        if not is_missing(value) and (found := distributions.edge(exp.plan.searched[key], value, variant)):
+            edges[key] = Edge(*found, value)
+    return edges
 
 
 def variant_loss(plan: Plan, variant: str) -> str | None:
@@ -306,8 +386,9 @@ def _variant_row_shown(
     shown.update({"seeds": str(row["n_seeds"]), "mIoU selected": percent_spread(row["mean"], row["std"])})
     if paper.get("miou"):
         shown["paper"] = paper_number(row["paper"])
-    ci = MISSING if is_missing(row["ci_low"]) else f"[{percent(row['ci_low'])}, {percent(row['ci_high'])}]"
-    shown.update({"95% CI": ci, "mIoU final": percent_spread(row["final_mean"], row["final_std"])})
+    shown.update(
+        {"95% CI": _interval(row), "mIoU final": percent_spread(row["final_mean"], row["final_std"])}
+    )
     if paired:
         shown[f"change vs {BASELINE}"] = signed_percent(row.get("change", math.nan))
         shown["p (paired t)"] = p_value_text(row.get("p_value", math.nan))
@@ -321,6 +402,47 @@ def _variant_row_shown(
         shown[f"{name} selected"] = percent_spread(row[f"{key}_mean"], row[f"{key}_std"])
         shown[f"paper {name}"] = paper_number(row[f"paper_{key}"])
     return shown
+
+
+def _interval(row: dict) -> str:
+    """A row's 95% interval in percent, clipped to 0-100 (what mIoU can be) and then marked †."""
+    if is_missing(row["ci_low"]):
+        return MISSING
+    low, high = max(row["ci_low"], 0.0), min(row["ci_high"], 1.0)
+    clipped = "†" if (low, high) != (row["ci_low"], row["ci_high"]) else ""
+    return f"[{percent(low)}, {percent(high)}]{clipped}"
+
+
+def _interval_words(numbers: pd.DataFrame) -> str:
+    """What the table's intervals can say with its seeds: how wide a t-interval is with the fewest seeds (up
+    to 3), and that a † interval was clipped."""
+    words = []
+    seeds = numbers.loc[numbers["n_seeds"] > 1, "n_seeds"]
+    if len(seeds) and seeds.min() <= 3:
+        n = int(seeds.min())
+        words.append(
+            f"Few seeds: with {n} seeds a 95% Student-t interval is ±{t_quantile(n):.1f} standard errors "
+            f"wide (t at {n - 1} degree{'s' if n > 2 else ''} of freedom); it says little, more seeds narrow "
+            "it."
+        )
+    if (numbers["ci_low"] < 0).any() or (numbers["ci_high"] > 100).any():
+        words.append("†: the t-interval reaches beyond what mIoU can be and is shown clipped to 0–100.")
+    return " ".join(words)
+
+
+def _edge_words(exp: ExperimentResults, selection: Selection) -> str:
+    """One sentence naming every selected value at the edge of what was searched (marked in the table)."""
+    named = [
+        f"{variant}'s {key} = {format_value(edge.value)} is {edge.words}"
+        for variant in selection.configs
+        for key, edge in _edges(exp, variant, selection).items()
+    ]
+    if not named:
+        return ""
+    return (
+        f"At the edge of what was searched: {'; '.join(named)}. The best may lie beyond it: widen the search "
+        "there before reading the number as the variant's best."
+    )
 
 
 def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) -> str:
@@ -501,9 +623,10 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
     for key in exp.searched:
         column = param_column(key)
         log = distributions.is_log(exp.plan.searched[key])
-        levels = _levels(points[column], log)
+        searching = points[points[column].notna()]  # a variant that did not search the key has no value
+        levels = _levels(searching[column], log)
         summary = (
-            points.assign(level=levels)
+            searching.assign(level=levels)
             .groupby(["level", "variant"], observed=True, sort=True)["value"]
             .agg(["mean", "count"])
             .reset_index()
@@ -517,10 +640,13 @@ def _sensitivity(report: _ReportWriter, exp: ExperimentResults, selection: Selec
                 for mean, count in zip(pivot[variant], counts[variant], strict=True)
             ]
         name = f"sensitivity_{slug(exp.name)}_{slug(key)}"
-        report.add(f"**{key}**")
+        left_out = [v for v in dict.fromkeys(points["variant"]) if v not in set(searching["variant"])]
+        report.add(
+            f"**{key}**" + (f" ({', '.join(left_out)} did not search {key}: left out)" if left_out else "")
+        )
         numbers = summary.assign(mean=100 * summary["mean"]).rename(columns={"level": key})
         report.table(name, numbers, shown.rename_axis(key).reset_index().astype(str))
-        figure = plots.sensitivity(points, column, colors, log=log, xlabel=key, title=f"{exp.name}: {key}")
+        figure = plots.sensitivity(searching, column, colors, log=log, xlabel=key, title=f"{exp.name}: {key}")
         report.figure(name, figure, f"target mIoU against {key}")
     _importances(report, exp, selection)
 
@@ -654,6 +780,12 @@ def _selection_audit(
         "configuration": [(TARGET, "max", "oracle: target mIoU")],
     }
     audits = {"checkpoint": checkpoint_audit, "configuration": configuration_audit}
+    if evals.groupby("trial_name").size().max() < 2:
+        report.add(
+            "Checkpoint level: every trial was evaluated once, so there is no checkpoint to choose and "
+            "nothing to audit (evaluate more often, `eval.every`, to compare validators within a trial)."
+        )
+        audits.pop("checkpoint")
     for level, audit in audits.items():
         numbers, shown = [], []
         rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + references[level]
@@ -824,6 +956,13 @@ def _learning_curves(report: _ReportWriter, exp: ExperimentResults, selection: S
     curves = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if curves.empty or not metrics:
         report.add("No evaluations yet.")
+        return
+    if exp.evals.groupby("trial_name").size().max() < 2:
+        at = ", ".join(f"{i:.0f}" for i in sorted(exp.evals["iteration"].unique()))
+        report.add(
+            f"Every trial was evaluated once (at iteration {at}): there is no curve to draw; section 1 holds "
+            "those values."
+        )
         return
     curves = curves[["variant", "metric", "iteration", "mean", "std", "count"]]
     name = f"curves_{slug(exp.name)}"

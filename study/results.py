@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from msl.config import METRIC_MODES
+from msl.objectives import METRIC_MODES
 from msl.run_dir import RunDir
 from study import layout
 
@@ -96,10 +96,11 @@ def load_study(path: str | Path) -> StudyResults:
             continue
         plans[experiment] = layout.read_plan(path, experiment)
         searched = list(plans[experiment].searched)
+        labelled = [*searched, *_confirmed_keys(plans[experiment])]
         trials_root = layout.trials_dir(path, experiment)
         trial_dirs = sorted(p for p in trials_root.iterdir() if p.is_dir()) if trials_root.is_dir() else []
         for trial_dir in trial_dirs:
-            for trial, records in _load_trial(trial_dir, experiment, searched):
+            for trial, records in _load_trial(trial_dir, experiment, searched, labelled):
                 trial_rows.append(trial)
                 ids = {
                     key: value
@@ -125,14 +126,25 @@ def _trial_columns(plans: dict[str, layout.Plan]) -> list[str]:
     return [*ID_COLUMNS[:4], *params, ID_COLUMNS[4], *STATUS_COLUMNS]
 
 
-def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> list[tuple[dict, list[dict]]]:
+def _confirmed_keys(plan: layout.Plan) -> list[str]:
+    """The keys whose values a confirmation took from the experiment it confirms (none for others)."""
+    selected = (plan.confirm or {}).get("selected") or {}
+    return list(dict.fromkeys(key for configuration in selected.values() for key in configuration))
+
+
+def _load_trial(
+    trial_dir: Path, experiment: str, searched: list[str], labelled: list[str]
+) -> list[tuple[dict, list[dict]]]:
     """A trial's row (trial.json + status.json) and its evaluation records (`msl.run_dir`); a trial that runs
-    several seeds (seeds_per_sample) gives one row per seed, named `layout.seed_row_name`."""
+    several seeds (seeds_per_sample) gives one row per seed, named `layout.seed_row_name`. `labelled`: the
+    keys its configuration is named by (the searched ones, and those a confirmation runs with)."""
     info = _read_optional(trial_dir / layout.TRIAL_FILE)
     status = _read_optional(trial_dir / layout.STATUS_FILE) or {"status": "running"}
     trial_name = info.get("trial_name", trial_dir.name)
     if not info.get("seeds"):
-        return [_load_run(trial_dir, layout.RUN_DIR, info, status, searched, experiment, trial_name)]
+        return [
+            _load_run(trial_dir, layout.RUN_DIR, info, status, (searched, labelled), experiment, trial_name)
+        ]
     runs = info.get("source_runs") or {}
     return [
         _load_run(
@@ -140,7 +152,7 @@ def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> list[t
             layout.run_dir_name(seed),
             {**info, "seed": seed, "source_run": runs.get(str(seed))},
             status,
-            searched,
+            (searched, labelled),
             experiment,
             layout.seed_row_name(trial_name, seed),
         )
@@ -149,12 +161,20 @@ def _load_trial(trial_dir: Path, experiment: str, searched: list[str]) -> list[t
 
 
 def _load_run(
-    trial_dir: Path, run: str, info: dict, status: dict, searched: list[str], experiment: str, name: str
+    trial_dir: Path,
+    run: str,
+    info: dict,
+    status: dict,
+    keys: tuple[list[str], list[str]],
+    experiment: str,
+    name: str,
 ) -> tuple[dict, list[dict]]:
+    """`keys`: the searched keys (a column each) and those the configuration is named by (`_load_trial`)."""
     records = RunDir(trial_dir / run).read_metrics()
     for record in records:
         record["wall_time"] = _wall_time(trial_dir, record)
     params = _flatten(info.get("params") or {})
+    searched, labelled = keys
     chosen = {key: params.get(key) for key in searched}
     iterations = status.get("iterations")
     if iterations is None:
@@ -165,7 +185,7 @@ def _load_run(
         "variant": info.get("variant") or "default",
         "seed": info.get("seed"),
         **{param_column(key): value for key, value in chosen.items()},
-        "config": config_label(chosen),
+        "config": config_label({key: params.get(key) for key in labelled}),
         "status": status.get("status", "running"),
         "iterations": iterations,
         "evaluations": len(records),

@@ -11,6 +11,7 @@ datasets and models are built inside the trial. The study directory layout is `s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -24,12 +25,16 @@ from typing import Any
 import yaml
 from ray import tune
 
-from msl.config import is_better, save_config
+from msl.config import save_config
+from msl.objectives import is_better
+from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError
+from msl.words import count
 from study import distributions, layout
 from study.cluster import prepare_cluster
 from study.decide import confirmed_configurations
+from study.heartbeat import heartbeat, read_driver
 from study.progress import log
 from study.schedulers import synchronous_scheduler
 from study.sources import ensure_sources
@@ -120,16 +125,43 @@ def _non_finite(result: dict, metric: str) -> str | None:
 
 
 class StudyCallback(tune.Callback):
-    """On the driver: writes each ended trial's status.json and prints progress with an ETA."""
+    """On the driver: writes each ended trial's status.json and prints progress with an ETA at least every
+    30 s. Counts come from the status files, so a resumed experiment counts the trials that ended before; the
+    ETA is the remaining trial-iterations at the rate this driver has seen them done (the runs'
+    progress.json). A resumed Tuner brings back its pickled callback: `setup` starts its clock again."""
 
     def __init__(self, study_dir: Path, experiment: Experiment, total_trials: int, iterations: int):
         self.study_dir, self.experiment = str(study_dir), experiment.name
         self.metric, self.mode, self.scheduler = experiment.metric, experiment.mode, experiment.scheduler.name
         self.total, self.iterations = total_trials, iterations
-        self.ended: dict[str, str] = {}
-        self.started = time.time()
-        self.last_print = 0.0
+        self.runs_per_trial = experiment.seeds_per_sample
         self.best = math.nan
+        self.setup()
+
+    def setup(self, *args, **info) -> None:
+        self.started = time.time()
+        self.work_at_start = self._work_done()
+        self.last_print = 0.0
+
+    def _trials(self) -> Path:
+        return layout.trials_dir(Path(self.study_dir), self.experiment)
+
+    def _work_done(self) -> int:
+        """Trial-iterations done: all of an ended trial's (none are left), a running one's last progress."""
+        ended = ended_trials(Path(self.study_dir), self.experiment)
+        done = len(ended) * self.iterations * self.runs_per_trial
+        for progress in self._trials().glob("*/*/progress.json"):
+            if progress.parent.parent.name not in ended:
+                done += (RunDir(progress.parent).read_progress() or {}).get("iteration", 0)
+        return done
+
+    def eta(self, now: float) -> str:
+        """ ", ETA ~1.5 min" from the trial-iterations done since this driver started, or "" before any."""
+        done, total = self._work_done(), self.total * self.iterations * self.runs_per_trial
+        rate = (done - self.work_at_start) / max(now - self.started, 1e-9)
+        if rate <= 0 or done >= total:
+            return ""
+        return f", ETA ~{(total - done) / rate / 60:.1f} min"
 
     def _status(self, trial, status: str, error: str | None = None) -> None:
         result = trial.last_result or {}
@@ -150,12 +182,14 @@ class StudyCallback(tune.Callback):
             directory / layout.STATUS_FILE,
             {"status": status, "iterations": done, "error": error, "reason": reason},
         )
-        self.ended[str(trial)] = status
         self._print(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if is_better(value := result.get(self.metric), self.best, self.mode):
             self.best = value
+        self._print(force=False)
+
+    def on_step_end(self, iteration, trials, **info):
         self._print(force=False)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -172,15 +206,27 @@ class StudyCallback(tune.Callback):
         if not force and now - self.last_print < 30:
             return
         self.last_print = now
-        done = len(self.ended)
-        counts = {s: list(self.ended.values()).count(s) for s in layout.TRIAL_STATUSES}
-        elapsed = now - self.started
-        eta = f", ETA ~{elapsed / done * (self.total - done) / 60:.1f} min" if 0 < done < self.total else ""
+        ended = ended_summary(Path(self.study_dir), self.experiment, self.total)
         log(
-            f"{self.experiment}: {done}/{self.total} trials ended ({counts['finished']} finished, "
-            f"{counts['stopped']} stopped early, {counts['error']} errors, {counts['diverged']} diverged), "
-            f"best {self.metric} so far {self.best:.4f}, {elapsed / 60:.1f} min{eta}"
+            f"{self.experiment}: {ended}, best {self.metric} so far {self.best:.4f}, "
+            f"{(now - self.started) / 60:.1f} min{self.eta(now)}"
         )
+
+
+def ended_trials(study_dir: Path, experiment: str) -> dict[str, str]:
+    """Trial name -> status of every trial of `experiment` that has ended (written its status.json)."""
+    paths = layout.trials_dir(study_dir, experiment).glob(f"*/{layout.STATUS_FILE}")
+    return {path.parent.name: layout.read_json(path)["status"] for path in paths}
+
+
+def ended_summary(study_dir: Path, experiment: str, total: int) -> str:
+    """ "4/6 trials ended (3 finished, 1 stopped early, 0 errors, 0 diverged)"."""
+    ended = list(ended_trials(study_dir, experiment).values())
+    counts = {s: ended.count(s) for s in layout.TRIAL_STATUSES}
+    return (
+        f"{len(ended)}/{total} trials ended ({counts['finished']} finished, {counts['stopped']} stopped "
+        f"early, {count(counts['error'], 'error')}, {counts['diverged']} diverged)"
+    )
 
 
 def _trial_name(trial) -> str:
@@ -313,6 +359,27 @@ def _write_plan(
     )
 
 
+# Tune copies these from the driver's environment into every trial actor's runtime environment, which Ray's
+# runtime-env agent writes to its log file (ray.tune.execution.class_cache). Trials read local files and need
+# none of them; the workers of a local Ray instance still inherit them, as any child process does.
+_SECRETS_TUNE_SHIPS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SECURITY_TOKEN",
+    "AWS_SESSION_TOKEN",
+)
+
+
+@contextlib.contextmanager
+def _secrets_not_shipped():
+    """Hide `_SECRETS_TUNE_SHIPS` from Tune while it runs trials; the driver's environment is restored."""
+    hidden = {name: os.environ.pop(name) for name in _SECRETS_TUNE_SHIPS if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
 def run_experiment(space: Space, experiment: Experiment, study_dir: Path, sources: dict[int, str]) -> None:
     iterations = max_iterations(space, experiment)
     ray_path = layout.ray_dir(study_dir, experiment.name)
@@ -352,23 +419,43 @@ def run_experiment(space: Space, experiment: Experiment, study_dir: Path, source
                 failure_config=tune.FailureConfig(max_failures=experiment.retries),
             ),
         )
-    results = tuner.fit()
+    with _secrets_not_shipped():
+        tuner.fit()
     from study.tensorboard_hparams import write_hparams  # the report's code: not on the workers
 
     write_hparams(study_dir, experiment.name)
-    errors = sum(result.error is not None for result in results)
-    log(f"experiment {experiment.name!r} ended: {len(results)} trials, {errors} with errors")
+    ended = ended_summary(study_dir, experiment.name, experiment.num_trials())
+    log(f"experiment {experiment.name!r} ended: {ended}")
+
+
+def study_path(space: Space, name: str | None, storage: str | Path) -> Path:
+    """Where `msl-study run` puts the study: `storage/name`, the name checked as a folder name."""
+    return Path(storage).resolve() / layout.check_name(name or space.name, "--name")
+
+
+def check_study_free(study_dir: Path) -> None:
+    """FileExistsError if `study_dir` holds a study that a new run must not replace: one with an experiment
+    started (its plan.json), or whose driver still runs. A study that stopped before its first trial (a source
+    model that failed, a Ctrl-C) holds nothing to keep but source models, which stay (they are reused by key):
+    running the corrected space file again takes its place."""
+    if not (study_dir / layout.STUDY_FILE).exists():
+        return
+    listed = layout.read_json(study_dir / layout.STUDY_FILE).get("experiments", [])
+    started = [name for name in listed if layout.plan_file(study_dir, name).is_file()]
+    driver = read_driver(study_dir, time.time())
+    if started or (driver is not None and driver.state == "running"):
+        doing = f"ran experiment {started[0]!r}" if started else "is running now"
+        raise FileExistsError(
+            f"{study_dir} already holds a study that {doing}: continue it with `msl-study resume "
+            f"{study_dir}` or choose another --name"
+        )
 
 
 def create_study(space: Space, *, name: str | None = None, storage: str | Path = "studies") -> Path:
     """Create the study directory of a loaded space, its paths expanded (`expand_paths`), refusing to
-    overwrite an existing study."""
-    study_dir = Path(storage).resolve() / layout.check_name(name or space.name, "--name")
-    if (study_dir / layout.STUDY_FILE).exists():
-        raise FileExistsError(
-            f"{study_dir} already holds a study: continue it with `msl-study resume {study_dir}` "
-            "or choose another --name"
-        )
+    overwrite a study that started (`check_study_free`)."""
+    study_dir = study_path(space, name, storage)
+    check_study_free(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(space.path, study_dir / layout.SPACE_GIVEN_FILE)
     original = yaml.safe_load(space.path.read_text())
@@ -399,9 +486,10 @@ def run_study_dir(study_dir: Path, address: str | None = None, space: Space | No
     prepare_cluster(space, address)
     log(f"every trial's curves and the HParams table: tensorboard --logdir {study_dir}")
     started = time.perf_counter()
-    sources = ensure_sources(space, study_dir)
-    for experiment in space.experiments:
-        run_experiment(space, experiment, study_dir, sources[experiment.name])
+    with heartbeat(study_dir):
+        sources = ensure_sources(space, study_dir)
+        for experiment in space.experiments:
+            run_experiment(space, experiment, study_dir, sources[experiment.name])
     log(
         f"study {study_dir} done in {(time.perf_counter() - started) / 60:.1f} min; "
         f"report with: msl-study report {study_dir}"

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from msl.config import LABEL_FREE_METRICS, METRIC_MODES, oriented
+from msl.objectives import LABEL_FREE_METRICS, METRIC_MODES, oriented
 from msl.probs_maps import load_probs, saved_iterations
 from study import layout
 from study.decide import TARGET

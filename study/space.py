@@ -22,7 +22,8 @@
 
 Each key's type and default is a field of the dataclasses below (`Experiment`, `Search`, `AshaScheduler`,
 ...), read by `msl.config.build` like the training config: an unknown key or a wrong value fails with its
-dotted path.
+dotted path, where the file writes it (`set.optim.iteratons` for a typo in the top-level `set`,
+`experiments.NAME.set...`, `variants.NAME...`, `source.set...`).
 `msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
 
 Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
@@ -54,20 +55,17 @@ from typing import Any
 import yaml
 
 from msl.config import (
-    LABEL_FREE_METRICS,
-    METRIC_MODES,
-    MODES,
     ConfigError,
     TrainConfig,
     build,
     check_known_keys,
     config_to_dict,
-    is_oracle,
     load_config,
-    metric_mode,
     read_yaml,
     spec,
 )
+from msl.objectives import LABEL_FREE_METRICS, METRIC_MODES, MODES, is_oracle, metric_mode
+from msl.words import count
 from study import distributions
 from study.layout import is_safe_name
 
@@ -509,6 +507,7 @@ def _load_space(path: Path) -> Space:
         _overrides(source.get("set", {}), "source.set"),
         source.get("checkpoint"),
     )
+    written: dict[str, dict[str, str]] = {}  # experiment -> "set"/"variants" -> where the file gives it
     for name, own in named.items():
         _require_name(name, f"experiments.{name}")
         _require(isinstance(own, dict) or own is None, f"experiments.{name}: expected a mapping")
@@ -516,7 +515,10 @@ def _load_space(path: Path) -> Space:
         prefix = f"experiments.{name}." if "experiments" in raw else ""
         space.experiments.append(_experiment(str(name), merged, prefix))
         _check_confirm(space, prefix)
-    _check_configs(space)
+        written[str(name)] = {
+            key: f"{prefix if key in (own or {}) else ''}{key}" for key in ("set", "variants")
+        }
+    _check_configs(space, written)
     return space
 
 
@@ -546,17 +548,33 @@ def confirmed_params(space: Space, experiment: Experiment, variant: str) -> dict
     return tuned.searched_params(variant) if tuned and variant in tuned.variants else {}
 
 
-def _check_configs(space: Space) -> None:
-    """Build every source config and every trial config at each distribution's bounds."""
+def _written_at(space: Space, error: ConfigError, places: dict[str, dict[str, Any]]) -> str | None:
+    """The first of `places` (where a space file writes overrides -> those overrides) whose overrides alone
+    give `error`: where the user wrote the key that is wrong, e.g. `set.optim.iteratons`."""
+    for place, overrides in places.items():
+        try:
+            load_config(space.base, {**overrides, "stage": "uda"})
+        except ConfigError as alone:
+            if str(alone) == str(error):
+                return f"{place}.{error}"
+    return None
+
+
+def _check_configs(space: Space, written: dict[str, dict[str, str]]) -> None:
+    """Build every source config and every trial config at each distribution's bounds. An error names the
+    `set` that holds the wrong key (`_written_at`), else the experiment's part that builds the config."""
     for experiment in space.experiments:
         prefix = f"experiments.{experiment.name}." if len(space.experiments) > 1 else ""
+        own_set = {written[experiment.name]["set"]: experiment.set}
         for seed in experiment.seeds:
             try:
                 space.source_config(experiment, seed)
             except ConfigError as error:
-                raise SpaceError(f"{prefix}source: {error}") from None
+                located = _written_at(space, error, {**own_set, "source.set": space.source_overrides})
+                raise SpaceError(located or f"{prefix}source: {error}") from None
         mutations = _pbt_mutations(experiment, prefix)
-        for variant in experiment.variants:
+        for variant, settings in experiment.variants.items():
+            places = {**own_set, f"{written[experiment.name]['variants']}.{variant}": settings.set}
             extremes = {
                 key: check_distribution(dist, f"{prefix}params.{key}")
                 for key, dist in experiment.searched_params(variant).items()
@@ -574,7 +592,8 @@ def _check_configs(space: Space) -> None:
                         space.trial_config(experiment, variant, experiment.seeds[0], params)
                     except ConfigError as error:
                         where = f"params.{key}={value!r}" if key else f"variants.{variant}"
-                        raise SpaceError(f"{prefix}{where}: {error}") from None
+                        located = _written_at(space, error, places)
+                        raise SpaceError(located or f"{prefix}{where}: {error}") from None
         _check_scheduler_fits(experiment, representative_config(space, experiment).optim.iterations, prefix)
         _check_synchronous(experiment, representative_config(space, experiment), prefix)
 
@@ -713,20 +732,20 @@ def describe_plan(space: Space) -> str:
             " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
         )
         per_trial = experiment.seeds_per_sample
-        seeds = f"{len(experiment.seeds)} seeds" if per_trial == 1 else "1 trial of all seeds"
-        samples = f"{experiment.search.num_samples} samples"
+        seeds = count(len(experiment.seeds), "seed") if per_trial == 1 else "1 trial of all seeds"
+        samples = count(experiment.search.num_samples, "sample")
+        variants = count(len(experiment.variants), "variant")
         product = (
-            f"{len(experiment.variants)} variants x {seeds} x {experiment.grid_size()} grid points x "
-            f"{samples}"
+            f"{variants} x {seeds} x {count(experiment.grid_size(), 'grid point')} x {samples}"
             if not experiment.variant_params
             else f"({' + '.join(str(experiment.grid_size(v)) for v in experiment.variants)} grid points "
-            f"of the {len(experiment.variants)} variants) x {seeds} x {samples}"
+            f"of the {variants}) x {seeds} x {samples}"
         )
         scheduler = dataclasses.asdict(experiment.scheduler)
         if "max_iterations" in scheduler:
             scheduler["max_iterations"] = iterations
         lines += [
-            f"  experiment {experiment.name!r}: {trials} trials = {product}",
+            f"  experiment {experiment.name!r}: {count(trials, 'trial')} = {product}",
             f"    variants: {', '.join(experiment.variants)}; seeds: {experiment.seeds}",
             "    searched: " + _searched_words(experiment),
             f"    objective: {objective}",

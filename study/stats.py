@@ -9,7 +9,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from msl.config import oriented
+from msl.objectives import oriented
 
 
 def seed_statistics(values: pd.Series) -> dict[str, float]:
@@ -22,17 +22,27 @@ def seed_statistics(values: pd.Series) -> dict[str, float]:
 
 
 def paired_change(values: pd.Series, baseline: pd.Series) -> dict[str, float]:
-    """Mean paired difference over the seeds both series have, with the p-value of a paired t-test."""
+    """Mean paired difference over the seeds both series have, with the p-value of a paired t-test and the
+    95% Student-t interval of the mean difference (`change_ci_low`, `change_ci_high`)."""
     seeds = values.index.intersection(baseline.index)
     difference = values[seeds] - baseline[seeds]
     p_value = math.nan
     if len(seeds) > 1 and difference.std() > 0:
         p_value = stats.ttest_rel(values[seeds], baseline[seeds]).pvalue
+    interval = seed_statistics(difference)
     return {
         "change": difference.mean() if len(seeds) else math.nan,
         "p_value": p_value,
         "n_pairs": len(seeds),
+        "change_ci_low": interval["ci_low"],
+        "change_ci_high": interval["ci_high"],
     }
+
+
+def t_quantile(n: int) -> float:
+    """The Student-t factor of a 95% interval over `n` values (n - 1 degrees of freedom): how many standard
+    errors the interval reaches on each side."""
+    return float(stats.t.ppf(0.975, n - 1))
 
 
 def rank_agreement(validator: pd.Series, target: pd.Series, mode: str) -> dict[str, float]:

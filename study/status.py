@@ -2,9 +2,12 @@
 
 Per experiment: trials by state, iterations done against those still to run with an ETA, the best checkpoint
 so far under the experiment's own objective (plan "metric"/"mode": label-free unless the plan says oracle),
-and the trials that errored or diverged with their reason. A trial without status.json is "running" while it
-keeps writing; one silent for longer than `quiet_limit` is "interrupted" (its driver died: `msl-study resume
-DIR` continues it). Reads what `study.results.load_study` reads, so partly written files are tolerated alike.
+and the trials that errored or diverged with their reason. Above them: the driver (its heartbeat,
+study.heartbeat: running, ended, or not running since when, with the line that resumes the study) and the
+source models' iterations while they train. A trial without status.json is "running" while it keeps writing
+and its driver runs; one whose driver is gone, or that is silent for longer than `quiet_limit`, is
+"interrupted" (`msl-study resume DIR` continues it). Reads what `study.results.load_study` reads, so partly
+written files are tolerated alike.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +23,9 @@ import pandas as pd
 from msl.run_dir import RunDir
 from study import layout
 from study.decide import best_label
+from study.heartbeat import Driver, read_driver
 from study.results import ExperimentResults, load_study
+from study.source_progress import SourceProgress, study_source_progress
 from study.tables import message_line
 
 INTERRUPTED = "interrupted"
@@ -58,6 +64,8 @@ class StudyStatus:
     created: str
     experiments: list[ExperimentStatus]
     not_started: list[str]  # experiments whose plan.json is not written yet
+    driver: Driver | None = None  # None: a study without a heartbeat (an older msl)
+    sources: SourceProgress | None = None
 
 
 def study_status(path: str | Path, now: float | None = None) -> StudyStatus:
@@ -65,16 +73,22 @@ def study_status(path: str | Path, now: float | None = None) -> StudyStatus:
     now = time.time() if now is None else now
     results = load_study(layout.require_study(Path(path)))
     listed = results.study.get("experiments", [])
+    driver = read_driver(results.path, now)
+    stopped = driver is not None and driver.state != "running"
     return StudyStatus(
         path=results.path,
         name=results.study.get("name", results.path.name),
         created=results.study.get("created", "?"),
-        experiments=[experiment_status(exp, now) for exp in results.experiments()],
+        experiments=[experiment_status(exp, now, stopped) for exp in results.experiments()],
         not_started=[name for name in listed if name not in results.plans],
+        driver=driver,
+        sources=study_source_progress(results.path),
     )
 
 
-def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
+def experiment_status(exp: ExperimentResults, now: float, driver_stopped: bool = False) -> ExperimentStatus:
+    """`driver_stopped`: the heartbeat says the driver is gone, so no trial without status.json runs (else a
+    trial silent for longer than its `quiet_limits` is taken for interrupted)."""
     plan, trials = exp.plan, exp.trials.copy()
     metric = plan.metric
     mode = exp.mode
@@ -83,7 +97,9 @@ def experiment_status(exp: ExperimentResults, now: float) -> ExperimentStatus:
     trials["quiet_s"] = [now - last_write(exp, name) for name in trials["trial_name"]]
     limits = quiet_limits(exp)
     trials["status"] = [
-        INTERRUPTED if status == "running" and quiet > limits.get(name, QUIET_MIN_S) else status
+        INTERRUPTED
+        if status == "running" and (driver_stopped or quiet > limits.get(name, QUIET_MIN_S))
+        else status
         for name, status, quiet in zip(trials["trial_name"], trials["status"], trials["quiet_s"], strict=True)
     ]
     counts = trials["status"].value_counts()
@@ -188,11 +204,29 @@ def duration(seconds: float) -> str:
 
 def format_status(status: StudyStatus) -> str:
     lines = [f"study {status.name} ({status.path}), created {status.created}"]
+    if status.driver is not None:
+        lines.append(_driver_line(status))
+    if status.sources is not None:
+        lines.append(status.sources.line())
     for exp in status.experiments:
         lines.extend(_experiment_lines(exp, status.path))
+    waiting = status.sources is not None and status.sources.complete < status.sources.models
     for name in status.not_started:
-        lines.append(f"experiment {name}: not started")
+        lines.append(
+            f"experiment {name}: not started" + (" (the source models train first)" if waiting else "")
+        )
     return "\n".join(lines)
+
+
+def _driver_line(status: StudyStatus) -> str:
+    driver, at = status.driver, f"{datetime.fromtimestamp(status.driver.since):%H:%M}"
+    unfinished = status.not_started or any(exp.running or exp.remaining for exp in status.experiments)
+    resume = f"; resume with `msl-study resume {status.path}`" if unfinished else ""
+    if driver.state == "running":
+        return f"driver: running since {at} (pid {driver.pid} on {driver.hostname})"
+    if driver.state == "dead":
+        return f"driver: not running since {at} (pid {driver.pid} on {driver.hostname}){resume}"
+    return f"driver: ended at {at}{resume}"
 
 
 def _experiment_lines(exp: ExperimentStatus, path: Path) -> list[str]:

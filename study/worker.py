@@ -57,6 +57,10 @@ def run_trial(
     )
     trial_name = tune.get_context().get_trial_name()
     trial_dir = layout.trials_dir(Path(study_dir), experiment_name) / trial_name
+    if _ended_before(trial_dir):  # the driver died before Tune recorded its end: say it again, run nothing
+        runs = [trial_dir / layout.run_dir_name(seed if "seeds" in config else None) for seed in seeds]
+        tune.report(_seed_mean({run: RunDir(run).read_metrics()[-1] for run in runs}))
+        return
     cfgs = {
         seed: in_worker(
             space.trial_config(experiment, variant, seed, params, source_checkpoint=sources[seed]),
@@ -88,6 +92,13 @@ def run_trial(
         _train_seeds(cfgs, trial_dir, own_checkpoint_ok)
     else:
         _train_one(cfgs[seeds[0]], trial_dir, own_checkpoint_ok)
+
+
+def _ended_before(trial_dir: Path) -> bool:
+    """Whether the trial ran to its end (or was stopped by its scheduler) before this start: its status.json
+    says so. An errored trial is run again (`Tuner.restore(resume_errored=True)`)."""
+    status = trial_dir / layout.STATUS_FILE
+    return status.is_file() and layout.read_json(status)["status"] in ("finished", "stopped")
 
 
 def _start(

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from msl.checkpoint import save_atomic
-from msl.config import is_oracle
 from msl.labels import class_names
+from msl.objectives import is_oracle
 from msl.run_dir import RunDir
 from study import layout
 

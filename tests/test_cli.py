@@ -46,6 +46,18 @@ def test_train_then_resume_refuses_a_changed_config(workspace, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("content", "reason"), [("", "the file is empty"), ("data: [", "not valid YAML")])
+def test_resume_names_a_damaged_run_config_as_the_runs(workspace, capsys, content, reason):
+    out = workspace / f"damaged{len(content)}"
+    assert main(["train", str(workspace / "run.yaml"), "--out", str(out)]) == 0
+    (out / "config.yaml").write_text(content)
+    capsys.readouterr()
+    assert main(["train", str(workspace / "run.yaml"), "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"the run's config.yaml is empty or unreadable ({out / 'config.yaml'}: {reason}" in err
+    assert "but the run was started with" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_eval_prints_classes_and_saves_predictions_that_match_its_metrics(workspace, capsys):
     out = workspace / "eval_run"
     assert main(["train", str(workspace / "run.yaml"), "--out", str(out)]) == 0
@@ -60,13 +72,14 @@ def test_eval_prints_classes_and_saves_predictions_that_match_its_metrics(worksp
                 "--set",
                 "eval.max_images=null",
                 "--save-predictions",
-                str(predictions),
+                f"{predictions}/",  # a trailing slash, as a shell's completion writes it
             ]
         )
         == 0
     )
     printed = capsys.readouterr().out
     assert "road" in printed and "mIoU" in printed
+    assert f"predictions written to {predictions}/labelIds and {predictions}/colour" in printed
     # Recompute road IoU from the saved label-id PNGs and the ground truth files.
     lut = label_id_to_class_lut(19)
     intersection = union = 0

@@ -3,6 +3,8 @@ against means computed here from the records written, never through the report's
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -63,8 +65,8 @@ def test_compare_puts_each_variant_of_every_study_on_adjacent_rows_with_the_repo
         {"source_only": 0.30, "maxsquare": 0.40, "hard": 0.38},
         experiments=("main", "extra"),
     )
-    tables = compare_tables([tmp_path / "before", tmp_path / "after"])
-    assert list(tables) == ["main", "extra"]
+    tables, left_out = compare_tables([tmp_path / "before", tmp_path / "after"])
+    assert list(tables) == ["main", "extra"] and left_out == {}
     numbers, shown = tables["main"]
     assert list(zip(numbers["variant"], numbers["study"], strict=True)) == [
         ("source_only", "before"),
@@ -88,10 +90,32 @@ def test_compare_puts_each_variant_of_every_study_on_adjacent_rows_with_the_repo
     assert list(tables["extra"][1]["study"]) == ["after"] * 3
 
 
-def test_study_labels_are_paths_where_folder_names_repeat(tmp_path):
+def test_study_labels_are_paths_where_folder_names_repeat(tmp_path, monkeypatch):
     paths = [tmp_path / "a" / "quick", tmp_path / "b" / "quick"]
     assert study_labels(paths) == [str(path) for path in paths]
     assert study_labels([tmp_path / "x", tmp_path / "y"]) == ["x", "y"]
+    (tmp_path / "a" / "quick").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "quick")
+    # "." is the folder it names; two spellings of one folder name differ only as absolute paths.
+    assert study_labels([Path("."), tmp_path / "y"]) == ["quick", "y"]
+    assert study_labels([Path("."), tmp_path / "b" / "quick"]) == [".", str(tmp_path / "b" / "quick")]
+    with pytest.raises(ValueError, match="a study is given twice"):
+        study_labels([Path("."), Path(".")])
+
+
+def test_compare_names_each_study_it_leaves_out_and_fails_when_none_is_left(tmp_path, capsys):
+    _study(tmp_path, "done", {"source_only": 0.3, "maxsquare": 0.35})
+    layout.write_json(tmp_path / "new" / layout.STUDY_FILE, {"name": "new", "experiments": ["main"]})
+    _study(tmp_path, "broken", {"source_only": 0.3})
+    (layout.experiment_dir(tmp_path / "broken", "main") / layout.PLAN_FILE).write_text("{")
+    studies = [str(tmp_path / name) for name in ("done", "new", "broken")]
+    assert main(["compare", *studies]) == 0
+    out = capsys.readouterr().out
+    assert "Not compared: new: no experiment started yet." in out
+    assert "Not compared: broken: cannot be read: " in out and "| maxsquare   | done" in out
+    assert main(["compare", *studies[1:]]) == 1
+    out = capsys.readouterr().out
+    assert "Not compared: new" in out and "Not compared: broken" in out and "## Experiment" not in out
 
 
 def test_cli_compares_and_names_the_directory_that_is_not_a_study(tmp_path, capsys):

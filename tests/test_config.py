@@ -5,7 +5,8 @@ import math
 import pytest
 import yaml
 
-from msl.config import ConfigError, TrainConfig, is_better, load_config, parse_override, save_config
+from msl.config import ConfigError, TrainConfig, load_config, parse_override, save_config
+from msl.objectives import is_better
 
 
 def test_defaults_are_the_reference_recipe():

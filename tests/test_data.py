@@ -477,3 +477,32 @@ def test_decoded_cache_gives_the_same_items_rereads_a_rewritten_file_and_keeps_t
     assert len(cache.entries) == 2 and cache.used == 2 * entry  # the least recently used went
     assert [files[0][0] for files, *_ in cache.entries] == [str(s.image) for s in cached.samples[-2:]]
     assert dataset_module.decoded_cache(0) is None
+
+
+def test_verify_warns_when_two_gta5_splits_share_ids(tmp_path: Path, capsys) -> None:
+    make_gta5(tmp_path)
+    columns = {"trainIds": [[1], [2], [3]], "valIds": [[4], [5]], "testIds": [[5], [6]]}
+    scipy.io.savemat(tmp_path / "split.mat", {k: np.array(v, dtype=np.float64) for k, v in columns.items()})
+    assert main_verify(verify_args(tmp_path, dataset="gta5")) == 0  # loadable: a warning, not a problem
+    out = capsys.readouterr().out
+    assert "warning: splits 'val' and 'test' share 1 of their 2 and 2 image ids (e.g. 00005)" in out
+    assert out.count("warning:") == 1 and "result: OK" in out
+
+
+def test_verify_passes_what_msl_data_synth_writes(tmp_path: Path, capsys) -> None:
+    """The synthetic benchmark's split.mat has an empty testIds: GTA5's test split is absent there, not an
+    empty split (a problem), and `msl data verify` agrees with `msl data synth` on both domains."""
+    from msl.data.synth import generate
+
+    generate(tmp_path, scale="small", progress=False)
+    assert main_verify(verify_args(tmp_path / "source", dataset="gta5")) == 0
+    out = capsys.readouterr().out
+    assert [
+        line.split()[0] for line in out.splitlines() if line.split()[1:2] and line.split()[1].isdigit()
+    ] == [
+        "train",
+        "val",
+    ]
+    assert "result: OK" in out and "warning" not in out
+    assert main_verify(verify_args(tmp_path / "target")) == 0
+    assert "result: OK" in capsys.readouterr().out

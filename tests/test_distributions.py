@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from ray import tune
 
-from study.distributions import check, is_log, to_optuna, to_tune
+from study.distributions import check, edge, is_log, to_optuna, to_tune
 from study.space import SpaceError
 
 
@@ -53,3 +53,43 @@ def test_a_bad_spec_raises_the_error_asked_for_naming_the_key():
         check({"loguniform": [0.0, 1.0]}, "params.x", SpaceError)
     with pytest.raises(SpaceError, match=r"params.x.normal: unknown key; .*valid keys here: choice, grid"):
         check({"normal": [0, 1]}, "params.x", SpaceError)
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "variant", "expected"),
+    [
+        ({"grid": [0.1, 1.0, 3.0]}, 3.0, None, ("top of grid", "the largest value of its grid [0.1, 1, 3]")),
+        (
+            {"grid": [0.1, 1.0, 3.0]},
+            0.1,
+            None,
+            ("bottom of grid", "the smallest value of its grid [0.1, 1, 3]"),
+        ),
+        ({"grid": [0.1, 1.0, 3.0]}, 1.0, None, None),
+        ({"grid": [3.0]}, 3.0, None, None),  # nothing else was tried: no edge to speak of
+        ({"choice": ["a", "b"]}, "a", None, None),
+        (
+            {"grid per variant": {"maxsquare": [1, 2]}},
+            2,
+            "maxsquare",
+            ("top of grid", "the largest value of its grid [1, 2]"),
+        ),
+        # log scale: 5% of the two decades from 0.01 to 1 ends at 10**-1.9 = 0.0126
+        (
+            {"loguniform": [0.01, 1.0]},
+            0.0122,
+            None,
+            ("at lower bound", "within 5% of the lower bound of loguniform [0.01, 1]"),
+        ),
+        ({"loguniform": [0.01, 1.0]}, 0.02, None, None),
+        (
+            {"uniform": [0.0, 1.0]},
+            0.97,
+            None,
+            ("at upper bound", "within 5% of the upper bound of uniform [0, 1]"),
+        ),
+        ({"uniform": [0.0, 1.0]}, 0.5, None, None),
+    ],
+)
+def test_a_value_at_the_edge_of_its_search_is_named(spec, value, variant, expected):
+    assert edge(spec, value, variant) == expected

@@ -148,7 +148,8 @@ METRIC_NAME = re.compile(r"`(?P<name>(?:target|oracle|source_val)_[a-z0-9_]+)`")
 def test_every_config_key_and_metric_the_docs_name_exists():
     import dataclasses
 
-    from msl.config import METRIC_MODES, TrainConfig
+    from msl.config import TrainConfig
+    from msl.objectives import METRIC_MODES
 
     sections = {
         f.name: {g.name for g in dataclasses.fields(f.default_factory)}

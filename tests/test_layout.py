@@ -52,7 +52,7 @@ def test_a_plan_written_before_later_keys_existed_reads_with_the_defaults(tmp_pa
         {"experiment": "old", "metric": "target_im", "max_iterations": 30, "num_trials": 4},
     )
     plan = layout.read_plan(tmp_path, "old")
-    assert plan.mode == "min"  # the metric's own direction (msl.config.METRIC_MODES)
+    assert plan.mode == "min"  # the metric's own direction (msl.objectives.METRIC_MODES)
     assert (plan.seeds_per_sample, plan.confirm, plan.oracle, plan.scheduler) == (
         1,
         None,

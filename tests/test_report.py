@@ -434,7 +434,7 @@ def test_a_user_loss_is_named_by_its_import_path_and_reading_never_imports_it(fa
     assert re.search(r"\| maxsquare +\| gone_user_pkg.losses:focal +\|", markdown)
     table = pd.read_csv(tmp_path / "out" / "tables" / "variants_variants.csv").set_index("variant")
     assert table.loc["maxsquare", "loss"] == "gone_user_pkg.losses:focal"
-    assert "gone_user_pkg.losses:focal" in format_comparison([study])
+    assert "gone_user_pkg.losses:focal" in format_comparison([study])[0]
     assert "fake" in format_status(study_status(study))
     assert not any(name.startswith("gone_user_pkg") for name in sys.modules)
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from msl.config import read_yaml
+from msl.run_dir import RunDir
 from study import layout
 from study.runner import (
     StudyCallback,
@@ -13,6 +14,7 @@ from study.runner import (
     _scheduler,
     _searched,
     create_study,
+    ended_summary,
     expand_paths,
 )
 from study.space import (
@@ -140,3 +142,34 @@ def test_each_variant_searches_its_own_grid_and_unsearched_variants_run_once():
         {"variant": "maxsquare", "loss.lambda_target": 0.8},
     ]
     assert space["seed"]["grid_search"] == [0, 1]
+
+
+def _ended(study, name, status):
+    layout.write_json(layout.trials_dir(study, "main") / name / layout.STATUS_FILE, {"status": status})
+
+
+def _running(study, name, iteration, iterations=100):
+    RunDir(layout.trials_dir(study, "main") / name / layout.RUN_DIR).write_progress(
+        iteration, iterations, 1.0
+    )
+
+
+def test_the_driver_counts_trials_ended_before_a_resume_and_says_error_once(tmp_path):
+    _ended(tmp_path, "a", "finished")
+    _ended(tmp_path, "b", "error")
+    assert ended_summary(tmp_path, "main", 6) == (
+        "2/6 trials ended (1 finished, 0 stopped early, 1 error, 0 diverged)"
+    )
+
+
+def test_the_eta_follows_the_iterations_done_not_the_trials_ended(tmp_path, monkeypatch):
+    """Six trials at once, one ended and five at iteration 90 of 100 after a minute: seconds are left (the
+    old rule, a minute per ended trial, said five minutes)."""
+    experiment = Experiment(metric="target_im")
+    callback = StudyCallback(tmp_path, experiment, total_trials=6, iterations=100)
+    _ended(tmp_path, "t0", "finished")
+    for k in range(1, 6):
+        _running(tmp_path, f"t{k}", 90)
+    assert callback.eta(callback.started + 60.0) == f", ETA ~{50 / (550 / 60) / 60:.1f} min"  # 0.1 min
+    callback.setup()  # a resumed Tuner's callback: the work done before does not count as this driver's
+    assert callback.eta(callback.started + 60.0) == ""

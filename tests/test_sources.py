@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import pytest
 
-from study.sources import _source_is_complete, source_cpus
-from study.space import Resources
+from msl.run_dir import RunDir
+from study import layout
+from study.sources import _source_is_complete, _wait_for_sources, ensure_sources, source_cpus
+from study.space import Resources, load_space, source_key
 from tests import fakes
+from tests.test_runner import _space_file
 
 
 @pytest.mark.parametrize(
@@ -43,3 +48,55 @@ def test_a_source_model_is_reused_only_when_it_ran_every_iteration(tmp_path, bes
     if logged is not None:
         (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in logged))
     assert _source_is_complete(tmp_path, 12) is complete
+
+
+def test_a_source_model_two_experiments_share_is_reused_with_one_line(tmp_path, capsys):
+    experiments = {"first": {"variants": ["source_only"]}, "second": {"variants": ["entropy"]}}
+    space = load_space(
+        _space_file(
+            tmp_path, set={"data.source_root": "/a", "data.target_root": "/b"}, experiments=experiments
+        )
+    )
+    cfg = space.source_config(space.experiments[0], 0)
+    run_dir = layout.sources_dir(tmp_path) / source_key(cfg)
+    fakes.checkpoint(run_dir / "checkpoints" / "best.pt", 10)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"iteration": 10}) + "\n")
+    checkpoints = ensure_sources(space, tmp_path)  # nothing to train: no Ray needed
+    assert checkpoints == {name: {0: str(run_dir / "checkpoints" / "best.pt")} for name in experiments}
+    assert capsys.readouterr().out.count("source model for seed 0: reusing") == 1
+
+
+class _TrainingRay:
+    """Stands in for `ray` in `_wait_for_sources`: each wait lets the time pass and the models train 10
+    iterations each (their progress.json), and a model's task ends when it reaches its iterations."""
+
+    def __init__(self, runs: dict[str, tuple[Path, int]]):
+        self.runs, self.done = runs, dict.fromkeys(runs, 0)
+
+    def wait(self, refs, num_returns, timeout):
+        time.sleep(timeout)
+        for key in refs:
+            path, iterations = self.runs[key]
+            self.done[key] = min(self.done[key] + 10, iterations)
+            RunDir(path).write_progress(self.done[key], iterations, 1.0)
+        ready = [key for key in refs if self.done[key] == self.runs[key][1]][:num_returns]
+        return ready, [key for key in refs if key not in ready]
+
+    def get(self, ref):
+        return None
+
+
+def test_the_driver_prints_the_source_models_progress_with_an_eta_while_they_train(
+    tmp_path, monkeypatch, capsys
+):
+    runs = {"seed0": (tmp_path / "seed0", 40), "seed1": (tmp_path / "seed1", 60)}
+    monkeypatch.setattr("study.sources.ray", _TrainingRay(runs))
+    _wait_for_sources({key: key for key in runs}, dict(runs.values()), tmp_path / "driver.log", every_s=0.01)
+    lines = capsys.readouterr().out.splitlines()
+    progress = [line for line in lines if "source models:" in line]
+    assert "source models: 20/100 iterations (20%), 0 of 2 complete" in progress[0] and "ETA ~" in progress[0]
+    assert any("source models: 80/100 iterations (80%), 1 of 2 complete" in line for line in progress)
+    assert (
+        sum("source model seed0 done" in line for line in lines) == 1
+        and "source model seed1 done" in lines[-1]
+    )

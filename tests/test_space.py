@@ -9,7 +9,8 @@ from msl.config import load_config
 from study.cli import main
 from study.space import SpaceError, describe_plan, load_space, source_key
 
-SPACES = sorted((Path(__file__).parent.parent / "search_spaces").glob("*.yaml"))
+SPACES_DIR = Path(__file__).parent.parent / "search_spaces"
+SPACES = sorted(SPACES_DIR.glob("*.yaml"))
 BASE = {
     "config": {
         "data": {"source_root": "/data/gta5", "target_root": "/data/cs"},
@@ -26,10 +27,19 @@ def write(tmp_path: Path, **space) -> Path:
 
 
 @pytest.mark.parametrize("path", SPACES, ids=[p.stem for p in SPACES])
-def test_shipped_spaces_validate_with_dry_run(path, capsys):
-    assert main(["run", str(path), "--dry-run"]) == 0
-    out = capsys.readouterr().out
+def test_shipped_spaces_validate(path):
+    """Each shipped space loads and plans (a dry run also checks its data, which only the quickstart's is
+    here: the next test)."""
+    out = describe_plan(load_space(path))
     assert "trials" in out and "budget: at most" in out and "label-free" in out
+
+
+def test_the_quickstart_passes_its_dry_run_on_the_synthetic_data(synth, monkeypatch, capsys):
+    monkeypatch.setenv("MSL_SYNTH", str(synth))
+    assert main(["run", str(SPACES_DIR / "quickstart.yaml"), "--dry-run"]) == 0
+    assert (
+        "dry run: the space, its data, the study name and the resources check out" in capsys.readouterr().out
+    )
 
 
 def test_plan_counts_trials_and_budget(tmp_path):
@@ -116,7 +126,7 @@ def test_seeds_per_sample_runs_each_configuration_on_every_seed_in_one_trial(tmp
     (experiment,) = space.experiments
     assert experiment.num_trials() == 5
     plan = describe_plan(space)
-    assert "5 trials = 1 variants x 1 trial of all seeds x 1 grid points x 5 samples" in plan
+    assert "5 trials = 1 variant x 1 trial of all seeds x 1 grid point x 5 samples" in plan
     assert "at most 1500 trial-iterations (100 per trial and seed, 3 seeds per trial)" in plan
 
 
@@ -137,8 +147,8 @@ BAD_SPACES = [
         },
         "params.optim.optimizer='adamw': optim.reference_param_groups: reproduces the reference's SGD only",
     ),
-    ({"set": {"data.random_scale": [0.5, 2.0]}}, "source: data.random_scale: needs data.random_crop"),
-    ({"set": {"model.arch": "resnet"}}, "source: model.arch: 'resnet' is not allowed; choose one of"),
+    ({"set": {"data.random_scale": [0.5, 2.0]}}, "set.data.random_scale: needs data.random_crop"),
+    ({"set": {"model.arch": "resnet"}}, "set.model.arch: 'resnet' is not allowed; choose one of"),
     ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
     ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
     ({"params": {"optim.lr": {"loguniform": [0, 0.1]}}}, "params.optim.lr.loguniform: bounds must be > 0"),
@@ -152,7 +162,14 @@ BAD_SPACES = [
         {"params": {"loss.threshold": {"uniform": [0.5, 1.5]}}},
         "params.loss.threshold=1.5: loss.threshold: 1.5 is out of range; it must be < 1",
     ),
-    ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine: loss.target: 'maxsquares'"),
+    ({"variants": {"mine": {"loss.target": "maxsquares"}}}, "variants.mine.loss.target: 'maxsquares'"),
+    # Each error is named where the file writes the key: the top-level set, an experiment's own, source.set.
+    ({"set": {"optim.iteratons": 5}}, "set.optim.iteratons: unknown key; did you mean 'optim.iterations'?"),
+    ({"set": {"model.archh": "x"}}, "set.model.archh: unknown key"),  # shared with the source model too
+    (
+        {"experiments": {"a": {"set": {"loss.lamda_target": 1.0}}}},
+        "experiments.a.set.loss.lamda_target: unknown key",
+    ),
     ({"metric": "miou"}, "metric: 'miou' is not a metric the trainer reports"),
     ({"metric": "oracle_miou"}, "metric: 'oracle_miou' reads the target test labels"),
     ({"search": {"algorithm": "optuna"}, "seeds": [0, 1]}, "optuna (TPE) explores the params of one variant"),
@@ -190,7 +207,7 @@ BAD_SPACES = [
         },
         "synch: expected true or false",
     ),
-    ({"source": {"set": {"optim.lr": -1}}}, "source: optim.lr: -1.0 is out of range"),
+    ({"source": {"set": {"optim.lr": -1}}}, "source.set.optim.lr: -1.0 is out of range"),
     ({"experiments": {"sweep": {"seeds": "all"}}}, "experiments.sweep.seeds: expected a list"),
     (
         {"scheduler": {"name": "asha", "grace_period": 200}},
@@ -263,9 +280,11 @@ def test_a_trials_overrides_take_the_variants_over_the_experiments_and_the_searc
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.loss.target) == (0.05, 0.7, "entropy")
 
 
-def test_dry_run_shows_the_effective_settings_with_every_default(tmp_path, capsys):
+def test_dry_run_shows_the_effective_settings_with_every_default(tmp_path, synth, capsys):
     pbt = {"name": "pbt", "perturbation_interval": 10, "mutations": {"optim.lr": {"choice": [0.1, 0.2]}}}
-    path = write(tmp_path, experiments={"a": {"scheduler": {"name": "asha"}}, "p": {"scheduler": pbt}})
+    data = {"data.source_root": str(synth / "source"), "data.target_root": str(synth / "target")}
+    experiments = {"a": {"scheduler": {"name": "asha"}}, "p": {"scheduler": pbt}}
+    path = write(tmp_path, set=data, experiments=experiments)
     assert main(["run", str(path), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "scheduler: {name: asha, grace_period: 1, reduction_factor: 4.0, max_iterations: 100}" in out
@@ -381,7 +400,7 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
     }
     assert [experiment.grid_size(v) for v in experiment.variants] == [2, 6, 4]
     assert experiment.num_trials() == (2 + 6 + 4) * 2
-    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 samples" in describe_plan(
+    assert "24 trials = (2 + 6 + 4 grid points of the 3 variants) x 2 seeds x 1 sample" in describe_plan(
         space
     )
 

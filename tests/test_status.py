@@ -5,16 +5,23 @@ Expectations are counted by hand from what the fixture writes."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
 from msl.run_dir import RunDir
 from study import layout
 from study.cli import main
+from study.heartbeat import DEAD_AFTER_S, heartbeat, read_driver
 from study.status import QUIET_MIN_S, format_status, study_status
 from tests import fakes
+
+BIN = Path(sys.executable).parent
 
 START = 1_700_000_000.0  # when the experiment started (plan.json's mtime)
 NOW = START + 1000.0
@@ -164,9 +171,87 @@ def test_a_study_whose_first_trial_has_not_evaluated_yet(tmp_path):
     assert "best target_im so far: none reported yet" in format_status(study_status(study))
 
 
-def test_status_imports_no_plotting_optuna_or_scipy():
-    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries."""
-    heavy = ("matplotlib", "optuna", "scipy")
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _driver(study, state: str, pid: int, beat: float, started: float = START) -> None:
+    info = {"state": state, "pid": pid, "hostname": socket.gethostname(), "started": started, "time": beat}
+    layout.write_json(study / layout.DRIVER_FILE, info)
+
+
+def test_a_killed_driver_is_seen_at_once_and_its_running_trials_are_interrupted(study):
+    _driver(study, "running", _dead_pid(), beat=NOW - 5)  # a fresh heartbeat, but its process is gone
+    status = study_status(study, now=NOW)
+    (exp,) = status.experiments
+    assert exp.counts["running"] == 0 and exp.counts["interrupted"] == 4 and exp.eta_s is None
+    text = format_status(status)
+    since = datetime.fromtimestamp(NOW - 5).strftime("%H:%M")
+    assert f"driver: not running since {since} " in text
+    assert text.splitlines()[1].endswith(f"; resume with `msl-study resume {study}`")
+    _driver(study, "running", os.getpid(), beat=NOW - 5)  # alive: the trials' own silence decides
+    assert study_status(study, now=NOW).experiments[0].counts["running"] == 3
+    assert f"driver: running since {datetime.fromtimestamp(START):%H:%M}" in format_status(
+        study_status(study, now=NOW)
+    )
+    _driver(study, "running", os.getpid(), beat=NOW - DEAD_AFTER_S - 1)  # no heartbeat for too long
+    assert "driver: not running since" in format_status(study_status(study, now=NOW))
+
+
+def test_the_heartbeat_beats_while_the_driver_runs_and_says_when_it_ended(tmp_path):
+    with heartbeat(tmp_path, interval_s=0.05):
+        first = layout.read_json(tmp_path / layout.DRIVER_FILE)
+        time.sleep(0.3)
+        assert layout.read_json(tmp_path / layout.DRIVER_FILE)["time"] > first["time"]
+        assert read_driver(tmp_path, time.time()).state == "running"
+    assert read_driver(tmp_path, time.time()).state == "ended"
+    assert read_driver(tmp_path / "nowhere", time.time()) is None
+
+
+def test_status_shows_the_source_models_progress_while_they_train(study):
+    for key, iteration in (("seed0-a", 600), ("seed1-b", 634)):
+        RunDir(layout.sources_dir(study) / key).write_progress(iteration, 1120, 60.0)
+    text = format_status(study_status(study, now=NOW))
+    assert "source models: 1234/2240 iterations (55%), 0 of 2 complete" in text
+    assert "experiment later: not started (the source models train first)" in text
+
+
+def test_a_confirmation_names_the_configuration_it_confirms(tmp_path):
+    study = tmp_path / "confirmed"
+    layout.write_json(study / layout.STUDY_FILE, {"name": "confirmed", "experiments": ["confirm"]})
+    plan = fakes.plan(
+        "confirm",
+        metric="source_val_miou",
+        mode="max",
+        variants=["maxsquare"],
+        seeds=[5],
+        searched={},
+        scheduler="fifo",
+        num_trials=1,
+        confirm={"from": "tune", "selected": {"maxsquare": {"loss.lambda_target": 3.0}}},
+    )
+    layout.write_plan(study, plan)
+    records = [fakes.record(10, 0.3, 0.6, 0.7)]
+    params = {"loss.lambda_target": 3.0}
+    fakes.write_trial(
+        study, "confirm", "t0", variant="maxsquare", seed=5, params=params, status=None, records=records
+    )
+    assert "(variant maxsquare, lambda_target=3)" in format_status(study_status(study))
+
+
+def test_status_imports_no_plotting_optuna_scipy_or_torch():
+    """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries,
+    nor torch (msl.objectives holds the metrics' directions without it)."""
+    heavy = ("matplotlib", "optuna", "scipy", "torch")
     code = f"import study.status, sys; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_status_answers_in_under_two_seconds(study):
+    started = time.perf_counter()
+    result = subprocess.run([str(BIN / "msl-study"), "status", str(study)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - started < 2.0

@@ -5,9 +5,11 @@ decisions behind them are unit-tested without Ray in test_runner.py."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -164,7 +166,7 @@ def test_the_plan_records_the_horizon_objective_and_effective_scheduler(head_stu
 @pytest.fixture(scope="module")
 def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, dict[str, str], tuple]:
     """A study whose driver is killed with SIGKILL once one trial has ended and another has written a
-    checkpoint, then resumed: (the resume's result, the study, metrics.jsonl of the trials ended before)."""
+    checkpoint, then resumed: (the resume's result, the study, the files of the trials ended before)."""
     tmp_path = tmp_path_factory.mktemp("resume")
     space = space_file(
         tmp_path / "space.yaml",
@@ -197,8 +199,10 @@ def resumed_study(synth, tmp_path_factory) -> tuple[subprocess.CompletedProcess,
         time.sleep(0.2)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started: a power cut
     driver.wait()
+    kept = ("run/metrics.jsonl", "run/run_info.json", layout.TRIAL_FILE)  # run_info.json: one entry per start
     finished_before = {
-        name: (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() for name in ended
+        name: {file: (layout.trials_dir(study, "main") / name / file).read_text() for file in kept}
+        for name in ended
     }
     assert finished_before, "no trial ended before the deadline"
     # The driver is dead: `status` still shows the ended trials and the unended ones with their last write.
@@ -212,7 +216,9 @@ def test_status_reads_a_study_whose_driver_was_killed(resumed_study):
     status, ended_count, unended = resumed_study[3]
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"{ended_count} finished" in status.stdout, status.stdout
-    assert all(f"running: {name} at iteration" in status.stdout for name in unended), status.stdout
+    assert "driver: not running since" in status.stdout and "resume with `msl-study resume" in status.stdout
+    assert all(f"interrupted: {name} at iteration" in status.stdout for name in unended), status.stdout
+    assert "running:" not in status.stdout, status.stdout
 
 
 def test_a_killed_study_resumes_without_an_error(resumed_study):
@@ -223,10 +229,11 @@ def test_a_killed_study_resumes_without_an_error(resumed_study):
     assert len(status) == 3 and all(s["status"] == "finished" for s in status.values())
 
 
-def test_trials_that_ended_before_the_kill_are_kept_as_they_were(resumed_study):
+def test_trials_that_ended_before_the_kill_are_kept_as_they_were_and_never_started_again(resumed_study):
     _, study, finished_before, _ = resumed_study
-    for name, metrics in finished_before.items():
-        assert (layout.trials_dir(study, "main") / name / "run/metrics.jsonl").read_text() == metrics
+    for name, files in finished_before.items():
+        for file, text in files.items():
+            assert (layout.trials_dir(study, "main") / name / file).read_text() == text, (name, file)
 
 
 def test_every_evaluation_is_recorded_exactly_once(resumed_study):
@@ -237,8 +244,65 @@ def test_every_evaluation_is_recorded_exactly_once(resumed_study):
 
 
 def test_the_interrupted_trial_continues_from_its_checkpoint(resumed_study):
-    _, study, _, _ = resumed_study
-    resumed = [
-        d for d in layout.trials_dir(study, "main").iterdir() if (d / "run/checkpoints/restored.pt").exists()
-    ]
-    assert resumed, "no trial continued from its checkpoint"
+    """Its run records a resume (from Tune's checkpoint, restored.pt, or its own newer last.pt) rather than a
+    new start. (A restored.pt anywhere used to pass: the finished trial that was wrongly started again.)"""
+    _, study, _, (_, _, unended) = resumed_study
+    assert unended, "no trial was interrupted"
+    for name in unended:
+        run = layout.trials_dir(study, "main") / name / "run"
+        assert json.loads((run / "run_info.json").read_text()).get("resumes"), name
+        assert not list(run.parent.glob("run.failed-*")), name
+
+
+CANARIES = {
+    "AWS_SECRET_ACCESS_KEY": "canary-aws-5f1e",
+    "AWS_SESSION_TOKEN": "canary-session-77a2",
+    "HF_TOKEN": "canary-hf-90c3",
+    "WANDB_API_KEY": "canary-wandb-3b8d",
+    "MY_DB_PASSWORD": "canary-password-c41f",
+}
+
+
+def test_the_local_ray_instance_records_no_secret_from_the_environment(synth, tmp_path):
+    """A tiny study on the local Ray instance msl starts, with secrets in the environment: no file that msl
+    or Ray wrote (the study, Ray's temporary folder with its session logs) holds one of them."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))  # short: Ray's socket paths have a length limit
+    try:
+        space = space_file(tmp_path / "space.yaml", synth, seeds=[0], variants=["source_only"])
+        env = {**CANARIES, "RAY_TMPDIR": str(ray_tmp)}
+        result = msl_study("run", space, "--storage", tmp_path / "studies", env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        written = [p for root in (tmp_path / "studies", ray_tmp) for p in root.rglob("*") if p.is_file()]
+        assert any("runtime_env" in p.name for p in written), "Ray's logs were not under RAY_TMPDIR"
+        leaks = [
+            (str(path), name)
+            for path in written
+            for name, value in CANARIES.items()
+            if value.encode() in path.read_bytes()
+        ]
+        assert not leaks, leaks
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_a_failing_source_model_is_one_line_and_the_corrected_file_runs_again(synth, tmp_path):
+    """Every source image truncated: the data check passes (the files are there), the source models fail in
+    their workers. The terminal gets one line naming the study's log, which holds the tracebacks; the study
+    never started a trial, so the corrected space file runs under the same name (its dry run says so)."""
+    broken = tmp_path / "broken"
+    shutil.copytree(synth, broken)
+    for image in (broken / "source" / "images").glob("*.png"):
+        image.write_bytes(image.read_bytes()[:100])
+    space = space_file(tmp_path / "space.yaml", synth, seeds=[0, 1], variants=["source_only"])
+    raw = yaml.safe_load(space.read_text())
+    raw["config"]["data"]["source_root"] = str(broken / "source")
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(raw))
+    result = msl_study("run", tmp_path / "broken.yaml", "--storage", tmp_path / "studies", "--name", "tiny")
+    study = tmp_path / "studies" / "tiny"
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # after Ray's own INFO line that it started
+    assert line.startswith("msl-study: error: source model seed") and f"{study / layout.DRIVER_LOG}" in line
+    assert "Traceback" in (study / layout.DRIVER_LOG).read_text()
+    again = msl_study("run", space, "--storage", tmp_path / "studies", "--name", "tiny", "--dry-run")
+    assert again.returncode == 0, again.stdout + again.stderr

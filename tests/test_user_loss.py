@@ -207,7 +207,7 @@ def test_a_space_refuses_an_option_its_loss_does_not_take_naming_the_searched_ke
     path = _space(tmp_path, variants={"mine": {"loss.target": EXAMPLE, "loss.options.gama": 1}})
     assert study_main(["run", str(path), "--dry-run"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith("msl-study: error: variants.mine: loss.options: ") and "'gama'" in error
+    assert error.startswith("msl-study: error: variants.mine.loss.options: ") and "'gama'" in error
 
 
 def test_a_study_ships_the_top_level_module_of_each_user_loss_to_its_workers(plugin, tmp_path):

@@ -170,8 +170,11 @@ def _gta5_split_ids(root: Path) -> dict[str, list[int]] | None:
 
 
 def _gta5_splits(root: Path, city: str | None) -> list[str]:
+    """The splits split.mat defines: one whose id list is empty (the synthetic benchmark's testIds) is absent,
+    not empty."""
     _require_dir(root / "images", "GTA5 image")
-    return ["train", "val", "test"] if _gta5_split_ids(root) is not None else ["all"]
+    split_ids = _gta5_split_ids(root)
+    return ["all"] if split_ids is None else [s for s in ("train", "val", "test") if split_ids[s]]
 
 
 def _gta5_samples(root: Path, split: str, city: str | None, ids: Sequence[int] | None) -> list[Sample]:

@@ -2,13 +2,16 @@
 
 Every image and label is decoded with the loaders' own readers, so whatever passes here loads in training:
 images have labels, files decode (truncation included), sizes agree, label files hold only ids the dataset
-defines. Each problem names its file. A class histogram (pixels per class of the chosen protocol) shows
-whether the labels mean what they should.
+defines. Each problem names its file; splits that share image ids get a warning (a score on a test split
+that is also the validation split is not a test score). A split the dataset does not define (GTA5's split.mat
+with an empty `testIds`) is absent, not empty. A class histogram (pixels per class of the chosen protocol)
+shows whether the labels mean what they should.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,7 @@ class VerifyReport:
     splits: list[SplitReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # ones about the tree rather than a split's files
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # suspicious but loadable (splits sharing images)
 
     @property
     def num_problems(self) -> int:
@@ -58,6 +62,7 @@ class VerifyReport:
         """The human-readable report: counts, problems, histogram with class names, verdict."""
         lines = [f"{self.dataset} at {self.root} ({self.num_classes} classes)"]
         lines += [f"note: {note}" for note in self.notes]
+        lines += [f"warning: {warning}" for warning in self.warnings]
         if self.splits:
             lines.append(f"{'split':<16}{'images':>8}{'labels':>8}{'problems':>10}")
             for s in self.splits:
@@ -125,6 +130,19 @@ def _crosscity_overlap_note(root: Path, city: str) -> str | None:
     )
 
 
+def _shared_ids_warnings(names: dict[str, set[str]]) -> list[str]:
+    """One warning per pair of splits that hold images of the same names (ids): a model selected on one and
+    scored on the other is scored on what it was selected on."""
+    warnings = []
+    for (first, a), (second, b) in itertools.combinations(names.items(), 2):
+        if shared := a & b:
+            warnings.append(
+                f"splits {first!r} and {second!r} share {len(shared)} of their {len(a)} and {len(b)} image "
+                f"ids (e.g. {min(shared)}): a score on one is not independent of the other"
+            )
+    return warnings
+
+
 def verify_dataset(
     name: str, root: str | Path, split: str | None = None, num_classes: int = 19, city: str | None = None
 ) -> VerifyReport:
@@ -143,17 +161,21 @@ def verify_dataset(
         cities = crosscity_cities(root) if name == "crosscity" and city is None else [city]
         for current_city in cities:
             splits = [split] if split is not None else dataset_format.splits(root, current_city)
+            names = {}
             for current_split in splits:
                 samples = dataset_format.samples(root, current_split, current_city, None)
+                names[current_split] = {s.name for s in samples}
                 labelled = any(s.label is not None for s in samples)
                 label = current_split if len(cities) == 1 else f"{current_city}/{current_split}"
                 report.splits.append(
                     _verify_split(label, samples, dataset_format.encoding, num_classes, labelled)
                 )
-            if name == "crosscity" and {"train", "test"} <= set(splits):
+            if name == "crosscity" and {"train", "test"} <= set(splits):  # a known quirk: a note of its own
                 report.notes.append(
                     _crosscity_overlap_note(root, current_city) or f"{current_city}: no shared names"
                 )
+            else:
+                report.warnings += _shared_ids_warnings(names)
     except DatasetError as error:
         report.problems.append(str(error))
     if name == "gta5" and [s.split for s in report.splits] == ["all"]:
