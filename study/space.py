@@ -35,8 +35,9 @@ The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` 
 the source model it starts from.
 
 Every experiment's every trial configuration (and every source configuration) goes through
-`msl.config.load_config`, with each distribution's extreme values, so that a typo or an out-of-range value
-fails here with the key that holds it.
+`msl.config.load_config` and `check_data_roots`, at every combination of the searched keys' bounding values
+(each value of a grid or a choice, both ends of a range), so that a typo, an out-of-range value, a rule
+between two keys or a missing data root fails here with the keys that hold it.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -60,6 +64,7 @@ from msl.config import (
     ConfigError,
     TrainConfig,
     build,
+    check_data_roots,
     check_known_keys,
     config_to_dict,
     is_oracle,
@@ -547,36 +552,47 @@ def confirmed_params(space: Space, experiment: Experiment, variant: str) -> dict
 
 
 def _check_configs(space: Space) -> None:
-    """Build every source config and every trial config at each distribution's bounds."""
+    """Build every source config and every trial config that the study could train (`_check_trials`), each
+    with the data roots its run reads (`check_data_roots`)."""
     for experiment in space.experiments:
         prefix = f"experiments.{experiment.name}." if len(space.experiments) > 1 else ""
         for seed in experiment.seeds:
-            try:
-                space.source_config(experiment, seed)
-            except ConfigError as error:
-                raise SpaceError(f"{prefix}source: {error}") from None
+            _check_runnable(partial(space.source_config, experiment, seed), f"{prefix}source")
         mutations = _pbt_mutations(experiment, prefix)
         for variant in experiment.variants:
-            extremes = {
-                key: check_distribution(dist, f"{prefix}params.{key}")
-                for key, dist in experiment.searched_params(variant).items()
-            }
-            for key, values in mutations.items():
-                extremes.setdefault(key, values)
-            for key, dist in confirmed_params(
-                space, experiment, variant
-            ).items():  # the earlier search's values
-                extremes[key] = check_distribution(dist, key)
-            for key, values in extremes.items() or [(None, [None])]:
-                for value in values:
-                    params = {k: v[0] for k, v in extremes.items()} | ({key: value} if key else {})
-                    try:
-                        space.trial_config(experiment, variant, experiment.seeds[0], params)
-                    except ConfigError as error:
-                        where = f"params.{key}={value!r}" if key else f"variants.{variant}"
-                        raise SpaceError(f"{prefix}{where}: {error}") from None
+            _check_trials(space, experiment, variant, mutations, prefix)
         _check_scheduler_fits(experiment, representative_config(space, experiment).optim.iterations, prefix)
         _check_synchronous(experiment, representative_config(space, experiment), prefix)
+
+
+def _check_runnable(config: Callable[[], TrainConfig], where: str) -> None:
+    try:
+        check_data_roots(config())
+    except ConfigError as error:
+        raise SpaceError(f"{where}: {error}") from None
+
+
+def _check_trials(
+    space: Space, experiment: Experiment, variant: str, mutations: dict[str, list[Any]], prefix: str
+) -> None:
+    """A variant's trial config at every combination of its searched keys' bounding values (each value of a
+    grid or a choice, both ends of a range), so that a rule between two searched keys fails here too."""
+    extremes = {
+        key: check_distribution(dist, f"{prefix}params.{key}")
+        for key, dist in experiment.searched_params(variant).items()
+    }
+    for key, values in mutations.items():
+        extremes.setdefault(key, values)
+    # a confirmation runs the values that the earlier experiment searched
+    for key, dist in confirmed_params(space, experiment, variant).items():
+        extremes[key] = check_distribution(dist, key)
+    for values in itertools.product(*extremes.values()):
+        params = dict(zip(extremes, values, strict=True))
+        where = ", ".join(f"params.{key}={value!r}" for key, value in params.items())
+        _check_runnable(
+            partial(space.trial_config, experiment, variant, experiment.seeds[0], params),
+            prefix + (where or f"variants.{variant}"),
+        )
 
 
 def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) -> None:

@@ -137,7 +137,29 @@ BAD_SPACES = [
         },
         "params.optim.optimizer='adamw': optim.reference_param_groups: reproduces the reference's SGD only",
     ),
+    (
+        {
+            "params": {
+                "optim.optimizer": {"choice": ["sgd", "adamw"]},
+                "optim.reference_param_groups": {"choice": [False, True]},
+            }
+        },
+        "params.optim.optimizer='adamw', params.optim.reference_param_groups=True: "
+        "optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
     ({"set": {"data.random_scale": [0.5, 2.0]}}, "source: data.random_scale: needs data.random_crop"),
+    (
+        {"config": {"data": {"source_root": "/data/gta5"}}, "variants": ["source_only"]},
+        "variants.source_only: data.target_root: is empty, but stage uda trains on the target images",
+    ),
+    (
+        {"config": {"data": {"source_root": "/data/gta5"}}, "set": {"data.source_root": ""}},
+        "source: data.source_root: is empty, but stage source trains on the source images",
+    ),
+    (
+        {"variants": {"mine": {"data.source_root": ""}}},
+        "variants.mine: data.source_root: is empty, but stage uda trains on the source images",
+    ),
     ({"set": {"model.arch": "resnet"}}, "source: model.arch: 'resnet' is not allowed; choose one of"),
     ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
     ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
