@@ -6,7 +6,9 @@ and hold a markdown heading with that section number; a `§` outside such a cita
 external `reference.md`, is an error. Inside docs/, section numbers are unique across pages, so a bare `§N.M`
 must be a heading of some page, and relative links between pages must resolve.
 
-Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists.
+Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists, and so
+does every command and flag of an `msl` or `msl-study` command line they write (checked against the CLI's
+argparse parsers; other programs' command lines, such as the reference's, are not checked).
 """
 
 from __future__ import annotations
@@ -169,3 +171,99 @@ def test_every_config_key_and_metric_the_docs_name_exists():
             if match["name"] not in METRIC_MODES
         ]
     assert not problems, "\n".join(problems)
+
+
+# A command of the `msl` or `msl-study` CLI as README.md and docs/ write it: in a fenced block (after optional
+# `VAR=value` assignments, up to a comment) or as an inline code span that starts with one.
+FENCE = re.compile(r"^```[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`(?P<code>[^`]+)`")
+COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?P<command>msl(?:-study)?\s.*)$", re.DOTALL)
+
+
+def documented_commands(text: str) -> list[str]:
+    """The `msl` and `msl-study` command lines of a markdown text."""
+    commands = []
+    for block in FENCE.finditer(text):
+        for line in block["body"].replace("\\\n", " ").splitlines():
+            match = COMMAND.match(line.split(" #")[0].strip())
+            commands += [match["command"]] if match else []
+    for span in INLINE_CODE.finditer(FENCE.sub("", text)):
+        match = COMMAND.match(span["code"].strip())
+        commands += [match["command"]] if match else []
+    return commands
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices if actions else {}
+
+
+def command_problems(command: str, parsers: dict) -> list[str]:
+    """What in one documented command line the CLI's argparse parsers do not have: a subcommand or a flag."""
+    words = command.split()
+    parser, path, problems = parsers[words[0]], [words[0]], []
+    for word in words[1:]:
+        if word in ("...", "…"):
+            break
+        flag = re.match(r"\[?(?P<flag>--[a-z][a-z-]*)", word)
+        if flag:
+            if flag["flag"] not in parser._option_string_actions:
+                problems.append(f"`{command}`: {' '.join(path)} has no option {flag['flag']}")
+        elif _subcommands(parser) and not word.startswith(("-", "[")):
+            if word not in _subcommands(parser):
+                problems.append(f"`{command}`: {' '.join(path)} has no command {word!r}")
+                break
+            parser = _subcommands(parser)[word]
+            path.append(word)
+    return problems
+
+
+def _parsers() -> dict:
+    from msl.cli import build_parser as msl_parser
+    from study.cli import build_parser as study_parser
+
+    return {"msl": msl_parser(), "msl-study": study_parser()}
+
+
+def test_every_command_and_flag_the_docs_name_exists():
+    problems, seen = [], []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for command in documented_commands(page.read_text(encoding="utf-8")):
+            seen.append(command)
+            problems += [f"{page.name}: {problem}" for problem in command_problems(command, _parsers())]
+    assert not problems, "\n".join(problems)
+    assert len(seen) > 20 and any(c.startswith("msl-study run") for c in seen), seen
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("msl train run.yaml --out runs/a --resume", []),
+        ("msl data verify --dataset gta5 --root $GTA5_ROOT --num-classes 13", []),
+        ("msl --debug ...", []),
+        ("msl-study run space.yaml [--dry-run]", []),
+        ("msl train run.yaml --dry-run", ["msl train has no option --dry-run"]),
+        ("msl-study reprot studies/a", ["msl-study has no command 'reprot'"]),
+        ("msl data synth --out d --seeds 1", ["msl data synth has no option --seeds"]),
+    ],
+)
+def test_the_command_checker_catches_unknown_commands_and_flags(command, expected):
+    problems = command_problems(command, _parsers())
+    assert len(problems) == len(expected), problems
+    for problem, fragment in zip(problems, expected, strict=True):
+        assert fragment in problem
+
+
+def test_documented_commands_are_found_in_fences_and_inline_code():
+    text = (
+        "Run `msl-study run\nspace.yaml --dry-run`, not `--flag` alone.\n\n"
+        "```bash\nMSL_SYNTH=$PWD/d msl-study run s.yaml --report   # a comment --no\n"
+        "msl train a.yaml \\\n  --out b\npython -m other --x\n```\n"
+    )
+    assert documented_commands(text) == [
+        "msl-study run s.yaml --report",
+        "msl train a.yaml    --out b",
+        "msl-study run\nspace.yaml --dry-run",
+    ]
