@@ -1,7 +1,7 @@
 """Search space files: a study described in YAML, checked completely before Ray starts.
 
     name: quickstart
-    base: ../msl/configs/synth.yaml       # a training config file (relative to this file), or `msl:synth`
+    base: msl:synth                       # a packaged training config, or a config file relative to this one
     set: {optim.iterations: 300}          # fixed dotted overrides of the base config for the UDA trials
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
@@ -9,16 +9,19 @@
                                           #   `params: {key: {grid: [...]}}` searches a grid for that
                                           #   variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
-    search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
+    search: {algorithm: random, num_samples: 4, seed: 0}     # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha | hyperband | successive_halving | pbt, each with its
                                           #   own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
-    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare]}}  # optional, run in order; each may
-                                          #   override any `Experiment` key
-    confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
-                                          #   earlier experiment `tune` selected with its own objective
+    experiments:                          # optional, run in order; each may override any `Experiment` key
+      tune: {}
+      confirm:                            # each variant with the configuration that `tune` selected with its
+        confirm: {from: tune}             #   own objective, on seeds that `tune` never used; it searches
+        seeds: [3, 4]                     #   nothing itself
+        params: {}
+        search: {algorithm: grid, num_samples: 1}
 
 Each key's type and default is a field of the dataclasses below (`Experiment`, `Search`, `AshaScheduler`,
 ...), read by `msl.config.build` like the training config: an unknown key or a wrong value fails with its

@@ -8,7 +8,8 @@ must be a heading of some page, and relative links between pages must resolve.
 
 Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists, and so
 does every command and flag of an `msl` or `msl-study` command line they write (checked against the CLI's
-argparse parsers; other programs' command lines, such as the reference's, are not checked).
+argparse parsers; other programs' command lines, such as the reference's, are not checked). Every YAML example
+of README.md, docs/ and the code's docstrings parses and validates as a training config or a search space.
 """
 
 from __future__ import annotations
@@ -267,3 +268,93 @@ def test_documented_commands_are_found_in_fences_and_inline_code():
         "msl train a.yaml    --out b",
         "msl-study run\nspace.yaml --dry-run",
     ]
+
+
+# A YAML example: a fenced ```yaml block of README.md or docs/, or an indented block of a docstring in the
+# code that starts with `key:`.
+YAML_FENCE = re.compile(r"^```ya?ml\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+DOCSTRING_BLOCK = re.compile(r"^(?: {4}[A-Za-z_][\w.]*:(?: |$).*\n?)(?:(?: {4}.*)?\n?)*", re.MULTILINE)
+# What a space fragment of the docs runs on when it names no base config of its own
+EXAMPLE_BASE = {
+    "data": {"source_root": "/data/gta5", "target_root": "/data/cityscapes"},
+    "model": {"arch": "deeplab_resnet18_small"},
+    "optim": {"iterations": 100},
+    "eval": {"every": 10},
+}
+
+
+def yaml_examples() -> list[tuple[str, str]]:
+    """(where, text) of every YAML example of README.md, docs/ and the docstrings of the code."""
+    import ast
+    import textwrap
+
+    examples = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        examples += [(page.name, m["body"]) for m in YAML_FENCE.finditer(page.read_text(encoding="utf-8"))]
+    for name in ("msl", "study", "benchmarks"):
+        for path in sorted((ROOT / name).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                is_documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                docstring = ast.get_docstring(node) if is_documented else None
+                examples += [
+                    (f"{path.relative_to(ROOT)}: {getattr(node, 'name', 'module')}", textwrap.dedent(m[0]))
+                    for m in DOCSTRING_BLOCK.finditer(docstring or "")
+                ]
+    return examples
+
+
+def yaml_example_problem(text: str, tmp_path: Path) -> str | None:
+    """Why a YAML example does not parse, or does not validate as a training config (its keys are config
+    sections) or as a search space (else; a fragment without `base` or `config` runs on EXAMPLE_BASE)."""
+    import dataclasses
+
+    import yaml
+
+    from msl.config import ConfigError, TrainConfig, load_config
+    from study.space import load_space
+
+    try:
+        example = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return f"not YAML: {' '.join(str(error).split())}"
+    if not isinstance(example, dict):
+        return f"expected a mapping, got {example!r}"
+    try:
+        if set(example) <= {f.name for f in dataclasses.fields(TrainConfig)}:
+            load_config(example)
+        else:
+            base = {} if {"base", "config"} & set(example) else {"config": EXAMPLE_BASE}
+            path = tmp_path / "example.yaml"
+            path.write_text(yaml.safe_dump({"name": "example", **base, **example}, sort_keys=False))
+            load_space(path)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def test_every_yaml_example_parses_and_validates(tmp_path):
+    examples = yaml_examples()
+    problems = [
+        f"{where}: {problem}"
+        for where, text in examples
+        if (problem := yaml_example_problem(text, tmp_path)) is not None
+    ]
+    assert not problems, "\n".join(problems)
+    wheres = {where.split(":")[0] for where, _ in examples}
+    assert {"README.md", "study/space.py"} <= wheres, wheres
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("optim: {lr: 0.1}\nstage: source\n", None),
+        ("variants: [maxsquare]\nparams: {optim.lr: {grid: [0.1, 1.0]}}\n", None),
+        ("variants: [maxsquare\n", "not YAML"),
+        ("optim: {lr: -1}\n", "optim.lr: -1.0 is out of range"),
+        ("variants: [maxsquares]\n", "unknown variant 'maxsquares'"),
+        ("seeds: [0]\nsearch: {algorithm: grid, num_samples: 0}\n", "search.num_samples: 0 is out of range"),
+    ],
+)
+def test_the_yaml_example_checker_catches_broken_examples(text, expected, tmp_path):
+    problem = yaml_example_problem(text, tmp_path)
+    assert problem is None if expected is None else expected in problem, problem

@@ -436,13 +436,3 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
 def test_a_variants_own_grid_is_checked_before_ray(tmp_path, variants, extra, message):
     with pytest.raises(SpaceError, match=message):
         load_space(write(tmp_path, variants=variants, **extra))
-
-
-def test_the_example_in_the_space_modules_docstring_is_yaml_with_every_key_known():
-    import textwrap
-
-    import study.space
-
-    example = yaml.safe_load(textwrap.dedent(study.space.__doc__.split("\n\n")[1]))
-    assert set(example) <= set(study.space.TOP_KEYS)
-    assert set(example["experiments"]["sweep"]) <= set(study.space.EXPERIMENT_KEYS)
