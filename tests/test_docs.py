@@ -1,4 +1,5 @@
-"""Every document citation in the code resolves inside the repository.
+"""The docs match the code: every document citation resolves inside the repository, and what the docs name
+exists.
 
 Code, tests, configs, benchmarks, search spaces and README.md cite the reference behaviour as
 `docs/<page>.md §N.M` (lists `§1, §2` and ranges `§1.1-§1.3` after one page name). Each cited page must exist
@@ -8,8 +9,9 @@ must be a heading of some page, and relative links between pages must resolve.
 
 Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists, and so
 does every command and flag of an `msl` or `msl-study` command line they write (checked against the CLI's
-argparse parsers; other programs' command lines, such as the reference's, are not checked). Every YAML example
-of README.md, docs/ and the code's docstrings parses and validates as a training config or a search space.
+argparse parsers; other programs' command lines, such as the reference's, are not checked), and every
+scheduler they name (`scheduler: {name: asha}`, `msl-study replay --scheduler`). Every YAML example of
+README.md, docs/ and the code's docstrings parses and validates as a training config or a search space.
 """
 
 from __future__ import annotations
@@ -236,6 +238,36 @@ def test_every_command_and_flag_the_docs_name_exists():
             problems += [f"{page.name}: {problem}" for problem in command_problems(command, _parsers())]
     assert not problems, "\n".join(problems)
     assert len(seen) > 20 and any(c.startswith("msl-study run") for c in seen), seen
+
+
+SCHEDULER_NAME = re.compile(r"`(?:scheduler: \{)?name: (?P<name>[a-z_]+)")
+
+
+def test_every_scheduler_the_docs_name_exists():
+    """`scheduler: {name: X}` and `name: X` in inline code name a space's scheduler; `msl-study replay
+    --scheduler X,Y` names replayed ones."""
+    from study.replay import SCHEDULERS as REPLAYED
+    from study.space import SCHEDULERS
+
+    problems, named = [], 0
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for match in SCHEDULER_NAME.finditer(text):
+            named += 1
+            if match["name"] not in SCHEDULERS:
+                problems.append(
+                    f"{page.name}: {match[0]}` is no scheduler of a space ({', '.join(SCHEDULERS)})"
+                )
+        for command in documented_commands(text):
+            for listed in re.findall(r"--scheduler\s+(\S+)", command):
+                named += 1
+                problems += [
+                    f"{page.name}: `{command}`: {name} is no replayed scheduler ({', '.join(REPLAYED)})"
+                    for name in listed.split(",")
+                    if name not in REPLAYED
+                ]
+    assert not problems, "\n".join(problems)
+    assert named >= 4, "no scheduler named: is the pattern still right?"
 
 
 @pytest.mark.parametrize(
