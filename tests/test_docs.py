@@ -10,8 +10,9 @@ must be a heading of some page, and relative links between pages must resolve.
 Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists, and so
 does every command and flag of an `msl` or `msl-study` command line they write (checked against the CLI's
 argparse parsers; other programs' command lines, such as the reference's, are not checked), and every
-scheduler they name (`scheduler: {name: asha}`, `msl-study replay --scheduler`). Every YAML example of
-README.md, docs/ and the code's docstrings parses and validates as a training config or a search space.
+scheduler (`scheduler: {name: asha}`, `msl-study replay --scheduler`), module, function and repository path
+they name. Every YAML example of README.md, docs/ and the code's docstrings parses and validates as a
+training config or a search space.
 """
 
 from __future__ import annotations
@@ -238,6 +239,46 @@ def test_every_command_and_flag_the_docs_name_exists():
             problems += [f"{page.name}: {problem}" for problem in command_problems(command, _parsers())]
     assert not problems, "\n".join(problems)
     assert len(seen) > 20 and any(c.startswith("msl-study run") for c in seen), seen
+
+
+# `msl.module.name` or `study.module.function()` in backticks, and a repository path such as `study/space.py`
+PYTHON_NAME = re.compile(r"`(?P<name>(?:msl|study|benchmarks|tests)(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
+REPO_PATH = re.compile(
+    r"(?<![\w/.])(?P<path>(?:msl|study|benchmarks|tests|docs|search_spaces|results)/[\w./-]*\w)"
+)
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether `dotted` is a module of the repository or an attribute of one."""
+    import importlib
+
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+
+def test_every_module_function_and_path_the_docs_name_exists():
+    problems, named = [], 0
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for match in PYTHON_NAME.finditer(text):
+            named += 1
+            problems += [] if _resolves(match["name"]) else [f"{page.name}: {match['name']} does not exist"]
+        for match in REPO_PATH.finditer(text):
+            named += 1
+            if not (ROOT / match["path"]).exists():
+                problems.append(f"{page.name}: {match['path']} does not exist")
+    assert not problems, "\n".join(problems)
+    assert named > 50, named
 
 
 SCHEDULER_NAME = re.compile(r"`(?:scheduler: \{)?name: (?P<name>[a-z_]+)")
