@@ -343,8 +343,8 @@ def test_documented_commands_are_found_in_fences_and_inline_code():
     ]
 
 
-# A YAML example: a fenced ```yaml block of README.md or docs/, or an indented block of a docstring in the
-# code that starts with `key:`.
+# A YAML example: a fenced ```yaml block of README.md or docs/, or an indented block of those pages (outside
+# fences) or of a docstring in the code that starts with `key:`.
 YAML_FENCE = re.compile(r"^```ya?ml\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
 DOCSTRING_BLOCK = re.compile(r"^(?: {4}[A-Za-z_][\w.]*:(?: |$).*\n?)(?:(?: {4}.*)?\n?)*", re.MULTILINE)
 # What a space fragment of the docs runs on when it names no base config of its own
@@ -363,7 +363,11 @@ def yaml_examples() -> list[tuple[str, str]]:
 
     examples = []
     for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
-        examples += [(page.name, m["body"]) for m in YAML_FENCE.finditer(page.read_text(encoding="utf-8"))]
+        text = page.read_text(encoding="utf-8")
+        examples += [(page.name, m["body"]) for m in YAML_FENCE.finditer(text)]
+        examples += [
+            (page.name, textwrap.dedent(m[0])) for m in DOCSTRING_BLOCK.finditer(FENCE.sub("", text))
+        ]
     for name in ("msl", "study", "benchmarks"):
         for path in sorted((ROOT / name).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -414,7 +418,7 @@ def test_every_yaml_example_parses_and_validates(tmp_path):
     ]
     assert not problems, "\n".join(problems)
     wheres = {where.split(":")[0] for where, _ in examples}
-    assert {"README.md", "study/space.py"} <= wheres, wheres
+    assert {"README.md", "losses.md", "study/space.py"} <= wheres, wheres
 
 
 @pytest.mark.parametrize(
