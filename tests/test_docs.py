@@ -281,6 +281,13 @@ def test_every_module_function_and_path_the_docs_name_exists():
     assert named > 50, named
 
 
+def test_the_readme_names_every_module_of_study():
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    named = set(re.findall(r"`(\w+\.py)`", layout))
+    missing = sorted({p.name for p in (ROOT / "study").glob("*.py") if p.name != "__init__.py"} - named)
+    assert not missing, f"README.md's Layout section has no row for study/ modules {missing}"
+
+
 SCHEDULER_NAME = re.compile(r"`(?:scheduler: \{)?name: (?P<name>[a-z_]+)")
 
 
