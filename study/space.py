@@ -25,8 +25,7 @@
 
 Each key's type and default is a field of the dataclasses below (`Experiment`, `Search`, `AshaScheduler`,
 ...), read by `msl.config.build` like the training config: an unknown key or a wrong value fails with its
-dotted path.
-`msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
+dotted path. `msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
 
 Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
 earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and
