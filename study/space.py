@@ -568,6 +568,8 @@ def _check_configs(space: Space) -> None:
 
 
 def _check_runnable(config: Callable[[], TrainConfig], where: str) -> None:
+    """Build a config (`load_config`'s checks) and check the data roots its run reads; a SpaceError names
+    `where` (the source, a variant or the searched values) before the config's own key."""
     try:
         check_data_roots(config())
     except ConfigError as error:
