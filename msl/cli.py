@@ -24,10 +24,15 @@ def _data_verify(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from msl.config import load_config
+    from msl.config import ConfigError, check_data_roots, load_config
     from msl.run_dir import RunDir
     from msl.trainer import train
 
+    cfg = load_config(args.config, args.set)
+    try:
+        check_data_roots(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{args.config}: {error}") from None
     out = Path(args.out or f"runs/{Path(args.config).stem}")
     run = RunDir(out)
     if args.resume:
@@ -36,8 +41,7 @@ def _train(args: argparse.Namespace) -> int:
                 f"nothing to resume: {run.last} does not exist (a run that never reached its first "
                 "evaluation starts again without --resume)"
             )
-        _check_same_config(_saved_config(run), load_config(args.config, args.set))
-    cfg = load_config(args.config, args.set)
+        _check_same_config(_saved_config(run), cfg)
     record = train(cfg, out, resume_from=run.last if args.resume else None)
     shown = {k: round(v, 4) for k, v in record.items() if isinstance(v, float)}
     print(f"finished {cfg.optim.iterations} iterations in {out}: {shown}")

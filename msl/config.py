@@ -418,6 +418,25 @@ def check_key_pairs(cfg: TrainConfig) -> None:
         )
 
 
+def check_data_roots(cfg: TrainConfig) -> None:
+    """ConfigError naming the data root that a run of `cfg` lacks: `data.source_root` for either stage (both
+    train on source images), `data.target_root` for stage uda. A rule of running, not of a config's shape:
+    the defaults name no data and still load (`load_config(None)`), and what trains checks it before any
+    work: `msl train`, the trainer, and `msl-study run` (at `--dry-run` too) for every source and trial
+    config of a study."""
+    data = cfg.data
+    if not data.source_root:
+        raise ConfigError(
+            f"data.source_root: is empty, but stage {cfg.stage} trains on the source images "
+            f"({data.source}); set data.source_root to their folder"
+        )
+    if cfg.stage == "uda" and not data.target_root:
+        raise ConfigError(
+            f"data.target_root: is empty, but stage uda trains on the target images ({data.target}); set "
+            "data.target_root to their folder, or train stage: source"
+        )
+
+
 def config_to_dict(cfg: TrainConfig) -> dict:
     return dataclasses.asdict(cfg)
 

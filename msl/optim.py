@@ -2,9 +2,9 @@
 exact.
 
 The reference lists most backbone parameters 3 or 4 times in one SGD parameter group (docs/model.md §3.4,
-docs/reference-quirks.md §9.2).
-The torch.optim.SGD of its time (2019; pytorch/pytorch#12218 shows its loop) walked the group's list and gave
-every listing a full update, so a parameter listed k times took k updates per step, one after the other:
+docs/reference-quirks.md §9.2). The torch.optim.SGD of its time (2019; pytorch/pytorch#12218 shows its loop)
+walked the group's list and gave every listing a full update, so a parameter listed k times took k updates
+per step, one after the other:
 
     d = p.grad                             # the same tensor at every listing
     for each of the k listings:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from msl.checkpoint import load_checkpoint, load_file, rng_state, save_atomic, set_rng_state
-from msl.config import OptimConfig, TrainConfig, config_to_dict, save_config
+from msl.config import OptimConfig, TrainConfig, check_data_roots, config_to_dict, save_config
 from msl.data import batch_stream, build_dataset, denormalize
 from msl.evaluate import autocast, evaluate, label_free_validators
 from msl.labels import IGNORE_INDEX
@@ -160,8 +160,6 @@ def build_run_data(cfg: TrainConfig, normalization: str) -> RunData:
         validator_images = Subset(
             unaugmented, list(range(0, len(unaugmented), step))[: cfg.eval.validator_images]
         )
-    elif cfg.stage == "uda":
-        raise ValueError("stage 'uda' needs data.target_root")
     return RunData(source_train, target_train, source_val, target_val, validator_images)
 
 
@@ -375,6 +373,7 @@ def train(
     `stop_after` ends the run early after that iteration (an evaluation's, so that it leaves a checkpoint to
     resume from); the schedule still runs to `optim.iterations`, so resuming gives the uninterrupted run.
     """
+    check_data_roots(cfg)
     run = RunDir(run_dir)
     run.check_can_start(resume=resume_from is not None)
     t = _set_up(cfg, run, resume_from)

@@ -47,6 +47,7 @@ class Selection:
     seed, config, status, `objective` (the trial's best objective value), `selected_row` (label in `evals` of
     the checkpoint the objective picks, NaN when the objective was never reported) and `final_row` (the last
     evaluation).
+
     `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial
     of the variant reported the objective)."""
 

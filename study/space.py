@@ -1,7 +1,7 @@
 """Search space files: a study described in YAML, checked completely before Ray starts.
 
     name: quickstart
-    base: ../msl/configs/synth.yaml       # a training config file (relative to this file), or `msl:synth`
+    base: msl:synth                       # a packaged training config, or a config file relative to this one
     set: {optim.iterations: 300}          # fixed dotted overrides of the base config for the UDA trials
     source: {set: {optim.iterations: 600}}  # the source stage: one model per seed, shared by every UDA trial
     seeds: [0, 1, 2]                      # a grid dimension: every configuration runs once per seed
@@ -9,16 +9,19 @@
                                           #   `params: {key: {grid: [...]}}` searches a grid for that
                                           #   variant alone
     params: {loss.lambda_target: {loguniform: [0.01, 1.0]}}   # searched keys with Tune distributions
-    search: {algorithm: grid, num_samples: 1, seed: 0}       # grid | random | optuna (TPE)
+    search: {algorithm: random, num_samples: 4, seed: 0}     # grid | random | optuna (TPE)
     scheduler: {name: fifo}               # fifo | asha | hyperband | successive_halving | pbt, each with its
                                           #   own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
-    experiments: {comparison: {}, sweep: {variants: [iw_maxsquare]}}  # optional, run in order; each may
-                                          #   override any `Experiment` key
-    confirm: {from: tune}                 # in an experiment: run each variant with the configuration that the
-                                          #   earlier experiment `tune` selected with its own objective
+    experiments:                          # optional, run in order; each may override any `Experiment` key
+      tune: {}
+      confirm:                            # each variant with the configuration that `tune` selected with its
+        confirm: {from: tune}             #   own objective, on seeds that `tune` never used; it searches
+        seeds: [3, 4]                     #   nothing itself
+        params: {}
+        search: {algorithm: grid, num_samples: 1}
 
 Each key's type and default is a field of the dataclasses below (`Experiment`, `Search`, `AshaScheduler`,
 ...), read by `msl.config.build` like the training config: an unknown key or a wrong value fails with its
@@ -36,8 +39,9 @@ The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` 
 the source model it starts from.
 
 Every experiment's every trial configuration (and every source configuration) goes through
-`msl.config.load_config`, with each distribution's extreme values, so that a typo or an out-of-range value
-fails here with the key that holds it.
+`msl.config.load_config` and `check_data_roots`, at every combination of the searched keys' bounding values
+(each value of a grid or a choice, both ends of a range), so that a typo, an out-of-range value, a rule
+between two keys or a missing data root fails here with the keys that hold it.
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -58,6 +65,7 @@ from msl.config import (
     ConfigError,
     TrainConfig,
     build,
+    check_data_roots,
     check_known_keys,
     config_to_dict,
     load_config,
@@ -561,41 +569,67 @@ def _written_at(space: Space, error: ConfigError, places: dict[str, dict[str, An
 
 
 def _check_configs(space: Space, written: dict[str, dict[str, str]]) -> None:
-    """Build every source config and every trial config at each distribution's bounds. An error names the
-    `set` that holds the wrong key (`_written_at`), else the experiment's part that builds the config."""
+    """Build every source config and every trial config that the study could train (`_check_trials`), each
+    with the data roots its run reads (`check_data_roots`). An error names the `set` that holds the wrong key
+    (`_written_at`), else the experiment's part that builds the config."""
     for experiment in space.experiments:
         prefix = f"experiments.{experiment.name}." if len(space.experiments) > 1 else ""
         own_set = {written[experiment.name]["set"]: experiment.set}
         for seed in experiment.seeds:
-            try:
-                space.source_config(experiment, seed)
-            except ConfigError as error:
-                located = _written_at(space, error, {**own_set, "source.set": space.source_overrides})
-                raise SpaceError(located or f"{prefix}source: {error}") from None
+            _check_runnable(
+                partial(space.source_config, experiment, seed),
+                f"{prefix}source",
+                space,
+                {**own_set, "source.set": space.source_overrides},
+            )
         mutations = _pbt_mutations(experiment, prefix)
         for variant, settings in experiment.variants.items():
             places = {**own_set, f"{written[experiment.name]['variants']}.{variant}": settings.set}
-            extremes = {
-                key: check_distribution(dist, f"{prefix}params.{key}")
-                for key, dist in experiment.searched_params(variant).items()
-            }
-            for key, values in mutations.items():
-                extremes.setdefault(key, values)
-            for key, dist in confirmed_params(
-                space, experiment, variant
-            ).items():  # the earlier search's values
-                extremes[key] = check_distribution(dist, key)
-            for key, values in extremes.items() or [(None, [None])]:
-                for value in values:
-                    params = {k: v[0] for k, v in extremes.items()} | ({key: value} if key else {})
-                    try:
-                        space.trial_config(experiment, variant, experiment.seeds[0], params)
-                    except ConfigError as error:
-                        where = f"params.{key}={value!r}" if key else f"variants.{variant}"
-                        located = _written_at(space, error, places)
-                        raise SpaceError(located or f"{prefix}{where}: {error}") from None
+            _check_trials(space, experiment, variant, mutations, prefix, places)
         _check_scheduler_fits(experiment, representative_config(space, experiment).optim.iterations, prefix)
         _check_synchronous(experiment, representative_config(space, experiment), prefix)
+
+
+def _check_runnable(
+    config: Callable[[], TrainConfig], where: str, space: Space, places: dict[str, dict[str, Any]]
+) -> None:
+    """Build a config (`load_config`'s checks) and check the data roots its run reads; a SpaceError names
+    the `set` of `places` that holds the wrong key (`_written_at`), else `where` (the source, a variant or the
+    searched values), before the config's own key."""
+    try:
+        check_data_roots(config())
+    except ConfigError as error:
+        raise SpaceError(_written_at(space, error, places) or f"{where}: {error}") from None
+
+
+def _check_trials(
+    space: Space,
+    experiment: Experiment,
+    variant: str,
+    mutations: dict[str, list[Any]],
+    prefix: str,
+    places: dict[str, dict[str, Any]],
+) -> None:
+    """A variant's trial config at every combination of its searched keys' bounding values (each value of a
+    grid or a choice, both ends of a range), so that a rule between two searched keys fails here too."""
+    extremes = {
+        key: check_distribution(dist, f"{prefix}params.{key}")
+        for key, dist in experiment.searched_params(variant).items()
+    }
+    for key, values in mutations.items():
+        extremes.setdefault(key, values)
+    # a confirmation runs the values that the earlier experiment searched
+    for key, dist in confirmed_params(space, experiment, variant).items():
+        extremes[key] = check_distribution(dist, key)
+    for values in itertools.product(*extremes.values()):
+        params = dict(zip(extremes, values, strict=True))
+        where = ", ".join(f"params.{key}={value!r}" for key, value in params.items())
+        _check_runnable(
+            partial(space.trial_config, experiment, variant, experiment.seeds[0], params),
+            prefix + (where or f"variants.{variant}"),
+            space,
+            places,
+        )
 
 
 def _check_scheduler_fits(experiment: Experiment, iterations: int, prefix: str) -> None:

@@ -20,6 +20,20 @@ ABSENT = (16, 17)  # train, motorcycle: never in the labels nor predicted (null 
 ITERATIONS = (10, 20, 30)
 
 
+def study_file(study: Path, experiments: list[str], name: str = "fake") -> None:
+    """The study's own record (study.json), as the runner writes it when it creates the study."""
+    layout.write_json(
+        study / layout.STUDY_FILE,
+        {
+            "name": name,
+            "created": "2025-01-01T00:00:00+00:00",
+            "git_revision": "abc123",
+            "versions": {},
+            "experiments": experiments,
+        },
+    )
+
+
 def record(iteration: int, oracle: float, source_val: float, max_square: float) -> dict:
     iou = [None if c in ABSENT else round(oracle + 0.01 * (c - 9), 6) for c in range(19)]
     return {

@@ -5,7 +5,14 @@ import math
 import pytest
 import yaml
 
-from msl.config import ConfigError, TrainConfig, load_config, parse_override, save_config
+from msl.config import (
+    ConfigError,
+    TrainConfig,
+    check_data_roots,
+    load_config,
+    parse_override,
+    save_config,
+)
 from msl.objectives import is_better
 
 
@@ -77,6 +84,31 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(overrides, expect
     with pytest.raises(ConfigError) as error:
         load_config(None, overrides)
     assert expected in str(error.value)
+
+
+# A run that lacks the data it trains on, with the message it must give (tests/test_errors.py runs each
+# through `msl train` too).
+MISSING_DATA_ROOTS = [
+    (["stage=uda", "data.target_root=''"], "data.target_root: is empty, but stage uda trains on the target"),
+    (["stage=uda", "data.source_root=''"], "data.source_root: is empty, but stage uda trains on the source"),
+    (["stage=source", "data.source_root=''"], "data.source_root: is empty, but stage source trains on the"),
+]
+ROOTS = {"data": {"source_root": "/data/gta5", "target_root": "/data/cityscapes"}}
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MISSING_DATA_ROOTS)
+def test_a_run_needs_the_data_roots_of_its_stage(overrides, expected):
+    cfg = load_config(ROOTS, overrides)  # a config without data loads: the defaults name none
+    with pytest.raises(ConfigError) as error:
+        check_data_roots(cfg)
+    assert str(error.value).startswith(expected)
+
+
+def test_a_source_run_needs_no_target_root_and_the_defaults_name_no_data():
+    check_data_roots(load_config(ROOTS, ["stage=source", "data.target_root=''"]))
+    check_data_roots(load_config(ROOTS))
+    with pytest.raises(ConfigError, match="^data.source_root: is empty"):
+        check_data_roots(load_config(None))
 
 
 def test_file_errors_name_the_file(tmp_path):

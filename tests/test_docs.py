@@ -1,4 +1,5 @@
-"""Every document citation in the code resolves inside the repository.
+"""The docs match the code: every document citation resolves inside the repository, and what the docs name
+exists.
 
 Code, tests, configs, benchmarks, search spaces and README.md cite the reference behaviour as
 `docs/<page>.md §N.M` (lists `§1, §2` and ranges `§1.1-§1.3` after one page name). Each cited page must exist
@@ -6,7 +7,12 @@ and hold a markdown heading with that section number; a `§` outside such a cita
 external `reference.md`, is an error. Inside docs/, section numbers are unique across pages, so a bare `§N.M`
 must be a heading of some page, and relative links between pages must resolve.
 
-Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists.
+Every training-config key (`optim.lr`) and metric (`target_im`) that README.md and docs/ name exists, and so
+does every command and flag of an `msl` or `msl-study` command line they write (checked against the CLI's
+argparse parsers; other programs' command lines, such as the reference's, are not checked), and every
+scheduler (`scheduler: {name: asha}`, `msl-study replay --scheduler`), module, function and repository path
+they name. Every YAML example of README.md, docs/ and the code's docstrings parses and validates as a
+training config or a search space.
 """
 
 from __future__ import annotations
@@ -170,3 +176,270 @@ def test_every_config_key_and_metric_the_docs_name_exists():
             if match["name"] not in METRIC_MODES
         ]
     assert not problems, "\n".join(problems)
+
+
+# A command of the `msl` or `msl-study` CLI as README.md and docs/ write it: in a fenced block (after optional
+# `VAR=value` assignments, up to a comment) or as an inline code span that starts with one.
+FENCE = re.compile(r"^```[^\n]*\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+INLINE_CODE = re.compile(r"`(?P<code>[^`]+)`")
+COMMAND = re.compile(r"^(?:[A-Z_]+=\S+\s+)*(?P<command>msl(?:-study)?\s.*)$", re.DOTALL)
+
+
+def documented_commands(text: str) -> list[str]:
+    """The `msl` and `msl-study` command lines of a markdown text."""
+    commands = []
+    for block in FENCE.finditer(text):
+        for line in block["body"].replace("\\\n", " ").splitlines():
+            match = COMMAND.match(line.split(" #")[0].strip())
+            commands += [match["command"]] if match else []
+    for span in INLINE_CODE.finditer(FENCE.sub("", text)):
+        match = COMMAND.match(span["code"].strip())
+        commands += [match["command"]] if match else []
+    return commands
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices if actions else {}
+
+
+def command_problems(command: str, parsers: dict) -> list[str]:
+    """What in one documented command line the CLI's argparse parsers do not have: a subcommand or a flag."""
+    words = command.split()
+    parser, path, problems = parsers[words[0]], [words[0]], []
+    for word in words[1:]:
+        if word in ("...", "…"):
+            break
+        flag = re.match(r"\[?(?P<flag>--[a-z][a-z-]*)", word)
+        if flag:
+            if flag["flag"] not in parser._option_string_actions:
+                problems.append(f"`{command}`: {' '.join(path)} has no option {flag['flag']}")
+        elif _subcommands(parser) and not word.startswith(("-", "[")):
+            if word not in _subcommands(parser):
+                problems.append(f"`{command}`: {' '.join(path)} has no command {word!r}")
+                break
+            parser = _subcommands(parser)[word]
+            path.append(word)
+    return problems
+
+
+def _parsers() -> dict:
+    from msl.cli import build_parser as msl_parser
+    from study.cli import build_parser as study_parser
+
+    return {"msl": msl_parser(), "msl-study": study_parser()}
+
+
+def test_every_command_and_flag_the_docs_name_exists():
+    problems, seen = [], []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for command in documented_commands(page.read_text(encoding="utf-8")):
+            seen.append(command)
+            problems += [f"{page.name}: {problem}" for problem in command_problems(command, _parsers())]
+    assert not problems, "\n".join(problems)
+    assert len(seen) > 20 and any(c.startswith("msl-study run") for c in seen), seen
+
+
+# `msl.module.name` or `study.module.function()` in backticks, and a repository path such as `study/space.py`
+PYTHON_NAME = re.compile(r"`(?P<name>(?:msl|study|benchmarks|tests)(?:\.[A-Za-z_]\w*)+)(?:\(\))?`")
+REPO_PATH = re.compile(
+    r"(?<![\w/.])(?P<path>(?:msl|study|benchmarks|tests|docs|search_spaces|results)/[\w./-]*\w)"
+)
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether `dotted` is a module of the repository or an attribute of one."""
+    import importlib
+
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+        return True
+    return False
+
+
+def test_every_module_function_and_path_the_docs_name_exists():
+    problems, named = [], 0
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for match in PYTHON_NAME.finditer(text):
+            named += 1
+            problems += [] if _resolves(match["name"]) else [f"{page.name}: {match['name']} does not exist"]
+        for match in REPO_PATH.finditer(text):
+            named += 1
+            if not (ROOT / match["path"]).exists():
+                problems.append(f"{page.name}: {match['path']} does not exist")
+    assert not problems, "\n".join(problems)
+    assert named > 50, named
+
+
+def test_the_readme_names_every_module_of_study():
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    named = set(re.findall(r"`(\w+\.py)`", layout))
+    missing = sorted({p.name for p in (ROOT / "study").glob("*.py") if p.name != "__init__.py"} - named)
+    assert not missing, f"README.md's Layout section has no row for study/ modules {missing}"
+
+
+SCHEDULER_NAME = re.compile(r"`(?:scheduler: \{)?name: (?P<name>[a-z_]+)")
+
+
+def test_every_scheduler_the_docs_name_exists():
+    """`scheduler: {name: X}` and `name: X` in inline code name a space's scheduler; `msl-study replay
+    --scheduler X,Y` names replayed ones."""
+    from study.replay import SCHEDULERS as REPLAYED
+    from study.space import SCHEDULERS
+
+    problems, named = [], 0
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for match in SCHEDULER_NAME.finditer(text):
+            named += 1
+            if match["name"] not in SCHEDULERS:
+                problems.append(
+                    f"{page.name}: {match[0]}` is no scheduler of a space ({', '.join(SCHEDULERS)})"
+                )
+        for command in documented_commands(text):
+            for listed in re.findall(r"--scheduler\s+(\S+)", command):
+                named += 1
+                problems += [
+                    f"{page.name}: `{command}`: {name} is no replayed scheduler ({', '.join(REPLAYED)})"
+                    for name in listed.split(",")
+                    if name not in REPLAYED
+                ]
+    assert not problems, "\n".join(problems)
+    assert named >= 4, "no scheduler named: is the pattern still right?"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("msl train run.yaml --out runs/a --resume", []),
+        ("msl data verify --dataset gta5 --root $GTA5_ROOT --num-classes 13", []),
+        ("msl --debug ...", []),
+        ("msl-study run space.yaml [--dry-run]", []),
+        ("msl train run.yaml --dry-run", ["msl train has no option --dry-run"]),
+        ("msl-study reprot studies/a", ["msl-study has no command 'reprot'"]),
+        ("msl data synth --out d --seeds 1", ["msl data synth has no option --seeds"]),
+    ],
+)
+def test_the_command_checker_catches_unknown_commands_and_flags(command, expected):
+    problems = command_problems(command, _parsers())
+    assert len(problems) == len(expected), problems
+    for problem, fragment in zip(problems, expected, strict=True):
+        assert fragment in problem
+
+
+def test_documented_commands_are_found_in_fences_and_inline_code():
+    text = (
+        "Run `msl-study run\nspace.yaml --dry-run`, not `--flag` alone.\n\n"
+        "```bash\nMSL_SYNTH=$PWD/d msl-study run s.yaml --report   # a comment --no\n"
+        "msl train a.yaml \\\n  --out b\npython -m other --x\n```\n"
+    )
+    assert documented_commands(text) == [
+        "msl-study run s.yaml --report",
+        "msl train a.yaml    --out b",
+        "msl-study run\nspace.yaml --dry-run",
+    ]
+
+
+# A YAML example: a fenced ```yaml block of README.md or docs/, or an indented block of those pages (outside
+# fences) or of a docstring in the code that starts with `key:`.
+YAML_FENCE = re.compile(r"^```ya?ml\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
+DOCSTRING_BLOCK = re.compile(r"^(?: {4}[A-Za-z_][\w.]*:(?: |$).*\n?)(?:(?: {4}.*)?\n?)*", re.MULTILINE)
+# What a space fragment of the docs runs on when it names no base config of its own
+EXAMPLE_BASE = {
+    "data": {"source_root": "/data/gta5", "target_root": "/data/cityscapes"},
+    "model": {"arch": "deeplab_resnet18_small"},
+    "optim": {"iterations": 100},
+    "eval": {"every": 10},
+}
+
+
+def yaml_examples() -> list[tuple[str, str]]:
+    """(where, text) of every YAML example of README.md, docs/ and the docstrings of the code."""
+    import ast
+    import textwrap
+
+    examples = []
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        examples += [(page.name, m["body"]) for m in YAML_FENCE.finditer(text)]
+        examples += [
+            (page.name, textwrap.dedent(m[0])) for m in DOCSTRING_BLOCK.finditer(FENCE.sub("", text))
+        ]
+    for name in ("msl", "study", "benchmarks"):
+        for path in sorted((ROOT / name).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                is_documented = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef))
+                docstring = ast.get_docstring(node) if is_documented else None
+                examples += [
+                    (f"{path.relative_to(ROOT)}: {getattr(node, 'name', 'module')}", textwrap.dedent(m[0]))
+                    for m in DOCSTRING_BLOCK.finditer(docstring or "")
+                ]
+    return examples
+
+
+def yaml_example_problem(text: str, tmp_path: Path) -> str | None:
+    """Why a YAML example does not parse, or does not validate as a training config (its keys are config
+    sections) or as a search space (else; a fragment without `base` or `config` runs on EXAMPLE_BASE)."""
+    import dataclasses
+
+    import yaml
+
+    from msl.config import ConfigError, TrainConfig, load_config
+    from study.space import load_space
+
+    try:
+        example = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        return f"not YAML: {' '.join(str(error).split())}"
+    if not isinstance(example, dict):
+        return f"expected a mapping, got {example!r}"
+    try:
+        if set(example) <= {f.name for f in dataclasses.fields(TrainConfig)}:
+            load_config(example)
+        else:
+            base = {} if {"base", "config"} & set(example) else {"config": EXAMPLE_BASE}
+            path = tmp_path / "example.yaml"
+            path.write_text(yaml.safe_dump({"name": "example", **base, **example}, sort_keys=False))
+            load_space(path)
+    except ConfigError as error:
+        return str(error)
+    return None
+
+
+def test_every_yaml_example_parses_and_validates(tmp_path):
+    examples = yaml_examples()
+    problems = [
+        f"{where}: {problem}"
+        for where, text in examples
+        if (problem := yaml_example_problem(text, tmp_path)) is not None
+    ]
+    assert not problems, "\n".join(problems)
+    wheres = {where.split(":")[0] for where, _ in examples}
+    assert {"README.md", "losses.md", "study/space.py"} <= wheres, wheres
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("optim: {lr: 0.1}\nstage: source\n", None),
+        ("variants: [maxsquare]\nparams: {optim.lr: {grid: [0.1, 1.0]}}\n", None),
+        ("variants: [maxsquare\n", "not YAML"),
+        ("optim: {lr: -1}\n", "optim.lr: -1.0 is out of range"),
+        ("variants: [maxsquares]\n", "unknown variant 'maxsquares'"),
+        ("seeds: [0]\nsearch: {algorithm: grid, num_samples: 0}\n", "search.num_samples: 0 is out of range"),
+    ],
+)
+def test_the_yaml_example_checker_catches_broken_examples(text, expected, tmp_path):
+    problem = yaml_example_problem(text, tmp_path)
+    assert problem is None if expected is None else expected in problem, problem

@@ -11,7 +11,7 @@ import yaml
 from msl.cli import main as msl_main
 from study.cli import main as study_main
 from tests.conftest import tiny_config
-from tests.test_config import BAD_OVERRIDES
+from tests.test_config import BAD_OVERRIDES, MISSING_DATA_ROOTS
 from tests.test_space import BAD_SPACES, write
 
 
@@ -36,6 +36,14 @@ def test_bad_values(config_file, tmp_path, capsys, overrides, expected):
     argv = ["train", str(config_file), "--out", str(tmp_path / "run")]
     code = msl_main(argv + [arg for override in overrides for arg in ("--set", override)])
     assert_one_line_error(capsys, code, "msl", expected)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("overrides", "expected"), MISSING_DATA_ROOTS)
+def test_msl_train_refuses_a_run_without_its_data(config_file, tmp_path, capsys, overrides, expected):
+    argv = ["train", str(config_file), "--out", str(tmp_path / "run")]
+    code = msl_main(argv + [arg for override in overrides for arg in ("--set", override)])
+    assert_one_line_error(capsys, code, "msl", f"{config_file}: {expected}")
     assert not (tmp_path / "run").exists()
 
 

@@ -29,7 +29,7 @@ from study.decide import select
 from study.report import build_report, paper_benchmark
 from study.report_cli import add_report_parser
 from study.results import load_study
-from study.selection import rank_correlations
+from study.selection import checkpoint_audit, configuration_audit, with_study_validators
 from study.status import format_status, study_status
 from tests import fakes
 from tests.fakes import ITERATIONS
@@ -439,156 +439,30 @@ def test_a_user_loss_is_named_by_its_import_path_and_reading_never_imports_it(fa
     assert not any(name.startswith("gone_user_pkg") for name in sys.modules)
 
 
-# --- the selection audit (study.selection), against numbers computed here ----------------------------------
+# --- the selection audit's tables (tests/test_selection.py checks study.selection's numbers themselves) -----
 
 
-def _weighted_spearman(validator, target) -> float:
-    """powerful-benchmarker's weighting, written out: weights (dense rank / max dense rank)^2, then the
-    weighted Pearson correlation (numpy's weighted covariance) of the average ranks."""
-    dense = stats.rankdata(validator, method="dense")
-    weights = (dense / dense.max()) ** 2
-    covariance = np.cov(stats.rankdata(validator), stats.rankdata(target), aweights=weights)
-    return covariance[0, 1] / np.sqrt(covariance[0, 0] * covariance[1, 1])
-
-
-def test_weighted_spearman_counts_disagreement_among_the_top_ranked_most():
-    validator = [1.0, 2.0, 3.0, 4.0, 5.0]
-    top_swapped, bottom_swapped = [1, 2, 3, 5, 4], [2, 1, 3, 4, 5]
-    top, bottom = rank_correlations(validator, top_swapped), rank_correlations(validator, bottom_swapped)
-    assert top["spearman"] == pytest.approx(stats.spearmanr(validator, top_swapped).statistic)
-    assert top["spearman"] == pytest.approx(bottom["spearman"])  # the plain Spearman cannot tell them apart
-    assert top["weighted_spearman"] == pytest.approx(_weighted_spearman(validator, top_swapped))
-    assert top["weighted_spearman"] < bottom["weighted_spearman"]
-
-
-def test_bootstrap_interval_matches_a_naive_resampling_loop():
-    rng = np.random.default_rng(7)
-    validator, target = rng.normal(size=12), rng.normal(size=12)
-    result = rank_correlations(validator, target, resamples=200, seed=3)
-    draws = np.random.default_rng(3).integers(0, 12, size=(200, 12))
-    plain, weighted = [], []
-    for index in draws:
-        x, y = validator[index], target[index]
-        if np.ptp(x) > 0 and np.ptp(y) > 0:
-            plain.append(stats.spearmanr(x, y).statistic)
-            weighted.append(_weighted_spearman(x, y))
-    assert [result["spearman_low"], result["spearman_high"]] == pytest.approx(
-        np.percentile(plain, [2.5, 97.5])
-    )
-    assert [result["weighted_low"], result["weighted_high"]] == pytest.approx(
-        np.percentile(weighted, [2.5, 97.5])
-    )
-    assert result["spearman_low"] < result["spearman"] < result["spearman_high"]
-
-
-def _variants_records(written) -> dict[str, list[dict]]:
-    return {name: records for (experiment, name), records in written.items() if experiment == "variants"}
-
-
-def test_checkpoint_level_audit_regret_and_within_trial_correlation(report):
-    _, markdown, tables, written = report
-    table = tables["selection_checkpoints_variants"].set_index("validator")
-    trials = _variants_records(written)
-    regrets = [
-        max(r["oracle_miou"] for r in records) - _selected(records, "target_max_square", "max")["oracle_miou"]
-        for records in trials.values()
-    ]
-    assert table.loc["target_max_square", "regret"] == pytest.approx(100 * np.mean(regrets))
-    assert table.loc["target_max_square", "worst_regret"] == pytest.approx(100 * max(regrets))
-    assert table.loc["oracle: target mIoU", "regret"] == 0
-    last = [
-        max(r["oracle_miou"] for r in records) - records[-1]["oracle_miou"] for records in trials.values()
-    ]
-    assert table.loc["no selection: last", "regret"] == pytest.approx(100 * np.mean(last))
-    top3 = np.mean(
-        [np.mean([r["oracle_miou"] for r in records]) for records in trials.values()]
-    )  # 3 per trial
-    assert table.loc["source_val_miou", "top3"] == pytest.approx(100 * top3)
-    deviations = [
-        (
-            r["source_val_miou"] - np.mean([q["source_val_miou"] for q in records]),
-            r["oracle_miou"] - np.mean([q["oracle_miou"] for q in records]),
-        )
-        for records in trials.values()
-        for r in records
-    ]
-    validator, target = zip(*deviations, strict=True)
-    assert table.loc["source_val_miou", "spearman"] == pytest.approx(
-        stats.spearmanr(validator, target).statistic
-    )
-    assert table.loc["source_val_miou", "weighted_spearman"] == pytest.approx(
-        _weighted_spearman(validator, target)
-    )
-    assert table.loc["source_val_miou", "n"] == len(deviations)
+def test_the_audit_tables_show_study_selections_audit_in_percent_with_reference_rows(report, fake_study):
+    _, markdown, tables, _ = report
+    evals = with_study_validators(load_study(fake_study[0]).experiment("variants"))
+    rows = [("target_max_square", "max"), ("ensemble_agreement", "max"), ("seed_disagreement", "min")]
+    for level, audit in (("checkpoint", checkpoint_audit), ("configuration", configuration_audit)):
+        table = tables[f"selection_{level}s_variants"].set_index("validator")
+        for validator, mode in rows:
+            expected = audit(evals, validator, mode)
+            assert table.loc[validator, "regret"] == pytest.approx(100 * expected["regret"]), (
+                level,
+                validator,
+            )
+            assert table.loc[validator, "top3"] == pytest.approx(100 * expected["top3"]), (level, validator)
+            assert table.loc[validator, "spearman"] == pytest.approx(expected["spearman"], nan_ok=True)
+        assert table.loc["oracle: target mIoU", "regret"] == 0
+    last = checkpoint_audit(evals, "iteration", "max")["regret"]
+    assert tables["selection_checkpoints_variants"].set_index("validator").loc[
+        "no selection: last", "regret"
+    ] == pytest.approx(100 * last)
     assert "**Checkpoint level**" in markdown and "**Configuration level**" in markdown
-
-
-def test_configuration_level_audit_at_the_last_checkpoints(report):
-    _, _, tables, written = report
-    table = tables["selection_configurations_variants"].set_index("validator")
-    trials = _variants_records(written)
-    means = {
-        variant: [
-            np.mean([records[-1][key] for name, records in trials.items() if name.startswith(variant + "_s")])
-            for key in ("target_max_square", "oracle_miou")
-        ]
-        for variant in VARIANT_BASE
-    }
-    square, oracle = zip(*means.values(), strict=True)
-    picked = max(means, key=lambda variant: means[variant][0])
-    assert table.loc["target_max_square", "regret"] == pytest.approx(100 * (max(oracle) - means[picked][1]))
-    assert table.loc["target_max_square", "spearman"] == pytest.approx(
-        stats.spearmanr(square, oracle).statistic
-    )
-    assert table.loc["target_max_square", "top3"] == pytest.approx(100 * np.mean(oracle))  # 3 configurations
-    per_seed = []
-    for seed in (0, 1, 2):
-        finals = {
-            name.rsplit("_seed", 1)[0]: records[-1]
-            for name, records in trials.items()
-            if name.endswith(f"_seed{seed}")
-        }
-        chosen = max(finals.values(), key=lambda r: r["target_max_square"])
-        per_seed.append(max(r["oracle_miou"] for r in finals.values()) - chosen["oracle_miou"])
-    assert table.loc["target_max_square", "worst_regret"] == pytest.approx(100 * max(per_seed))
-
-
-def test_ensemble_agreement_and_seed_disagreement_from_the_saved_maps(report):
-    _, _, tables, written = report
-    keys = [
-        (name.rsplit("_seed", 1)[0], int(name[-1]), r["iteration"])
-        for name, records in _variants_records(written).items()
-        for r in records
-    ]
-    maps = {key: _probs_map(*key).astype(np.float32) for key in keys}  # (2, 3, 1, 2) each
-    ensemble = sum(maps.values()).argmax(axis=1)
-    agreement = {
-        key: np.mean([maps[key].argmax(axis=1).flat[i] == ensemble.flat[i] for i in range(ensemble.size)])
-        for key in keys
-    }
-    disagreement = {}
-    for variant, seed, iteration in keys:
-        others = [
-            other for other in keys if other[0] == variant and other[2] == iteration and other[1] != seed
-        ]
-        disagreement[variant, seed, iteration] = np.mean(
-            [
-                np.mean(maps[variant, seed, iteration].argmax(axis=1) != maps[other].argmax(axis=1))
-                for other in others
-            ]
-        )
-    table = tables["selection_checkpoints_variants"].set_index("validator")
-    for name, values, mode in (
-        ("ensemble_agreement", agreement, "max"),
-        ("seed_disagreement", disagreement, "min"),
-    ):
-        regrets = []
-        for trial, records in _variants_records(written).items():
-            variant, seed = trial.rsplit("_seed", 1)[0], int(trial[-1])
-            scores = [values[variant, seed, r["iteration"]] * (1 if mode == "max" else -1) for r in records]
-            pick = records[scores.index(max(scores))]
-            regrets.append(max(r["oracle_miou"] for r in records) - pick["oracle_miou"])
-        assert table.loc[name, "regret"] == pytest.approx(100 * np.mean(regrets)), name
     joint = tables["selection_variants"].set_index("validator")
     picked = joint.loc["ensemble_agreement", ["variant", "seed", "iteration"]].tolist()
-    assert agreement[picked[0], int(picked[1]), int(picked[2])] == max(agreement.values())
+    chosen = evals.set_index(["variant", "seed", "iteration"]).loc[picked[0], int(picked[1]), int(picked[2])]
+    assert chosen["ensemble_agreement"] == evals["ensemble_agreement"].max()

@@ -9,7 +9,7 @@ import pytest
 
 import msl.trainer
 from msl.checkpoint import load_checkpoint
-from msl.config import load_config
+from msl.config import ConfigError, load_config
 from msl.data.files import DatasetError
 from msl.run_dir import RunDir
 from msl.trainer import train
@@ -24,6 +24,9 @@ def test_a_missing_dataset_leaves_no_run_directory(synth, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(DatasetError):
         train(tiny(synth, **{"data.source_root": str(tmp_path / "missing")}), run_dir)
+    assert not run_dir.exists()
+    with pytest.raises(ConfigError, match="^data.target_root: is empty, but stage uda"):
+        train(tiny(synth, **{"stage": "uda", "data.target_root": ""}), run_dir)
     assert not run_dir.exists()
     train(tiny(synth, **{"optim.iterations": 2}), run_dir)
     assert (run_dir / "checkpoints" / "last.pt").is_file()

@@ -147,7 +147,29 @@ BAD_SPACES = [
         },
         "params.optim.optimizer='adamw': optim.reference_param_groups: reproduces the reference's SGD only",
     ),
+    (
+        {
+            "params": {
+                "optim.optimizer": {"choice": ["sgd", "adamw"]},
+                "optim.reference_param_groups": {"choice": [False, True]},
+            }
+        },
+        "params.optim.optimizer='adamw', params.optim.reference_param_groups=True: "
+        "optim.reference_param_groups: reproduces the reference's SGD only",
+    ),
     ({"set": {"data.random_scale": [0.5, 2.0]}}, "set.data.random_scale: needs data.random_crop"),
+    (
+        {"config": {"data": {"source_root": "/data/gta5"}}, "variants": ["source_only"]},
+        "variants.source_only: data.target_root: is empty, but stage uda trains on the target images",
+    ),
+    (
+        {"config": {"data": {"source_root": "/data/gta5"}}, "set": {"data.source_root": ""}},
+        "source: data.source_root: is empty, but stage source trains on the source images",
+    ),
+    (
+        {"variants": {"mine": {"data.source_root": ""}}},
+        "variants.mine: data.source_root: is empty, but stage uda trains on the source images",
+    ),
     ({"set": {"model.arch": "resnet"}}, "set.model.arch: 'resnet' is not allowed; choose one of"),
     ({"seedz": [0]}, "seedz: unknown key; did you mean 'seeds'?"),
     ({"variants": ["maxsquares"]}, "variants: unknown variant 'maxsquares'"),
@@ -433,13 +455,3 @@ def test_each_variant_can_search_its_own_grid(tmp_path):
 def test_a_variants_own_grid_is_checked_before_ray(tmp_path, variants, extra, message):
     with pytest.raises(SpaceError, match=message):
         load_space(write(tmp_path, variants=variants, **extra))
-
-
-def test_the_example_in_the_space_modules_docstring_is_yaml_with_every_key_known():
-    import textwrap
-
-    import study.space
-
-    example = yaml.safe_load(textwrap.dedent(study.space.__doc__.split("\n\n")[1]))
-    assert set(example) <= set(study.space.TOP_KEYS)
-    assert set(example["experiments"]["sweep"]) <= set(study.space.EXPERIMENT_KEYS)
