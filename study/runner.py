@@ -138,6 +138,11 @@ class StudyCallback(tune.Callback):
         self.best = math.nan
         self.setup()
 
+    def __setstate__(self, state: dict) -> None:
+        """A study resumed by a newer msl unpickles the callback an older one saved: fields added since then
+        take their defaults."""
+        self.__dict__.update({"runs_per_trial": 1, **state})
+
     def setup(self, *args, **info) -> None:
         self.started = time.time()
         self.work_at_start = self._work_done()

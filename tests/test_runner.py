@@ -1,5 +1,6 @@
 """The study runner's decisions, without starting Ray (the Ray runs themselves are in test_study.py)."""
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,14 @@ def test_the_eta_follows_the_iterations_done_not_the_trials_ended(tmp_path, monk
     assert callback.eta(callback.started + 60.0) == f", ETA ~{50 / (550 / 60) / 60:.1f} min"  # 0.1 min
     callback.setup()  # a resumed Tuner's callback: the work done before does not count as this driver's
     assert callback.eta(callback.started + 60.0) == ""
+
+
+def test_a_callback_pickled_by_an_older_msl_resumes(tmp_path):
+    """Tuner.restore unpickles the StudyCallback the study's first driver saved; one saved before
+    `runs_per_trial` existed must still count work (it raised AttributeError)."""
+    callback = StudyCallback(tmp_path, Experiment(metric="target_im"), total_trials=2, iterations=100)
+    del callback.runs_per_trial  # as msl of 3c55404 pickled it
+    restored = pickle.loads(pickle.dumps(callback))
+    restored.setup()
+    _ended(tmp_path, "t0", "finished")
+    assert restored._work_done() == 100
