@@ -34,6 +34,7 @@ import yaml
 
 from msl.objectives import LABEL_FREE_METRICS, is_better
 from msl.user_loss import is_import_path
+from msl.words import count
 from study import distributions, plots
 from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
@@ -250,7 +251,7 @@ def _headline_words(numbers: pd.DataFrame, best: pd.Series) -> str:
     if best["variant"] == BASELINE or is_missing(best["change"]):
         lead = f"{name} is best at {best['mean']:.1f} mIoU"
         return f"{lead}; {others or f'no variant differs from {BASELINE} at p < 0.05'}."
-    seeds = f"{best['n_pairs']:.0f} seeds"
+    seeds = count(int(best["n_pairs"]), "seed")
     if best["p_value"] < 0.05:
         interval = f"[{best['change_ci_low']:+.1f}, {best['change_ci_high']:+.1f}]"
         return (

@@ -154,3 +154,19 @@ def test_the_headline_names_a_difference_with_its_interval_and_a_baseline_that_s
     assert _headline_words(baseline_best, baseline_best.loc[0]) == (
         "source_only is best at 30.0 mIoU; no variant differs from source_only at p < 0.05."
     )
+
+
+def test_the_headline_counts_one_seed_in_the_singular():
+    from study.report import _headline_words
+
+    numbers = pd.DataFrame(
+        {
+            "variant": ["source_only", "maxsquare"],
+            "config": ["default", "lambda_target=3"],
+            "mean": [45.0, 50.0],
+            "change": [np.nan, 5.0],
+            "p_value": [np.nan, np.nan],
+            "n_pairs": [np.nan, 1.0],
+        }
+    )
+    assert _headline_words(numbers, numbers.iloc[1]).endswith("(p = –, 1 seed).")
