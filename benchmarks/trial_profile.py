@@ -12,7 +12,7 @@ trial worker imports.
 Defaults: the source stage of msl/configs/synth.yaml and the UDA stage of the quickstart
 (benchmarks/synth_runs.py's UDA_STAGE).
 
-Usage: python -m benchmarks.trial_profile [--synth DIR] [--source-iterations N] [--uda-iterations N]
+Usage: python benchmarks/trial_profile.py [--synth DIR] [--source-iterations N] [--uda-iterations N]
                                           [--evaluations N] [--source-weights CKPT] [--imports]
                                           [--report FILE.md]
 """
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import torch
+from synth_runs import CONFIG, UDA_STAGE, Report, header, source_overrides, synthetic_set
 
-from benchmarks.synth_runs import CONFIG, UDA_STAGE, Report, header, source_overrides, synthetic_set
 from msl.config import load_config
 
 # (label, function name as cProfile records it: (file suffix, function)); cumulative seconds of each. The
