@@ -26,7 +26,6 @@ import re
 import warnings
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,13 +46,13 @@ from study.results import (
     format_value,
     load_study,
     param_column,
-    python_value,
 )
 from study.selection import (
     LABEL_FREE_MODES,
     TOP_K,
     checkpoint_audit,
     configuration_audit,
+    variant_audit,
     with_study_validators,
 )
 from study.space import SCHEDULERS
@@ -334,27 +333,9 @@ def variant_table(exp: ExperimentResults, selection: Selection) -> tuple[pd.Data
     return numbers, pd.DataFrame(shown)
 
 
-class Edge(NamedTuple):
-    """A selected value at the edge of what its search tried (`distributions.edge`)."""
-
-    short: str  # "top of grid", "at lower bound", ...
-    words: str  # "the largest value of its grid [0.1, 1, 3]"
-    value: Any
-
-
-def _edges(exp: ExperimentResults, variant: str, selection: Selection) -> dict[str, Edge]:
-    """Searched key -> its `Edge`, for each value of the variant's selected configuration at the edge of what
-    the search tried. A confirmation's configurations are its tuning's: that experiment's table marks them."""
-    trials = exp.trials
-    chosen = trials[(trials["variant"] == variant) & (trials["config"] == selection.configs.get(variant))]
-    if exp.plan.confirm or chosen.empty:
-        return {}
-    edges = {}
-    for key in exp.searched:
-        value = python_value(chosen.iloc[0][param_column(key)])
-        if not is_missing(value) and (found := distributions.edge(exp.plan.searched[key], value, variant)):
-            edges[key] = Edge(*found, value)
-    return edges
+def _edges(exp: ExperimentResults, variant: str, selection: Selection) -> dict:
+    """The values of the variant's selected configuration at the edge of what was searched (`exp.edges`)."""
+    return exp.edges(variant, selection.configs.get(variant))
 
 
 def variant_loss(plan: Plan, variant: str) -> str | None:
@@ -775,7 +756,8 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
 def _selection_audit(
     report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame, validators: list[str]
 ) -> None:
-    """The audit of study.selection at the checkpoint and the configuration level, with reference rows."""
+    """The audit of study.selection at the checkpoint, configuration and (in a tuning) variant level, with
+    reference rows."""
     references = {
         "checkpoint": [(TARGET, "max", "oracle: target mIoU"), ("iteration", "max", "no selection: last")],
         "configuration": [(TARGET, "max", "oracle: target mIoU")],
@@ -813,6 +795,40 @@ def _selection_audit(
             )
         report.add(f"**{level.capitalize()} level** ({AUDIT_WORDS[level]})")
         report.table(f"selection_{level}s_{slug(exp.name)}", pd.DataFrame(numbers), pd.DataFrame(shown))
+    if not exp.plan.confirm and (evals.groupby("variant")["config"].nunique() > 1).any():
+        _variant_audit(report, exp, evals, validators)
+
+
+def _variant_audit(
+    report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame, validators: list[str]
+) -> None:
+    """study.selection's variant level: which configuration each variant keeps, as a tuning decides."""
+    numbers, shown = [], []
+    rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + [(TARGET, "max", "oracle: target mIoU")]
+    for validator, mode, name in rows:
+        audit = variant_audit(evals, validator, mode)
+        on_edge = sum(bool(exp.edges(variant, config)) for variant, config in audit.pop("picks").items())
+        row = {"validator": name, "mode": mode, **audit, "picks_on_edge": on_edge}
+        row["regret"], row["worst_regret"] = 100 * row["regret"], 100 * row["worst_regret"]
+        numbers.append(row)
+        shown.append(
+            {
+                "validator": name,
+                "mode": mode,
+                "regret": percent(row["regret"] / 100),
+                "worst": percent(row["worst_regret"] / 100),
+                "picks on an edge": f"{on_edge} of {row['variants']}",
+                "Spearman [95% CI]": _with_interval(
+                    row["spearman"], row["spearman_low"], row["spearman_high"]
+                ),
+                "weighted Spearman [95% CI]": _with_interval(
+                    row["weighted_spearman"], row["weighted_low"], row["weighted_high"]
+                ),
+                "n": str(row["n"]),
+            }
+        )
+    report.add(f"**Variant level** ({AUDIT_WORDS['variant']})")
+    report.table(f"selection_per_variant_{slug(exp.name)}", pd.DataFrame(numbers), pd.DataFrame(shown))
 
 
 AUDIT_WORDS = {
@@ -824,6 +840,11 @@ AUDIT_WORDS = {
     "at its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen one's, "
     "*worst*: the largest regret when choosing within a single seed; *top-k*: mean target mIoU of the k "
     "best configurations; rank correlations over the *n* configurations",
+    "variant": "which configuration each variant keeps, as this tuning decides, every trial at its last "
+    "checkpoint and each configuration at its mean over seeds: *regret* = the variant's best configuration's "
+    "target mIoU (%) minus that of the validator's pick, mean and *worst* over the variants with two "
+    "configurations or more; *picks on an edge*: of those variants, how many picks sit at an edge of what "
+    "was searched; rank correlations over the *n* configurations after subtracting their variant's means",
 }
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from msl.objectives import METRIC_MODES
 from msl.run_dir import RunDir
-from study import layout
+from study import distributions, layout
+from study.tables import is_missing
 
 PARAM_PREFIX = "param:"
 ID_COLUMNS = ["experiment", "trial_name", "variant", "seed", "config"]
@@ -33,6 +34,14 @@ STATUS_COLUMNS = ["status", "iterations", "evaluations", "error", "reason", "sou
 def param_column(dotted_key: str) -> str:
     """The column holding a searched parameter, e.g. `param:loss.lambda_target`."""
     return f"{PARAM_PREFIX}{dotted_key}"
+
+
+class Edge(NamedTuple):
+    """A configuration's value at the edge of what its search tried (`distributions.edge`)."""
+
+    short: str  # "top of grid", "at lower bound", ...
+    words: str  # "the largest value of its grid [0.1, 1, 3]"
+    value: Any
 
 
 @dataclass
@@ -61,6 +70,22 @@ class ExperimentResults:
         the rows there are when the plan does not say."""
         trials = self.plan.num_trials
         return trials * self.plan.seeds_per_sample if trials else len(self.trials)
+
+    def edges(self, variant: str, config: str | None) -> dict[str, Edge]:
+        """Searched key -> its `Edge`, for each value of `variant`'s configuration `config` at the edge of
+        what the search tried. Empty for a confirmation (its configurations are its tuning's: that
+        experiment marks them) and for a configuration no trial ran."""
+        trials = self.trials
+        chosen = trials[(trials["variant"] == variant) & (trials["config"] == config)]
+        if self.plan.confirm or chosen.empty:
+            return {}
+        edges = {}
+        for key in self.searched:
+            value = python_value(chosen.iloc[0][param_column(key)])
+            found = None if is_missing(value) else distributions.edge(self.plan.searched[key], value, variant)
+            if found:
+                edges[key] = Edge(*found, value)
+        return edges
 
 
 @dataclass

@@ -11,7 +11,7 @@ from the low-resolution softmax maps each evaluation saves (`msl.probs_maps`), n
   seeds' argmax differ, averaged over pairs of seeds, at the same iteration (a checkpoint scores its mean
   disagreement with the other seeds). It approximates the error without labels; lower is better.
 
-The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at two levels
+The audit asks, per validator, how close its choices come to the oracle's (the target mIoU), at three levels
 that answer different questions:
 
 * checkpoint level (within trials): which evaluation of a trial to keep. Per trial: regret = the trial's best
@@ -23,6 +23,11 @@ that answer different questions:
   at its last checkpoint so that checkpoint selection plays no part. A configuration's value is the mean over
   its seeds; regret = the best configuration's target mIoU minus the chosen one's, also chosen within each
   seed alone (worst case over seeds).
+* variant level (across the configurations of each variant): which configuration each variant keeps, the
+  decision a tuning experiment makes before a confirmation. Per variant with two configurations or more, at
+  their last checkpoints and means over seeds: regret = the variant's best configuration's target mIoU minus
+  that of the one the validator picks; mean and worst over those variants. Rank correlations pool the
+  configurations after subtracting each variant's mean, so they measure agreement within variants.
 
 Correlations are signed so that positive means the validator, in its own direction, orders as the target does.
 The weighted Spearman follows powerful-benchmarker (Musgrave et al., "Three New Validators and a Large-Scale
@@ -246,3 +251,24 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
     result["worst_regret"] = max(per_seed)
     result.update({f"top{k}": _top(configs, k) for k in TOP_K})
     return result | rank_correlations(configs["score"], configs[TARGET])
+
+
+def variant_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict:
+    """Within variants, every trial at its last checkpoint and each configuration at its mean over seeds: mean
+    and worst regret over the variants that have two configurations or more, their number, each one's pick
+    (`picks`: variant -> config) and correlations of the within-variant deviations (see the module
+    docstring)."""
+    last = last_checkpoints(evals)
+    frame = last[["variant", "config", TARGET]].assign(score=oriented(last[validator], mode)).dropna()
+    configs = frame.groupby(["variant", "config"], sort=False)[["score", TARGET]].mean().reset_index()
+    configs = configs[configs.groupby("variant")["config"].transform("size") > 1]
+    variants = configs.groupby("variant", sort=False)
+    picks = configs.loc[variants["score"].idxmax()].set_index("variant")  # first best on ties
+    regrets = variants[TARGET].max() - picks[TARGET]
+    deviations = configs[["score", TARGET]] - variants[["score", TARGET]].transform("mean")
+    return {
+        "variants": len(picks),
+        "regret": regrets.mean() if len(regrets) else math.nan,
+        "worst_regret": regrets.max() if len(regrets) else math.nan,
+        "picks": picks["config"].to_dict(),
+    } | rank_correlations(deviations["score"], deviations[TARGET])

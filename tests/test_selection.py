@@ -1,6 +1,6 @@
 """study/selection.py against independent computations: the study-level validators from the saved softmax
 maps (numpy loops), rank correlations and their bootstrap intervals (scipy, numpy's weighted covariance, a
-resampling loop), and the checkpoint and configuration audits (loops over trials, with many ties)."""
+resampling loop), and the checkpoint, configuration and variant audits (loops over trials, with many ties)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from study.selection import (
     checkpoint_audit,
     configuration_audit,
     rank_correlations,
+    variant_audit,
     with_study_validators,
 )
 from tests import fakes
@@ -110,6 +111,67 @@ def test_checkpoint_audit_matches_a_loop_over_trials(mode):
     assert audit["trials"] == 60
     for key, value in expected.items():
         assert audit[key] == pytest.approx(value), key
+
+
+def naive_variant_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict:
+    """Per variant: each configuration's mean over seeds of its trials' last evaluations, the first
+    configuration (in row order) with the best score, its regret; over variants with 2+ configurations."""
+    regrets, picks = {}, {}
+    for variant in dict.fromkeys(evals["variant"]):
+        means = {}
+        for config in dict.fromkeys(evals.loc[evals["variant"] == variant, "config"]):
+            rows = evals[(evals["variant"] == variant) & (evals["config"] == config)]
+            lasts = [trial.loc[trial["iteration"].idxmax()] for _, trial in rows.groupby("trial_name")]
+            score = np.mean([last[validator] for last in lasts]) * (1 if mode == "max" else -1)
+            means[config] = (score, np.mean([last[TARGET] for last in lasts]))
+        if len(means) < 2:
+            continue
+        picks[variant] = max(means, key=lambda config: means[config][0])  # max keeps the first of ties
+        regrets[variant] = max(target for _, target in means.values()) - means[picks[variant]][1]
+    return {"picks": picks, "regret": np.mean(list(regrets.values())), "worst": max(regrets.values())}
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_variant_audit_matches_a_loop_over_variants(mode):
+    rng = np.random.default_rng(5)
+    shapes = {"source_only": 1, "entropy": 5, "maxsquare": 3, "hard": 2}  # configurations per variant
+    rows = [
+        {
+            "trial_name": f"{variant}_c{config}_s{seed}",
+            "variant": variant,
+            "config": f"lambda={config}",
+            "seed": seed,
+            "iteration": iteration,
+            "v": float(rng.integers(0, 3)),  # few values: ties between configurations
+            TARGET: float(rng.uniform()),
+        }
+        for variant, configs in shapes.items()
+        for config in range(configs)
+        for seed in range(2)
+        for iteration in rng.permutation([10, 20, 30])  # shuffled: the last is not the last row
+    ]
+    evals = pd.DataFrame(rows)
+    audit = variant_audit(evals, "v", mode)
+    expected = naive_variant_audit(evals, "v", mode)
+    assert audit["variants"] == 3  # source_only has one configuration: nothing to choose
+    assert audit["picks"] == expected["picks"]
+    assert audit["regret"] == pytest.approx(expected["regret"])
+    assert audit["worst_regret"] == pytest.approx(expected["worst"])
+    assert audit["n"] == 5 + 3 + 2
+
+
+def test_variant_audit_correlates_within_variants_not_between():
+    """Two variants far apart in both validator and target, each ordered against the target inside: the
+    pooled order would agree, the within-variant one does not."""
+    rows = [
+        {"trial_name": f"{variant}{c}", "variant": variant, "config": str(c), "seed": 0, "iteration": 30}
+        | {"v": base + c, TARGET: base - c}
+        for variant, base in (("a", 0.0), ("b", 10.0))
+        for c in range(3)
+    ]
+    audit = variant_audit(pd.DataFrame(rows), "v", "max")
+    assert audit["spearman"] == pytest.approx(-1.0)
+    assert audit["regret"] == pytest.approx(2.0)  # each variant picks c = 2, its worst
 
 
 # --- a study's study-level validators and audits -----------------------------------------------------------
