@@ -1,16 +1,18 @@
-"""Which label-free objective picks each variant's hyperparameters closest to the oracle: a search space's
-tuning experiment run again on a world and seeds its own study never uses, every objective audited per
-variant.
+"""Which label-free validator should choose each variant's configuration in a tuning experiment (a space's
+`choose_by`): the space's tuning experiment run again on a world and seeds that its own study never uses,
+every validator audited per variant.
 
-A `tune` experiment keeps one configuration per variant, so the question for its objective is the one
-`study.selection.variant_audit` answers: within each variant, how far below the variant's best configuration
-(by target mIoU, at the last checkpoint, mean over seeds) is the one the objective picks. This script takes
-the experiment out of `--space` as written (its grids and UDA stage), replaces its seeds with `--seeds`, drops
-every other experiment, generates the synthetic benchmark from `--world` (a generator seed other than the
-default 0 that `make quickstart` and the shipped studies use), runs the study with `msl-study run` (resumed
-when already there) and prints one row per objective: mean and worst regret over the variants, how many picks
-lie on an edge of their grid, and the within-variant rank correlation. The target labels only score; choose
-the objective from this table, then run the real study on its own seeds.
+A `tune` experiment keeps one configuration per variant, so the question is the one
+`study.selection.variant_audit` answers, here under the study's own rule (`study.decide`): the space's metric
+picks each trial's checkpoint, a validator scores each configuration by its mean over seeds at those
+checkpoints, and the regret is how far the pick's target mIoU falls below the variant's best configuration's.
+This script takes the experiment out of `--space` as written (its grids and UDA stage), replaces its
+seeds with `--seeds`, drops every other experiment, generates the synthetic benchmark from `--world` (a
+generator seed other than the default 0 that `make quickstart` and the shipped studies use), runs the study
+with `msl-study run` (resumed when already there) and prints one row per validator: mean and worst regret
+over the variants, how many picks lie on an edge of what was searched, and the within-variant rank
+correlation. The target labels only score; choose from this table, then run the real study on its own world
+and seeds.
 
 Usage: python benchmarks/tuning_objective.py [--space search_spaces/synth_paper.yaml] [--experiment tune]
            [--world 1] [--seeds 40 41 42] [--work DIR] [--report FILE.md]
@@ -19,6 +21,7 @@ Usage: python benchmarks/tuning_objective.py [--space search_spaces/synth_paper.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -29,9 +32,12 @@ import yaml
 from synth_runs import Report, header
 
 from msl.data.synth import generate
-from study.decide import TARGET
-from study.results import load_study
-from study.selection import LABEL_FREE_MODES, variant_audit, with_study_validators
+from msl.objectives import LABEL_FREE_MODES, METRIC_MODES
+from study import layout
+from study.decide import TARGET, select
+from study.results import ExperimentResults, load_study
+from study.selection import variant_audit, with_study_validators
+from study.tables import markdown_table, plain
 
 ORACLE = "oracle: target mIoU"
 
@@ -50,32 +56,50 @@ def run_study(space: dict, world: int, work: Path) -> Path:
     data = work / f"synth_world{world}"
     if not (data / "synth.json").is_file():
         generate(data, seed=world, progress=False)
-    path = work / "space.yaml"
+    path, study = work / "space.yaml", work / space["name"]
     path.write_text(yaml.safe_dump(space, sort_keys=False))
-    command = [str(Path(sys.executable).with_name("msl-study")), "run", str(path), "--storage", str(work)]
+    msl_study = str(Path(sys.executable).with_name("msl-study"))
+    started = (study / layout.STUDY_FILE).is_file()
+    command = (
+        [msl_study, "resume", str(study)]
+        if started
+        else [msl_study, "run", str(path), "--storage", str(work)]
+    )
     subprocess.run(command, check=True, env={**os.environ, "MSL_SYNTH": str(data)})
-    return work / space["name"]
+    return study
 
 
-def audit_table(evals: pd.DataFrame, objective: str) -> pd.DataFrame:
-    """One row per label-free objective (and the oracle): variant-level regret in mIoU points."""
+def audit_table(exp: ExperimentResults, objective: str) -> pd.DataFrame:
+    """One row per label-free validator (and the oracle): variant-level regret in mIoU points when it chooses
+    each variant's configuration (`choose_by`) at the checkpoints the space's metric selects."""
+    evals = with_study_validators(exp)
+    selection = select(dataclasses.replace(exp, evals=evals))
+    checkpoints = evals.loc[selection.picks["selected_row"].dropna().astype(int)]  # one per trial
     candidates = {
         name: mode for name, mode in LABEL_FREE_MODES.items() if name in evals and evals[name].notna().any()
     }
     rows = []
     for name, mode in {**candidates, ORACLE: "max"}.items():
-        result = variant_audit(evals, TARGET if name == ORACLE else name, mode)
-        label = f"{name} (the space's objective)" if name == objective else name
+        result = variant_audit(checkpoints, TARGET if name == ORACLE else name, mode)
+        on_edge = sum(bool(exp.edges(variant, config)) for variant, config in result["picks"].items())
+        label = f"{name} (the space's metric)" if name == objective else name
         rows.append(
             {
-                "objective": label,
-                "mean regret": 100 * result["regret"],
-                "worst regret": 100 * result["worst_regret"],
-                "picks on an edge": f"{result['edge_picks']} of {result['variants']}",
-                "Spearman within variants": result["spearman"],
+                "validator": label,
+                "mean regret": plain(100 * result["regret"], 1),
+                "worst regret": plain(100 * result["worst_regret"], 1),
+                "picks on an edge": f"{on_edge} of {result['variants']}",
+                "Spearman within variants": plain(result["spearman"]),
+                "can be a space's metric": "oracle"
+                if name == ORACLE
+                else "yes"
+                if name in METRIC_MODES
+                else "no: choose_by only",
             }
         )
-    return pd.DataFrame(rows).set_index("objective").sort_values("mean regret", kind="stable")
+        rows[-1]["regret"] = result["regret"]
+    ordered = pd.DataFrame(rows).sort_values("regret", kind="stable")
+    return ordered.drop(columns="regret").reset_index(drop=True)
 
 
 def main() -> None:
@@ -93,19 +117,22 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     study = run_study(space, args.world, args.work)
     exp = load_study(study).experiment(args.experiment)
-    evals = with_study_validators(exp)
     report = Report()
-    header("Which objective tunes each variant closest to the oracle", report.say)
+    header("Which validator should choose each variant's configuration", report.say)
     report.say(
-        f"Experiment `{args.experiment}` of `{args.space}` (its grids and stage as written) on generator world "
-        f"{args.world}, seeds {args.seeds}: {exp.trials['variant'].nunique()} variants, "
-        f"{len(exp.trials)} trials. Per variant, the configuration with the objective's best mean over seeds "
-        "at the last checkpoint against the variant's best by target mIoU; *regret* in mIoU points, mean and "
-        "worst over the variants searched; *picks on an edge*: variants whose pick is the smallest or largest "
-        "value of a searched key; Spearman: of objective and target mIoU over configurations, within variants."
+        f"Experiment `{args.experiment}` of `{args.space}` (its grids and stage as written) on generator "
+        f"world {args.world}, seeds {args.seeds}: {exp.trials['variant'].nunique()} variants, "
+        f"{len(exp.trials)} trials. The space's metric ({space['metric']}) picks each trial's checkpoint; "
+        "each validator then picks, per variant, the configuration with its best mean over seeds at those "
+        "checkpoints (what `choose_by` does). *regret*: the variant's best configuration's target mIoU (mean "
+        "over seeds at the same checkpoints) minus the pick's, in points, mean and worst over the variants "
+        "searched; *picks on an edge*: variants whose pick is at an edge of what was searched; Spearman: "
+        "validator against target mIoU over configurations, within variants. Study-level validators are "
+        "computed from the saved softmax maps after the experiment: they can choose configurations "
+        "(`choose_by`), not steer a search (`metric`).\n"
     )
     report.say()
-    report.say(audit_table(evals, space["metric"]).to_markdown(floatfmt=".2f"))
+    report.say(markdown_table(audit_table(exp, space["metric"])))
     if args.report:
         report.write(args.report)
 

@@ -28,11 +28,12 @@ from synth_calibration import source_jobs
 from synth_runs import CONFIG, UDA_STAGE, Job, Report, header, run_jobs, synthetic_set
 
 from msl.config import load_config, parse_override
+from msl.objectives import LABEL_FREE_MODES
 from msl.run_dir import RunDir
 from study import layout
 from study.decide import TARGET
 from study.results import ExperimentResults
-from study.selection import LABEL_FREE_MODES, checkpoint_audit, configuration_audit, with_study_validators
+from study.selection import checkpoint_audit, configuration_audit, with_study_validators
 from study.space import VARIANTS
 
 REFERENCES = {"oracle: target mIoU": (TARGET, "max"), "no selection: last": ("iteration", "max")}

@@ -34,12 +34,17 @@ def is_oracle(metric: str) -> bool:
 
 
 LABEL_FREE_METRICS = tuple(metric for metric in METRIC_MODES if not is_oracle(metric))
+# Validators that need the predictions of several checkpoints on the same images: study.selection computes
+# them from the softmax maps every evaluation saves, after an experiment ends (no trial reports them).
+STUDY_VALIDATORS = {"ensemble_agreement": "max", "seed_disagreement": "min"}
+# Everything that may select without the target labels, and which direction is better.
+LABEL_FREE_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE_METRICS}, **STUDY_VALIDATORS}
 
 
 def metric_mode(metric: str, mode: str | None = None) -> str | None:
-    """The direction a metric is selected in: `mode` when given, else the metric's own (None for a metric no
-    run reports)."""
-    return mode or METRIC_MODES.get(metric)
+    """The direction a metric is selected in: `mode` when given, else the metric's own (None for a name that
+    is neither a metric nor a study-level validator)."""
+    return mode or METRIC_MODES.get(metric) or STUDY_VALIDATORS.get(metric)
 
 
 def oriented(value, mode: str):

@@ -3,9 +3,11 @@ experiment's own objective selects, and so which configurations a confirmation t
 
 The rule (plan "metric"/"mode", label-free unless the plan says oracle): per trial the checkpoint with the
 best objective (the earliest on ties), per variant the configuration whose best objective is best on average
-over seeds. The runner (`confirmed_configurations`), the report, `msl-study status` and `msl-study compare`
+over seeds; or, when the plan names `choose_by`, whose `choose_by` value at those checkpoints is best on
+average (a study-level validator is computed from the saved softmax maps by `study.selection`, imported
+only then). The runner (`confirmed_configurations`), the report, `msl-study status` and `msl-study compare`
 all apply it from here; the target mIoU (`TARGET`) is what the tables report, never what selects. This module
-reads results only: no plotting, no Optuna, no scipy.
+reads results only: no plotting, no Optuna, no scipy unless a study-level validator chooses.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from msl.objectives import is_better
+from msl.objectives import STUDY_VALIDATORS, is_better, metric_mode
 from study import layout
 from study.layout import FAILED_STATUSES
 from study.progress import log
@@ -48,8 +50,9 @@ class Selection:
     the checkpoint the objective picks, NaN when the objective was never reported) and `final_row` (the last
     evaluation).
 
-    `configs` maps each variant to the configuration with the best mean objective over seeds (None: no trial
-    of the variant reported the objective)."""
+    `configs` maps each variant to the configuration with the best mean over seeds of `choice` (the
+    `chooser`'s value at the selected checkpoint: the objective itself unless the plan names `choose_by`;
+    None: no trial of the variant has one)."""
 
     metric: str
     mode: str
@@ -57,6 +60,7 @@ class Selection:
     evals: pd.DataFrame
     picks: pd.DataFrame
     configs: dict[str, str | None]
+    chooser: str  # what picked the configurations: the plan's choose_by, else the objective
 
     def chosen_picks(self, variant: str) -> pd.DataFrame:
         config = self.configs.get(variant)
@@ -76,17 +80,30 @@ def select(exp: ExperimentResults) -> Selection:
     """Apply the experiment's objective: per trial the checkpoint, per variant the configuration."""
     metric = exp.plan.metric
     mode = exp.mode
+    chooser = exp.plan.choose_by or metric
+    all_evals = exp.evals
+    if chooser in STUDY_VALIDATORS and chooser not in all_evals:
+        from study.selection import with_study_validators  # reads the saved maps: only when asked for
+
+        all_evals = with_study_validators(exp)
     picks = []
     usable = exp.trials[~exp.trials["status"].isin(FAILED_STATUSES)]
-    by_trial = dict(list(exp.evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
+    by_trial = dict(list(all_evals.groupby("trial_name", sort=False)))  # one pass, not one filter per trial
     for trial in usable[["trial_name", "variant", "seed", "config", "status"]].to_dict("records"):
         if trial["trial_name"] not in by_trial:
             continue
         evals = by_trial[trial["trial_name"]].sort_values("iteration", kind="stable")
         selected = best_label(evals[metric], mode)
         objective = math.nan if selected is None else evals.at[selected, metric]
+        choice = math.nan if selected is None else evals.at[selected, chooser]
         picks.append(
-            {**trial, "objective": objective, "selected_row": selected, "final_row": evals.index[-1]}
+            {
+                **trial,
+                "objective": objective,
+                "choice": choice,
+                "selected_row": selected,
+                "final_row": evals.index[-1],
+            }
         )
     picks = pd.DataFrame(
         picks,
@@ -97,15 +114,16 @@ def select(exp: ExperimentResults) -> Selection:
             "config",
             "status",
             "objective",
+            "choice",
             "selected_row",
             "final_row",
         ],
     )
     configs = {}
     for variant in variants_of(exp):
-        scores = picks[picks["variant"] == variant].groupby("config", sort=False)["objective"].mean()
-        configs[variant] = best_label(scores, mode)
-    return Selection(metric, mode, exp.plan.oracle, exp.evals, picks, configs)
+        scores = picks[picks["variant"] == variant].groupby("config", sort=False)["choice"].mean()
+        configs[variant] = best_label(scores, metric_mode(chooser) if chooser != metric else mode)
+    return Selection(metric, mode, exp.plan.oracle, all_evals, picks, configs, chooser)
 
 
 def variants_of(exp: ExperimentResults) -> list[str]:
@@ -117,7 +135,8 @@ def variants_of(exp: ExperimentResults) -> list[str]:
 def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[str, dict]:
     """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment
     selected with its own objective, by the rule of this module (`select`: per trial the best
-    checkpoint's objective, per variant the configuration with the best mean over seeds). Recorded in the
+    checkpoint's objective, per variant the configuration with the best mean over seeds of the objective or
+    of its `choose_by`). Recorded in the
     plan, so that a resumed study confirms the same configurations. A variant the earlier experiment did not
     search (e.g. source_only) has no entry: it runs with its fixed settings."""
     if experiment.confirm is None:
@@ -133,7 +152,7 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
         if config is None:
             raise RuntimeError(
                 f"experiment {experiment.name!r} confirms {experiment.confirm!r}, but no trial of "
-                f"variant {variant!r} there reported its objective {selection.metric!r}"
+                f"variant {variant!r} there has a value of {selection.chooser!r} at its selected checkpoints"
             )
         chosen = tuned.trials[(tuned.trials["variant"] == variant) & (tuned.trials["config"] == config)].iloc[
             0
@@ -145,5 +164,8 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
         }
         if configuration:
             configurations[variant] = configuration
-            log(f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r})")
+            log(
+                f"{experiment.name}: {variant} runs with {config} (selected in {experiment.confirm!r} by "
+                f"{selection.chooser})"
+            )
     return configurations

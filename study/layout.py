@@ -144,6 +144,8 @@ class Plan:
     metric: str  # the objective, a key of msl.objectives.METRIC_MODES
     mode: str | None = None  # "max" or "min"; None: the metric's own direction (set when the plan is made)
     oracle: bool = False  # whether the objective reads target test labels (the user named an oracle metric)
+    # the validator that picks each variant's configuration (study.decide); None: the objective
+    choose_by: str | None = None
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> its overrides, in plan order
     seeds: list[int] = field(default_factory=list)
     # dotted key -> distribution spec (study.space), or {"grid per variant": {variant: values}} for a
@@ -159,8 +161,8 @@ class Plan:
     benchmark: str | None = None  # a key of study/paper_results.yaml, maybe with "/<city>"
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
-    # a confirmation: {"from": the tuning experiment, "selected": {variant: {dotted key: value}}}, the
-    # configurations it runs
+    # a confirmation: {"from": the tuning experiment, "by": what chose there (its choose_by or objective),
+    # "selected": {variant: {dotted key: value}}}, the configurations it runs
     confirm: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from msl.objectives import LABEL_FREE_METRICS, is_better
+from msl.objectives import LABEL_FREE_METRICS, LABEL_FREE_MODES, is_better
 from msl.user_loss import is_import_path
 from msl.words import count
 from study import distributions, plots
@@ -48,10 +48,10 @@ from study.results import (
     param_column,
 )
 from study.selection import (
-    LABEL_FREE_MODES,
     TOP_K,
     checkpoint_audit,
     configuration_audit,
+    last_checkpoints,
     variant_audit,
     with_study_validators,
 )
@@ -443,16 +443,22 @@ def _selection_words(exp: ExperimentResults, selection: Selection, paper: dict) 
         "*final*: the last checkpoint of the same trials, no checkpoint selection."
     ]
     if exp.searched:
+        chooser = (
+            "objective"
+            if selection.chooser == selection.metric
+            else f"`{selection.chooser}` at those checkpoints (the experiment's `choose_by`)"
+        )
         words.append(
-            "A variant's *configuration* is the one whose objective, averaged over seeds, is best "
-            f"among those tried ({', '.join(exp.searched)})."
+            f"A variant's *configuration* is the one whose {chooser}, averaged over seeds, is best among "
+            f"those tried ({', '.join(exp.searched)})."
         )
     confirm = exp.plan.confirm
     if confirm:
+        by = f"`{confirm['by']}`" if confirm.get("by") else "that experiment's own objective"
         words.append(
-            f"A variant's *configuration* was selected in experiment `{confirm['from']}` by that "
-            "experiment's own objective (best mean over its seeds); these seeds never took part in that "
-            "selection (*fixed*: a variant that was not searched)."
+            f"A variant's *configuration* was selected in experiment `{confirm['from']}` by {by} (best mean "
+            "over its seeds); these seeds never took part in that selection (*fixed*: a variant that was not "
+            "searched)."
         )
     if BASELINE in selection.configs:
         words.append(
@@ -805,8 +811,10 @@ def _variant_audit(
     """study.selection's variant level: which configuration each variant keeps, as a tuning decides."""
     numbers, shown = [], []
     rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + [(TARGET, "max", "oracle: target mIoU")]
+    chooser = exp.plan.choose_by or exp.plan.metric
     for validator, mode, name in rows:
-        audit = variant_audit(evals, validator, mode)
+        name = f"{name} (chooses)" if validator == chooser else name
+        audit = variant_audit(last_checkpoints(evals), validator, mode)
         on_edge = sum(bool(exp.edges(variant, config)) for variant, config in audit.pop("picks").items())
         row = {"validator": name, "mode": mode, **audit, "picks_on_edge": on_edge}
         row["regret"], row["worst_regret"] = 100 * row["regret"], 100 * row["worst_regret"]

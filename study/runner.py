@@ -346,6 +346,7 @@ def _write_plan(
             metric=experiment.metric,
             mode=experiment.mode,
             oracle=experiment.oracle,
+            choose_by=experiment.choose_by,
             variants={name: variant.set for name, variant in experiment.variants.items()},
             seeds=experiment.seeds,
             searched=_searched(experiment),
@@ -359,7 +360,15 @@ def _write_plan(
             benchmark=experiment.benchmark,
             num_classes=cfg.data.num_classes,
             class_names=metric_class_names(cfg.data.num_classes),
-            confirm={"from": experiment.confirm, "selected": confirmed} if experiment.confirm else None,
+            confirm=(
+                {
+                    "from": experiment.confirm,
+                    "by": space.experiment(experiment.confirm).chooser,
+                    "selected": confirmed,
+                }
+                if experiment.confirm
+                else None
+            ),
         ),
     )
 

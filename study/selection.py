@@ -47,16 +47,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from msl.objectives import LABEL_FREE_METRICS, METRIC_MODES, oriented
+from msl.objectives import STUDY_VALIDATORS, oriented
 from msl.probs_maps import load_probs, saved_iterations
 from study import layout
 from study.decide import TARGET
 from study.results import ExperimentResults
 
-STUDY_VALIDATORS = {"ensemble_agreement": "max", "seed_disagreement": "min"}
-# Every label-free way to choose a checkpoint, with its direction: the trainer's metrics
-# (msl.config.LABEL_FREE_METRICS) and the study-level validators above
-LABEL_FREE_MODES = {**{metric: METRIC_MODES[metric] for metric in LABEL_FREE_METRICS}, **STUDY_VALIDATORS}
 TOP_K = (3, 5)
 WEIGHT_POWER = 2
 RESAMPLES = 1000
@@ -253,13 +249,13 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
     return result | rank_correlations(configs["score"], configs[TARGET])
 
 
-def variant_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict:
-    """Within variants, every trial at its last checkpoint and each configuration at its mean over seeds: mean
-    and worst regret over the variants that have two configurations or more, their number, each one's pick
-    (`picks`: variant -> config) and correlations of the within-variant deviations (see the module
-    docstring)."""
-    last = last_checkpoints(evals)
-    frame = last[["variant", "config", TARGET]].assign(score=oriented(last[validator], mode)).dropna()
+def variant_audit(checkpoints: pd.DataFrame, validator: str, mode: str) -> dict:
+    """Within variants, each configuration at its mean over seeds of `checkpoints` (one evaluation per trial:
+    the report passes `last_checkpoints`, a study's rule those its objective selected): mean and worst regret
+    over the variants that have two configurations or more, their number, each one's pick (`picks`: variant
+    -> config) and correlations of the within-variant deviations (see the module docstring)."""
+    frame = checkpoints[["variant", "config", TARGET]].assign(score=oriented(checkpoints[validator], mode))
+    frame = frame.dropna()
     configs = frame.groupby(["variant", "config"], sort=False)[["score", TARGET]].mean().reset_index()
     configs = configs[configs.groupby("variant")["config"].transform("size") > 1]
     variants = configs.groupby("variant", sort=False)

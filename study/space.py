@@ -13,6 +13,7 @@
     scheduler: {name: fifo}               # fifo | asha | hyperband | successive_halving | pbt, each with its
                                           #   own settings (the classes below)
     metric: target_im                     # any metric the trainer reports; oracle_* needs allow_oracle: true
+    choose_by: ensemble_agreement         # optional: what picks each variant's configuration (else metric)
     resources: {cpu: 1, gpu: 0}           # per trial; fractional GPUs pack several trials on one GPU
     max_concurrent: 2
     experiments:                          # optional, run in order; each may override any `Experiment` key
@@ -30,9 +31,10 @@ dotted path, where the file writes it (`set.optim.iteratons` for a typo in the t
 `msl-study run SPACE --dry-run` prints every experiment's effective settings, defaults filled in.
 
 Tune, then confirm: an experiment with `confirm: {from: NAME}` takes, per variant, the configuration that the
-earlier experiment NAME selected with its own (label-free) objective, the best mean over NAME's seeds, and
-runs it on its own `seeds`, which must be seeds NAME never used. Its variants that NAME did not search (e.g.
-`source_only`) run with their fixed settings. It searches nothing itself.
+earlier experiment NAME selected with its own (label-free) objective, or with its `choose_by` validator, the
+best mean over NAME's seeds, and runs it on its own `seeds`, which must be seeds NAME never used. Its
+variants that NAME did not search (e.g. `source_only`) run with their fixed settings. It searches nothing
+itself.
 
 The source stage takes the base config, the `data.*`, `model.*` and `runtime.*` keys of an experiment's `set`
 (what its trials must share with it), then `source.set`: a trial's learning rate or loss weight never changes
@@ -72,7 +74,7 @@ from msl.config import (
     read_yaml,
     spec,
 )
-from msl.objectives import LABEL_FREE_METRICS, METRIC_MODES, MODES, is_oracle, metric_mode
+from msl.objectives import LABEL_FREE_METRICS, LABEL_FREE_MODES, METRIC_MODES, MODES, is_oracle, metric_mode
 from msl.words import count
 from study import distributions
 from study.layout import is_safe_name
@@ -297,6 +299,10 @@ class Experiment:
     metric: str = "source_val_miou"  # any metric the trainer reports (METRIC_MODES)
     mode: str | None = spec(None, choices=MODES)  # None: the metric's own direction
     allow_oracle: bool = False  # needed for an oracle_* metric, which reads the target test labels
+    # the validator that picks each variant's configuration, scored at the checkpoints `metric` selects
+    # (None: `metric` itself): any label-free metric, or a study-level one (ensemble_agreement,
+    # seed_disagreement) that study.selection computes from the saved softmax maps once the experiment ends
+    choose_by: str | None = None
     benchmark: str | None = None  # a key of study/paper_results.yaml: the paper's numbers in the report
     resources: Resources = field(default_factory=Resources)  # per trial
     max_concurrent: int | None = spec(None, ge=1)  # None: as many as the resources allow
@@ -310,6 +316,11 @@ class Experiment:
     @property
     def oracle(self) -> bool:
         return is_oracle(self.metric)
+
+    @property
+    def chooser(self) -> str:
+        """What picks each variant's configuration: `choose_by`, else the objective."""
+        return self.choose_by or self.metric
 
     @property
     def variant_params(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -349,6 +360,9 @@ class Space:
     source_overrides: dict[str, Any]
     source_checkpoint: str | None
     experiments: list[Experiment] = field(default_factory=list)
+
+    def experiment(self, name: str) -> Experiment:
+        return next(experiment for experiment in self.experiments if experiment.name == name)
 
     def trial_config(
         self,
@@ -421,6 +435,15 @@ def _check_experiment(e: Experiment, prefix: str) -> None:
         e.metric in METRIC_MODES,
         f"{prefix}metric: {e.metric!r} is not a metric the trainer reports; choose one "
         f"of {', '.join(METRIC_MODES)}",
+    )
+    _require(
+        e.choose_by is None or e.choose_by in LABEL_FREE_MODES or e.choose_by in METRIC_MODES,
+        f"{prefix}choose_by: {e.choose_by!r} is not a validator; choose one of {', '.join(LABEL_FREE_MODES)}",
+    )
+    _require(
+        e.choose_by is None or not is_oracle(e.choose_by) or e.allow_oracle,
+        f"{prefix}choose_by: {e.choose_by!r} reads the target test labels; choosing on it is an oracle "
+        "result. Set allow_oracle: true to ask for it by name, or use a label-free validator",
     )
     _require(
         not e.oracle or e.allow_oracle,
@@ -765,6 +788,9 @@ def describe_plan(space: Space) -> str:
         objective = f"{experiment.mode} {experiment.metric}" + (
             " (ORACLE: target test labels)" if experiment.oracle else " (label-free)"
         )
+        if experiment.choose_by:
+            chooser = experiment.choose_by + (" (ORACLE)" if is_oracle(experiment.choose_by) else "")
+            objective += f"; each variant's configuration chosen by {chooser}"
         per_trial = experiment.seeds_per_sample
         seeds = count(len(experiment.seeds), "seed") if per_trial == 1 else "1 trial of all seeds"
         samples = count(experiment.search.num_samples, "sample")

@@ -8,6 +8,8 @@ Expectations are computed here from the numbers the fixture wrote, with scipy, n
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 from scipy import stats
@@ -146,3 +148,19 @@ def test_report_shows_the_configuration_the_margin_kept_and_the_change_against_a
     assert variants.loc["maxsquare", "config"] == "lambda_target=0.3"
     assert variants.loc["source_only", "config"] == "fixed"
     assert "change vs adabn" in text and "never took part in that selection" in text
+
+
+def test_a_tunings_choose_by_decides_what_is_confirmed(study, tmp_path):
+    """With `choose_by` in the tuning's plan, its values at the checkpoints the objective selected choose
+    (here the oracle, named on purpose: 1.0 has the best target mIoU at its selected checkpoint)."""
+    copy = tmp_path / "tc"
+    copy.mkdir()
+    layout.write_json(copy / layout.STUDY_FILE, {"name": "tc", "experiments": ["tune"]})
+    plan = layout.read_plan(study, "tune")
+    plan.choose_by = "oracle_miou"
+    layout.write_plan(copy, plan)
+    trials = layout.trials_dir(study, "tune")
+    for trial in trials.iterdir():
+        shutil.copytree(trial, layout.trials_dir(copy, "tune") / trial.name)
+    selected = confirmed_configurations(copy, _experiment("confirm", "tune"))
+    assert selected == {"maxsquare": {"loss.lambda_target": 1.0}}

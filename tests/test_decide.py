@@ -48,3 +48,40 @@ def test_select_picks_per_trial_the_best_checkpoint_and_per_variant_the_best_mea
     assert picks.loc["a0", "objective"] == 0.6 and picks.loc["b1", "objective"] == 0.45
     assert selection.evals.loc[picks.loc["b1", "selected_row"], "iteration"] == 20
     assert variants_of(exp) == ["v"]
+
+
+def _two_configurations(objective: dict, other: dict) -> ExperimentResults:
+    """One variant, configurations "a" and "b" on seeds 0 and 1: `objective` (target_im, min) and `other`
+    (target_bnm, max) per (config, seed), one value per iteration."""
+    trials, evals = [], []
+    for (config, seed), values in objective.items():
+        name = f"{config}{seed}"
+        trials.append(
+            {"trial_name": name, "variant": "v", "seed": seed, "config": config, "status": "finished"}
+        )
+        evals += [
+            {"trial_name": name, "seed": seed, "iteration": 10 * (i + 1), "target_im": value}
+            | {"target_bnm": other[config, seed][i], "oracle_miou": 0.5}
+            for i, value in enumerate(values)
+        ]
+    plan = layout.Plan(experiment="x", metric="target_im", max_iterations=20, variants={"v": {}})
+    return ExperimentResults("x", plan, pd.DataFrame(trials), pd.DataFrame(evals))
+
+
+def test_choose_by_picks_the_configuration_by_its_own_validator_at_the_checkpoints_the_objective_selects():
+    # target_im (min) selects iteration 10 in a0 and b0, 20 in a1 and b1, and prefers "a" (mean 0.15 < 0.35);
+    # target_bnm at those checkpoints: a 0.1 and 0.2 (mean 0.15), b 0.3 and 0.4 (mean 0.35): "b". Its values
+    # at the checkpoints target_im did not select would prefer "a" (0.9 against 0.0).
+    objective = {("a", 0): [0.1, 0.2], ("a", 1): [0.3, 0.2], ("b", 0): [0.3, 0.4], ("b", 1): [0.5, 0.4]}
+    other = {("a", 0): [0.1, 0.9], ("a", 1): [0.9, 0.2], ("b", 0): [0.3, 0.0], ("b", 1): [0.0, 0.4]}
+    exp = _two_configurations(objective, other)
+    assert select(exp).configs == {"v": "a"} and select(exp).chooser == "target_im"
+    exp.plan.choose_by = "target_bnm"
+    selection = select(exp)
+    assert selection.configs == {"v": "b"} and selection.chooser == "target_bnm"
+    picks = selection.picks.set_index("trial_name")
+    assert picks["choice"].to_dict() == {"a0": 0.1, "a1": 0.2, "b0": 0.3, "b1": 0.4}
+    assert picks["objective"].to_dict() == {"a0": 0.1, "a1": 0.2, "b0": 0.3, "b1": 0.4}
+    exp.plan.choose_by = "target_entropy"  # a validator in its own direction (min)
+    exp.evals["target_entropy"] = exp.evals["target_bnm"]
+    assert select(exp).configs == {"v": "a"}

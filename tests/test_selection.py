@@ -11,12 +11,13 @@ from scipy import stats
 
 from msl.probs_maps import save_probs
 from study import layout
-from study.decide import TARGET
+from study.decide import TARGET, select
 from study.results import load_study
 from study.selection import (
     TOP_K,
     checkpoint_audit,
     configuration_audit,
+    last_checkpoints,
     rank_correlations,
     variant_audit,
     with_study_validators,
@@ -151,7 +152,7 @@ def test_variant_audit_matches_a_loop_over_variants(mode):
         for iteration in rng.permutation([10, 20, 30])  # shuffled: the last is not the last row
     ]
     evals = pd.DataFrame(rows)
-    audit = variant_audit(evals, "v", mode)
+    audit = variant_audit(last_checkpoints(evals), "v", mode)
     expected = naive_variant_audit(evals, "v", mode)
     assert audit["variants"] == 3  # source_only has one configuration: nothing to choose
     assert audit["picks"] == expected["picks"]
@@ -333,3 +334,16 @@ def test_configuration_audit_at_the_last_checkpoints(study, evals):
     assert audit["worst_regret"] == pytest.approx(max(per_seed))
     assert audit["top3"] == pytest.approx(np.mean(oracle))  # 3 configurations
     assert audit["spearman"] == pytest.approx(stats.spearmanr(square, oracle).statistic)
+
+
+def test_a_study_level_choose_by_is_computed_from_the_saved_maps_at_the_selected_checkpoints(study, evals):
+    """study.decide imports study.selection only for a study-level `choose_by`; the values it chooses with are
+    those of `with_study_validators` at the checkpoints the objective selected."""
+    exp = load_study(study[0]).experiment("variants")
+    exp.plan.choose_by = "seed_disagreement"
+    selection = select(exp)
+    assert selection.chooser == "seed_disagreement"
+    picks = selection.picks.dropna(subset=["selected_row"])
+    expected = evals.loc[picks["selected_row"].astype(int), "seed_disagreement"].to_numpy()
+    assert picks["choice"].to_numpy() == pytest.approx(expected)
+    assert not picks["choice"].isna().any()

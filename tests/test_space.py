@@ -272,6 +272,18 @@ def test_an_oracle_objective_needs_to_be_asked_for(tmp_path):
     assert "ORACLE" in describe_plan(load_space(write(tmp_path, metric="oracle_miou", allow_oracle=True)))
 
 
+def test_choose_by_takes_any_label_free_validator_and_an_oracle_only_when_asked_for(tmp_path):
+    (experiment,) = load_space(write(tmp_path, choose_by="ensemble_agreement")).experiments
+    assert experiment.chooser == "ensemble_agreement"
+    assert "chosen by target_bnm" in describe_plan(load_space(write(tmp_path, choose_by="target_bnm")))
+    with pytest.raises(SpaceError, match="choose_by: 'ensemble_agreemnt' is not a validator; choose one of"):
+        load_space(write(tmp_path, choose_by="ensemble_agreemnt"))
+    with pytest.raises(SpaceError, match="choose_by: 'oracle_miou' reads the target test labels"):
+        load_space(write(tmp_path, choose_by="oracle_miou"))
+    space = load_space(write(tmp_path, choose_by="oracle_miou", allow_oracle=True))
+    assert "chosen by oracle_miou (ORACLE)" in describe_plan(space)
+
+
 def test_an_oracle_objective_not_asked_for_is_refused_naming_every_label_free_metric(tmp_path):
     with pytest.raises(SpaceError, match="Set allow_oracle: true") as error:
         load_space(write(tmp_path, metric="oracle_miou"))
