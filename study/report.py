@@ -266,7 +266,8 @@ def _headline_words(numbers: pd.DataFrame, best: pd.Series) -> str:
 
 def _objective_words(plan: Plan) -> str:
     kind = "oracle" if plan.oracle else "label-free"
-    return f"{plan.metric} ({plan.mode}, {kind})"
+    chooser = f"; configurations by {plan.choose_by}" if plan.choose_by else ""
+    return f"{plan.metric} ({plan.mode}, {kind}){chooser}"
 
 
 # --- 1. variant comparison ----------------------------------------------------------------------------------

@@ -55,3 +55,9 @@ def test_quickstart_pipeline_ends_in_a_report(tmp_path):
     assert "label-free" in report and "Pruning budget" in report and "Tune, then confirm" in report
     assert "**Checkpoint level**" in report and "**Configuration level**" in report  # the selection audit
     assert "| ensemble_agreement " in report and "| target_snd " in report and "| target_bnm " in report
+    # tune chose iw_maxsquare's lambda by ensemble agreement from the saved maps, and confirm says so
+    assert "iw_maxsquare runs with lambda_target=" in result.stdout
+    assert "by ensemble_agreement)" in result.stdout
+    assert "**Variant level**" in report and "| ensemble_agreement (chooses) " in report
+    assert "target_im (min, label-free); configurations by ensemble_agreement" in report
+    assert "selected in experiment `tune` by `ensemble_agreement`" in report
