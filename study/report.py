@@ -791,13 +791,7 @@ def _selection_audit(
                     "regret": percent(row["regret"] / 100),
                     "worst": percent(row["worst_regret"] / 100),
                     **{f"top-{k}": percent(row[f"top{k}"] / 100) for k in TOP_K},
-                    "Spearman [95% CI]": _with_interval(
-                        row["spearman"], row["spearman_low"], row["spearman_high"]
-                    ),
-                    "weighted Spearman [95% CI]": _with_interval(
-                        row["weighted_spearman"], row["weighted_low"], row["weighted_high"]
-                    ),
-                    "n": str(row["n"]),
+                    **_correlation_cells(row),
                 }
             )
         report.add(f"**{level.capitalize()} level** ({AUDIT_WORDS[level]})")
@@ -827,13 +821,7 @@ def _variant_audit(
                 "regret": percent(row["regret"] / 100),
                 "worst": percent(row["worst_regret"] / 100),
                 "picks on an edge": f"{on_edge} of {row['variants']}",
-                "Spearman [95% CI]": _with_interval(
-                    row["spearman"], row["spearman_low"], row["spearman_high"]
-                ),
-                "weighted Spearman [95% CI]": _with_interval(
-                    row["weighted_spearman"], row["weighted_low"], row["weighted_high"]
-                ),
-                "n": str(row["n"]),
+                **_correlation_cells(row),
             }
         )
     report.add(f"**Variant level** ({AUDIT_WORDS['variant']})")
@@ -855,6 +843,17 @@ AUDIT_WORDS = {
     "configurations or more; *picks on an edge*: of those variants, how many picks sit at an edge of what "
     "was searched; rank correlations over the *n* configurations after subtracting their variant's means",
 }
+
+
+def _correlation_cells(row: dict) -> dict[str, str]:
+    """An audit row's rank correlations with their intervals, and the number of points, as shown."""
+    return {
+        "Spearman [95% CI]": _with_interval(row["spearman"], row["spearman_low"], row["spearman_high"]),
+        "weighted Spearman [95% CI]": _with_interval(
+            row["weighted_spearman"], row["weighted_low"], row["weighted_high"]
+        ),
+        "n": str(row["n"]),
+    }
 
 
 def _with_interval(value: float, low: float, high: float) -> str:
