@@ -23,7 +23,7 @@ import pandas as pd
 
 from msl.objectives import METRIC_MODES
 from msl.run_dir import RunDir
-from study import distributions, layout
+from study import layout
 from study.tables import is_missing
 
 PARAM_PREFIX = "param:"
@@ -75,6 +75,8 @@ class ExperimentResults:
         """Searched key -> its `Edge`, for each value of `variant`'s configuration `config` at the edge of
         what the search tried. Empty for a confirmation (its configurations are its tuning's: that
         experiment marks them) and for a configuration no trial ran."""
+        from study import distributions  # it imports msl.config and so torch: not for `msl-study status`
+
         trials = self.trials
         chosen = trials[(trials["variant"] == variant) & (trials["config"] == config)]
         if self.plan.confirm or chosen.empty:
