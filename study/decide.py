@@ -136,9 +136,9 @@ def confirmed_configurations(study_dir: Path, experiment: Experiment) -> dict[st
     """For a confirmation: each variant's configuration (searched key -> value) that the earlier experiment
     selected with its own objective, by the rule of this module (`select`: per trial the best
     checkpoint's objective, per variant the configuration with the best mean over seeds of the objective or
-    of its `choose_by`). Recorded in the
-    plan, so that a resumed study confirms the same configurations. A variant the earlier experiment did not
-    search (e.g. source_only) has no entry: it runs with its fixed settings."""
+    of its `choose_by`). Recorded in the plan, so that a resumed study confirms the same configurations. A
+    variant the earlier experiment did not search (e.g. source_only) has no entry: it runs with its fixed
+    settings."""
     if experiment.confirm is None:
         return {}
     if layout.plan_file(study_dir, experiment.name).is_file():

@@ -26,7 +26,7 @@ import yaml
 from ray import tune
 
 from msl.config import save_config
-from msl.objectives import is_better
+from msl.objectives import is_better, is_oracle
 from msl.run_dir import RunDir
 from msl.runinfo import expand_path, git_revision, package_versions
 from msl.trainer import NonFiniteLossError
@@ -345,7 +345,7 @@ def _write_plan(
             experiment=experiment.name,
             metric=experiment.metric,
             mode=experiment.mode,
-            oracle=experiment.oracle,
+            oracle=experiment.oracle or is_oracle(experiment.choose_by or ""),  # either choice reads labels
             choose_by=experiment.choose_by,
             variants={name: variant.set for name, variant in experiment.variants.items()},
             seeds=experiment.seeds,

@@ -432,6 +432,12 @@ def _check_experiment(e: Experiment, prefix: str) -> None:
             f"{prefix}params: optuna cannot search a grid distribution; use choice",
         )
     _require(
+        e.metric not in LABEL_FREE_MODES or e.metric in METRIC_MODES,
+        f"{prefix}metric: {e.metric!r} is computed from the saved softmax maps after an experiment ends, so "
+        "it cannot steer a search or pick checkpoints during one; use it as `choose_by` to pick each "
+        "variant's configuration",
+    )
+    _require(
         e.metric in METRIC_MODES,
         f"{prefix}metric: {e.metric!r} is not a metric the trainer reports; choose one "
         f"of {', '.join(METRIC_MODES)}",

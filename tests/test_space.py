@@ -282,6 +282,10 @@ def test_choose_by_takes_any_label_free_validator_and_an_oracle_only_when_asked_
         load_space(write(tmp_path, choose_by="oracle_miou"))
     space = load_space(write(tmp_path, choose_by="oracle_miou", allow_oracle=True))
     assert "chosen by oracle_miou (ORACLE)" in describe_plan(space)
+    with pytest.raises(
+        SpaceError, match="metric: 'ensemble_agreement' is computed from the saved softmax maps"
+    ):
+        load_space(write(tmp_path, metric="ensemble_agreement"))
 
 
 def test_an_oracle_objective_not_asked_for_is_refused_naming_every_label_free_metric(tmp_path):
