@@ -35,7 +35,7 @@ from study import distributions, layout
 from study.cluster import prepare_cluster
 from study.decide import confirmed_configurations
 from study.heartbeat import heartbeat, read_driver
-from study.progress import log
+from study.progress import eta_words, log
 from study.schedulers import synchronous_scheduler
 from study.sources import ensure_sources
 from study.space import (
@@ -163,10 +163,7 @@ class StudyCallback(tune.Callback):
     def eta(self, now: float) -> str:
         """ ", ETA ~1.5 min" from the trial-iterations done since this driver started, or "" before any."""
         done, total = self._work_done(), self.total * self.iterations * self.runs_per_trial
-        rate = (done - self.work_at_start) / max(now - self.started, 1e-9)
-        if rate <= 0 or done >= total:
-            return ""
-        return f", ETA ~{(total - done) / rate / 60:.1f} min"
+        return eta_words(done - self.work_at_start, now - self.started, total - done)
 
     def _status(self, trial, status: str, error: str | None = None) -> None:
         result = trial.last_result or {}

@@ -16,7 +16,7 @@ import ray
 from msl.run_dir import RunDir
 from msl.trainer import train
 from study import layout
-from study.progress import log
+from study.progress import eta_words, log
 from study.source_progress import source_progress
 from study.space import Resources, Space, source_key
 from study.worker import in_worker
@@ -106,8 +106,7 @@ def _wait_for_sources(
             log(f"source model {keys.pop(ref)} done ({time.perf_counter() - started:.0f} s since the start)")
         if keys and time.perf_counter() >= next_line:
             progress, elapsed = source_progress(runs), time.perf_counter() - started
-            rate = (progress.done - at_start) / elapsed
-            eta = f", ETA ~{(progress.total - progress.done) / rate / 60:.1f} min" if rate > 0 else ""
+            eta = eta_words(progress.done - at_start, elapsed, progress.total - progress.done)
             log(f"{progress.line()}, {elapsed / 60:.1f} min{eta}")
             next_line += every_s
 

@@ -10,6 +10,7 @@ import pytest
 
 from msl.run_dir import RunDir
 from study import layout
+from study.progress import eta_words
 from study.sources import _source_is_complete, _wait_for_sources, ensure_sources, source_cpus
 from study.space import Resources, load_space, source_key
 from tests import fakes
@@ -100,3 +101,9 @@ def test_the_driver_prints_the_source_models_progress_with_an_eta_while_they_tra
         sum("source model seed0 done" in line for line in lines) == 1
         and "source model seed1 done" in lines[-1]
     )
+
+
+def test_eta_words_extrapolate_the_pace_so_far_and_stay_silent_without_one():
+    assert eta_words(done=30, elapsed_s=60, remaining=90) == ", ETA ~3.0 min"  # 0.5 units/s
+    assert eta_words(done=0, elapsed_s=60, remaining=90) == ""  # no pace yet
+    assert eta_words(done=30, elapsed_s=60, remaining=0) == ""  # nothing left
