@@ -786,10 +786,7 @@ def _selection_audit(
             numbers.append(row)
             shown.append(
                 {
-                    "validator": name,
-                    "mode": mode,
-                    "regret": percent(row["regret"] / 100),
-                    "worst": percent(row["worst_regret"] / 100),
+                    **_regret_cells(row),
                     **{f"top-{k}": percent(row[f"top{k}"] / 100) for k in TOP_K},
                     **_correlation_cells(row),
                 }
@@ -816,10 +813,7 @@ def _variant_audit(
         numbers.append(row)
         shown.append(
             {
-                "validator": name,
-                "mode": mode,
-                "regret": percent(row["regret"] / 100),
-                "worst": percent(row["worst_regret"] / 100),
+                **_regret_cells(row),
                 "picks on an edge": f"{on_edge} of {row['variants']}",
                 **_correlation_cells(row),
             }
@@ -843,6 +837,16 @@ AUDIT_WORDS = {
     "configurations or more; *picks on an edge*: of those variants, how many picks sit at an edge of what "
     "was searched; rank correlations over the *n* configurations after subtracting their variant's means",
 }
+
+
+def _regret_cells(row: dict) -> dict[str, str]:
+    """An audit row's validator, direction and regrets (in percent points), as shown."""
+    return {
+        "validator": row["validator"],
+        "mode": row["mode"],
+        "regret": percent(row["regret"] / 100),
+        "worst": percent(row["worst_regret"] / 100),
+    }
 
 
 def _correlation_cells(row: dict) -> dict[str, str]:
