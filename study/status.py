@@ -44,6 +44,7 @@ class ExperimentStatus:
     metric: str
     mode: str
     oracle: bool
+    choose_by: str | None  # what picks each variant's configuration when not the objective (plan choose_by)
     planned_trials: int
     max_iterations: int
     counts: dict[str, int]
@@ -120,6 +121,7 @@ def experiment_status(exp: ExperimentResults, now: float, driver_stopped: bool =
         metric=metric,
         mode=mode,
         oracle=plan.oracle,
+        choose_by=plan.choose_by,
         planned_trials=planned,
         max_iterations=max_iterations,
         counts={state: int(counts.get(state, 0)) for state in STATES},
@@ -234,7 +236,8 @@ def _experiment_lines(exp: ExperimentStatus, path: Path) -> list[str]:
     counts = ", ".join(f"{n} {state}" for state, n in exp.counts.items() if n)
     started = sum(exp.counts.values())
     lines = [
-        f"experiment {exp.name}: objective {exp.metric} ({exp.mode}, {kind})",
+        f"experiment {exp.name}: objective {exp.metric} ({exp.mode}, {kind})"
+        + (f"; configurations chosen by {exp.choose_by} when it ends" if exp.choose_by else ""),
         f"  trials: {exp.planned_trials} planned, {started} started: {counts or 'none yet'}",
     ]
     total = exp.done + exp.remaining

@@ -242,6 +242,13 @@ def test_a_confirmation_names_the_configuration_it_confirms(tmp_path):
     assert "(variant maxsquare, lambda_target=3)" in format_status(study_status(study))
 
 
+def test_a_tuning_that_chooses_by_another_validator_says_so(study):
+    plan = layout.read_plan(study, "sweep")
+    plan.choose_by = "ensemble_agreement"
+    layout.write_plan(study, plan)
+    assert "; configurations chosen by ensemble_agreement when it ends" in format_status(study_status(study))
+
+
 def test_status_imports_no_plotting_optuna_scipy_or_torch():
     """`msl-study status` prints a table: it must not pay for (nor depend on) the report's heavy libraries,
     nor torch (msl.objectives holds the metrics' directions without it)."""
