@@ -69,12 +69,18 @@ def run_study(space: dict, world: int, work: Path) -> Path:
     return study
 
 
+def selected_checkpoints(exp: ExperimentResults) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The experiment's evaluations with the study-level validators, and of those the checkpoint its metric
+    selects in each trial (the study's rule, `study.decide`)."""
+    evals = with_study_validators(exp)
+    picks = select(dataclasses.replace(exp, evals=evals)).picks
+    return evals, evals.loc[picks["selected_row"].dropna().astype(int)]
+
+
 def audit_table(exp: ExperimentResults, objective: str) -> pd.DataFrame:
     """One row per label-free validator (and the oracle): variant-level regret in mIoU points when it chooses
     each variant's configuration (`choose_by`) at the checkpoints the space's metric selects."""
-    evals = with_study_validators(exp)
-    selection = select(dataclasses.replace(exp, evals=evals))
-    checkpoints = evals.loc[selection.picks["selected_row"].dropna().astype(int)]  # one per trial
+    evals, checkpoints = selected_checkpoints(exp)
     candidates = {
         name: mode for name, mode in LABEL_FREE_MODES.items() if name in evals and evals[name].notna().any()
     }
@@ -114,30 +120,27 @@ SUBGRIDS = {
 
 
 def subgrid_table(exp: ExperimentResults, validators: list[str]) -> pd.DataFrame | None:
-    """Per sub-grid (SUBGRIDS) and validator: mean regret over the variants and how many picks lie at an end
-    of the sub-grid, with the study-level validators computed again over the trials kept. None unless every
-    searched variant searches one key."""
-    column = {key: param_column(key) for key in exp.searched}
-    if len(column) != 1:
+    """Per sub-grid (SUBGRIDS) and validator: mean regret over the variants, how many picks lie at an end of
+    the sub-grid and how many moved from the whole grid's pick though it was kept, with the study-level
+    validators computed again over the trials kept. None unless the experiment searches one key."""
+    if len(exp.searched) != 1:
         return None
-    (key,) = column.values()
+    key = param_column(exp.searched[0])
     rows, whole = [], {}  # whole: validator -> variant -> the value it picks from the whole grid
     for name, cut in SUBGRIDS.items():
-        kept, ends, kept_values = [], {}, {}
+        kept, kept_values = [], {}
         for variant, trials in exp.trials.groupby("variant", sort=False):
             values = sorted(trials[key].dropna().unique())
-            chosen = values[cut] if len(values) > 1 else values
-            kept += trials.loc[trials[key].isin(chosen) | trials[key].isna(), "trial_name"].tolist()
-            ends[variant] = (min(chosen), max(chosen)) if len(chosen) > 1 else ()
-            kept_values[variant] = set(chosen)
+            kept_values[variant] = values[cut] if len(values) > 1 else values
+            kept += trials.loc[
+                trials[key].isin(kept_values[variant]) | trials[key].isna(), "trial_name"
+            ].tolist()
         part = dataclasses.replace(
             exp,
             trials=exp.trials[exp.trials["trial_name"].isin(kept)],
             evals=exp.evals[exp.evals["trial_name"].isin(kept)],
         )
-        evals = with_study_validators(part)
-        picks = select(dataclasses.replace(part, evals=evals)).picks
-        checkpoints = evals.loc[picks["selected_row"].dropna().astype(int)]
+        _, checkpoints = selected_checkpoints(part)
         value_of = dict(zip(checkpoints["config"], checkpoints[key], strict=False))
         row = {"grid": name}
         for validator in validators:
@@ -145,7 +148,7 @@ def subgrid_table(exp: ExperimentResults, validators: list[str]) -> pd.DataFrame
             result = variant_audit(checkpoints, TARGET if validator == ORACLE else validator, mode)
             picked = {variant: value_of[config] for variant, config in result["picks"].items()}
             whole.setdefault(validator, picked)
-            at_end = sum(value in ends[variant] for variant, value in picked.items())
+            at_end = sum(value in (min(kept_values[v]), max(kept_values[v])) for v, value in picked.items())
             moved = sum(
                 value != whole[validator][variant] and whole[validator][variant] in kept_values[variant]
                 for variant, value in picked.items()
