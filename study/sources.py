@@ -1,11 +1,12 @@
-"""The source models a study's trials adapt from: one per seed and source config, trained first (all at once,
-sharing the cluster's CPUs) as Ray tasks, or reused when a complete run with the same key is already in the
-study's `sources/` folder. `ensure_sources` runs on the driver (printing their progress with an ETA every
-30 s while they train), `_train_source` in a Ray worker.
+"""The source models a study's trials adapt from: one per seed and source config, trained first (together, in
+full rounds of the cluster's CPUs or sharing them: `source_cpus`) as Ray tasks, or reused when a complete run
+with the same key is already in the study's `sources/` folder. `ensure_sources` runs on the driver (printing
+their progress with an ETA every 30 s while they train), `_train_source` in a Ray worker.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from datetime import datetime
@@ -21,14 +22,23 @@ from study.source_progress import source_progress
 from study.space import Resources, Space, source_key
 from study.worker import in_worker
 
+# How much longer N source models take all at once on C cores than N / C rounds of them at full speed: more
+# processes than cores share caches and memory bandwidth (results/benchmarks/source_waves.md: 4 models on 2
+# cores took 73.6 s at once, 60.7 s in two rounds).
+SHARING_SLOWDOWN = 1.2
+
 
 def source_cpus(resources: Resources, cluster_cpus: float, count: int) -> float:
-    """CPUs each of `count` source models asks for. On CPUs only, the models share the cluster's CPUs so that
-    all start at once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles); with GPUs they
-    ask for what a trial asks for."""
+    """CPUs each of `count` source models asks for. With GPUs, or when the models fill their rounds of the
+    cluster well, what a trial asks for (4 models on 2 CPUs: two rounds of two); on CPUs only, when the last
+    round would leave cores idle for longer than sharing costs, a share of the cluster so that all start at
+    once (3 models on 2 CPUs: 2/3 each, not two and then one while a core idles)."""
     if resources.gpu or count == 0:
         return resources.cpu
-    return min(resources.cpu, cluster_cpus / count)
+    at_a_time = max(1, int(cluster_cpus // resources.cpu))  # models that run at once at a trial's CPUs
+    if count <= at_a_time or math.ceil(count / at_a_time) <= SHARING_SLOWDOWN * count / at_a_time:
+        return resources.cpu
+    return cluster_cpus / count
 
 
 def _source_is_complete(run_dir: Path, iterations: int) -> bool:

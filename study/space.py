@@ -266,8 +266,8 @@ def _scheduler(value: Any, path: str) -> Scheduler:
 
 @dataclass
 class Resources:
-    """What one trial holds on one node (source models ask for the same, sharing the CPUs when there is no
-    GPU)."""
+    """What one trial holds on one node (source models ask for the same, or a share of the CPUs when there is
+    no GPU: `study.sources.source_cpus`)."""
 
     cpu: float = spec(1.0, gt=0)
     gpu: float = spec(0.0, ge=0)  # a fraction of one GPU (e.g. 0.25) packs trials on it, else whole GPUs

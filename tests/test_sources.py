@@ -20,16 +20,17 @@ from tests.test_runner import _space_file
 @pytest.mark.parametrize(
     ("resources", "cluster_cpus", "count", "expected"),
     [
-        (Resources(cpu=1), 2.0, 3, 2 / 3),  # the quickstart: three models share two cores, all at once
+        (Resources(cpu=1), 2.0, 3, 2 / 3),  # three models share two cores, all at once
         (Resources(cpu=1), 2.0, 2, 1),  # enough CPUs: what a trial asks for
+        (Resources(cpu=1), 2.0, 4, 1),  # two full rounds: sharing the cores would be slower
+        (Resources(cpu=1), 2.0, 5, 1),  # three rounds, the last half full: about what sharing costs
+        (Resources(cpu=2), 8.0, 6, 8 / 6),  # a round of 4, then 2 of them: share
         (Resources(cpu=4), 64.0, 3, 4),
         (Resources(cpu=4, gpu=0.25), 8.0, 3, 4),  # GPU models keep the trials' resources
         (Resources(cpu=1), 2.0, 0, 1),
     ],
 )
-def test_source_models_share_the_cpus_instead_of_queueing_in_a_partial_wave(
-    resources, cluster_cpus, count, expected
-):
+def test_source_models_share_the_cpus_unless_they_fill_their_rounds(resources, cluster_cpus, count, expected):
     assert source_cpus(resources, cluster_cpus, count) == pytest.approx(expected)
 
 
