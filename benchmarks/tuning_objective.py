@@ -34,7 +34,7 @@ from synth_runs import Report, header
 from msl.data.synth import generate
 from msl.objectives import LABEL_FREE_MODES, METRIC_MODES
 from study import layout
-from study.decide import TARGET, select
+from study.decide import TARGET, selected_checkpoints
 from study.results import ExperimentResults, load_study, param_column
 from study.selection import variant_audit, with_study_validators
 from study.tables import markdown_table, plain
@@ -69,18 +69,11 @@ def run_study(space: dict, world: int, work: Path) -> Path:
     return study
 
 
-def selected_checkpoints(exp: ExperimentResults) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The experiment's evaluations with the study-level validators, and of those the checkpoint its metric
-    selects in each trial (the study's rule, `study.decide`)."""
-    evals = with_study_validators(exp)
-    picks = select(dataclasses.replace(exp, evals=evals)).picks
-    return evals, evals.loc[picks["selected_row"].dropna().astype(int)]
-
-
 def audit_table(exp: ExperimentResults, objective: str) -> pd.DataFrame:
     """One row per label-free validator (and the oracle): variant-level regret in mIoU points when it chooses
     each variant's configuration (`choose_by`) at the checkpoints the space's metric selects."""
-    evals, checkpoints = selected_checkpoints(exp)
+    evals = with_study_validators(exp)
+    checkpoints = selected_checkpoints(exp, evals)
     candidates = {
         name: mode for name, mode in LABEL_FREE_MODES.items() if name in evals and evals[name].notna().any()
     }
@@ -140,7 +133,7 @@ def subgrid_table(exp: ExperimentResults, validators: list[str]) -> pd.DataFrame
             trials=exp.trials[exp.trials["trial_name"].isin(kept)],
             evals=exp.evals[exp.evals["trial_name"].isin(kept)],
         )
-        _, checkpoints = selected_checkpoints(part)
+        checkpoints = selected_checkpoints(part, with_study_validators(part))
         value_of = dict(zip(checkpoints["config"], checkpoints[key], strict=False))
         row = {"grid": name}
         for validator in validators:

@@ -12,6 +12,7 @@ reads results only: no plotting, no Optuna, no scipy unless a study-level valida
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,15 @@ def select(exp: ExperimentResults) -> Selection:
         scores = picks[picks["variant"] == variant].groupby("config", sort=False)["choice"].mean()
         configs[variant] = best_label(scores, metric_mode(chooser) if chooser != metric else mode)
     return Selection(metric, mode, exp.plan.oracle, all_evals, picks, configs, chooser)
+
+
+def selected_checkpoints(exp: ExperimentResults, evals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Of an experiment's evaluations (`evals`, default `exp.evals`: pass them when they carry study-level
+    validators), the checkpoint its metric selects in each trial, one row per trial that has one: what its
+    `choose_by` (or metric) scores configurations at."""
+    evals = exp.evals if evals is None else evals
+    picks = select(dataclasses.replace(exp, evals=evals)).picks
+    return evals.loc[picks["selected_row"].dropna().astype(int)]
 
 
 def variants_of(exp: ExperimentResults) -> list[str]:

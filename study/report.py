@@ -35,7 +35,7 @@ from msl.objectives import LABEL_FREE_METRICS, LABEL_FREE_MODES, is_better
 from msl.user_loss import is_import_path
 from msl.words import count
 from study import distributions, plots
-from study.decide import TARGET, Selection, best_label, select, variants_of
+from study.decide import TARGET, Selection, best_label, select, selected_checkpoints, variants_of
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES, Plan
 from study.pruning import rung_audit
@@ -51,7 +51,6 @@ from study.selection import (
     TOP_K,
     checkpoint_audit,
     configuration_audit,
-    last_checkpoints,
     variant_audit,
     with_study_validators,
 )
@@ -804,9 +803,10 @@ def _variant_audit(
     numbers, shown = [], []
     rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + [(TARGET, "max", "oracle: target mIoU")]
     chooser = exp.plan.choose_by or exp.plan.metric
+    checkpoints = selected_checkpoints(exp, evals)  # where the tuning scores its configurations
     for validator, mode, name in rows:
         name = f"{name} (chooses)" if validator == chooser else name
-        audit = variant_audit(last_checkpoints(evals), validator, mode)
+        audit = variant_audit(checkpoints, validator, mode)
         on_edge = sum(bool(exp.edges(variant, config)) for variant, config in audit.pop("picks").items())
         row = {"validator": name, "mode": mode, **audit, "picks_on_edge": on_edge}
         row["regret"], row["worst_regret"] = 100 * row["regret"], 100 * row["worst_regret"]
@@ -831,11 +831,12 @@ AUDIT_WORDS = {
     "at its mean over seeds: *regret* = the best configuration's target mIoU (%) minus the chosen one's, "
     "*worst*: the largest regret when choosing within a single seed; *top-k*: mean target mIoU of the k "
     "best configurations; rank correlations over the *n* configurations",
-    "variant": "which configuration each variant keeps, as this tuning decides, every trial at its last "
-    "checkpoint and each configuration at its mean over seeds: *regret* = the variant's best configuration's "
-    "target mIoU (%) minus that of the validator's pick, mean and *worst* over the variants with two "
-    "configurations or more; *picks on an edge*: of those variants, how many picks sit at an edge of what "
-    "was searched; rank correlations over the *n* configurations after subtracting their variant's means",
+    "variant": "which configuration each variant keeps, as this tuning decides: every trial at the "
+    "checkpoint its metric selected and each configuration at its mean over seeds: *regret* = the variant's "
+    "best configuration's target mIoU (%) minus that of the validator's pick, mean and *worst* over the "
+    "variants with two configurations or more; *picks on an edge*: of those variants, how many picks sit at "
+    "an edge of what was searched; rank correlations over the *n* configurations after subtracting their "
+    "variant's means",
 }
 
 

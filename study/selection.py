@@ -25,9 +25,10 @@ that answer different questions:
   seed alone (worst case over seeds).
 * variant level (across the configurations of each variant): which configuration each variant keeps, the
   decision a tuning experiment makes before a confirmation. Per variant with two configurations or more, at
-  their last checkpoints and means over seeds: regret = the variant's best configuration's target mIoU minus
-  that of the one the validator picks; mean and worst over those variants. Rank correlations pool the
-  configurations after subtracting each variant's mean, so they measure agreement within variants.
+  the checkpoints the study's metric selected (as the tuning scores them) and means over seeds: regret = the
+  variant's best configuration's target mIoU minus that of the one the validator picks; mean and worst over
+  those variants. Rank correlations pool the configurations after subtracting each variant's mean, so they
+  measure agreement within variants.
 
 Correlations are signed so that positive means the validator, in its own direction, orders as the target does.
 The weighted Spearman follows powerful-benchmarker (Musgrave et al., "Three New Validators and a Large-Scale
@@ -251,9 +252,10 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
 
 def variant_audit(checkpoints: pd.DataFrame, validator: str, mode: str) -> dict:
     """Within variants, each configuration at its mean over seeds of `checkpoints` (one evaluation per trial:
-    the report passes `last_checkpoints`, a study's rule those its objective selected): mean and worst regret
-    over the variants that have two configurations or more, their number, each one's pick (`picks`: variant
-    -> config) and correlations of the within-variant deviations (see the module docstring)."""
+    those the study's metric selected, `study.decide.selected_checkpoints`, as a tuning scores them): mean
+    and worst regret over the variants that have two configurations or more, their number, each one's pick
+    (`picks`: variant -> config) and correlations of the within-variant deviations (see the module
+    docstring)."""
     frame = checkpoints[["variant", "config", TARGET]].assign(score=oriented(checkpoints[validator], mode))
     frame = frame.dropna()
     configs = frame.groupby(["variant", "config"], sort=False)[["score", TARGET]].mean().reset_index()

@@ -25,7 +25,7 @@ from msl.probs_maps import save_probs
 from msl.run_dir import RunDir
 from study import layout
 from study.compare import format_comparison
-from study.decide import select
+from study.decide import select, selected_checkpoints
 from study.report import build_report, paper_benchmark
 from study.report_cli import add_report_parser
 from study.results import load_study
@@ -480,12 +480,14 @@ def test_a_tuning_experiment_gets_the_variant_level_audit_with_its_picks_on_an_e
     _, markdown, tables, _ = report
     exp = load_study(fake_study[0]).experiment("sweep")
     evals = with_study_validators(exp)
+    checkpoints = selected_checkpoints(exp, evals)  # as the tuning scores configurations, not the last ones
+    assert not checkpoints.index.equals(last_checkpoints(evals).index)
     table = tables["selection_per_variant_sweep"].set_index("validator")
     for validator, mode, row in (
         ("target_entropy", "min", "target_entropy (chooses)"),  # the sweep's objective
         ("target_max_square", "max", "target_max_square"),
     ):
-        expected = variant_audit(last_checkpoints(evals), validator, mode)
+        expected = variant_audit(checkpoints, validator, mode)
         assert table.loc[row, "regret"] == pytest.approx(100 * expected["regret"])
         on_edge = sum(bool(exp.edges(variant, config)) for variant, config in expected["picks"].items())
         assert table.loc[row, "picks_on_edge"] == on_edge
