@@ -1,13 +1,13 @@
 """Forward+backward time of one training step of the segmentation networks, printed as a table.
 
-CPU: the benchmark network small_segnet and the older deeplab_resnet18_small on the synthetic benchmark's
-batch (8, 3, 64, 128), in fp32 and bf16 autocast, in both memory layouts (budget: 250 ms per step); with
+CPU: the benchmark network small_segnet and the older deeplab_resnet18_small (or the networks `--archs`
+names) on the synthetic benchmark's batch (8, 3, 64, 128), in fp32 and bf16 autocast, in both memory layouts (budget: 250 ms per step); with
 `--compile` also small_segnet under torch.compile (its first step, the compilation, is printed apart).
 CUDA, when available: DeepLab-v2 ResNet-101 on a (1, 3, 720, 1280) batch (a GTA5 crop) in fp32, bf16
 autocast and channels_last. The step is both heads' cross-entropy, backward included; times
 are medians after warm-up.
 
-Usage: python benchmarks/model_speed.py [--repeats 10] [--threads 2] [--compile]
+Usage: python benchmarks/model_speed.py [--repeats 10] [--threads 2] [--compile] [--archs small_segnet ...]
 """
 
 from __future__ import annotations
@@ -66,10 +66,10 @@ def step_ms(
 
 
 def cases(
-    compiled: bool,
+    archs: list[str], compiled: bool
 ) -> Iterator[tuple[str, tuple[int, int, int, int], str, torch.dtype | None, bool, bool]]:
     """(arch, input shape, device, autocast dtype, channels_last, compiled) of each measured row."""
-    for arch in ("small_segnet", "deeplab_resnet18_small"):
+    for arch in archs:
         for dtype in (None, torch.bfloat16):
             for channels_last in (False, True):
                 yield arch, (8, 3, 64, 128), "cpu", dtype, channels_last, False
@@ -90,6 +90,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per row (after warm-up)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--compile", action="store_true", help="also time small_segnet under torch.compile")
+    parser.add_argument(
+        "--archs", nargs="+", default=["small_segnet", "deeplab_resnet18_small"], help="the CPU networks"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
@@ -103,7 +106,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for arch, shape, device, dtype, channels_last, compiled in cases(args.compile):
+    for arch, shape, device, dtype, channels_last, compiled in cases(args.archs, args.compile):
         ms, first_ms = step_ms(arch, shape, device, dtype, channels_last, args.repeats, compiled)
         dtype_name = "bf16" if dtype is torch.bfloat16 else "fp32"
         layout = ("channels_last" if channels_last else "contiguous") + (", compiled" if compiled else "")

@@ -15,8 +15,11 @@ With the base config `msl/configs/synth.yaml` (1 CPU thread per run, runs in par
    source_only) and the smallest mean difference a paired t-test over that many seeds detects at p < 0.05.
    No loss or setting is tuned here against these target labels: they only measure the instrument.
 
+With `--arch NAME` every run trains another network of msl.models (e.g. `small_segnet_half`), its runs under
+`--work/NAME`: how a candidate network would calibrate.
+
 Usage: python benchmarks/synth_calibration.py [--work DIR] [--shifts 0.25 0.5 0.75] [--seeds 0 1]
-       [--uda-seeds 0 1 2] [--parallel 2] [--report results/benchmarks/synth_calibration.md]
+       [--uda-seeds 0 1 2] [--parallel 2] [--arch NAME] [--report results/benchmarks/synth_calibration.md]
 Runs already finished under --work (and generated sets with the same settings) are reused.
 """
 
@@ -44,6 +47,7 @@ from synth_runs import (
 
 from msl.config import load_config
 from msl.metrics import metric_class_names
+from msl.models.build import SMALL_ARCHS
 from msl.run_dir import RunDir
 
 THIN_CLASSES = ("pole", "traffic sign", "person")  # the small, thin classes whose IoU the table shows
@@ -98,6 +102,13 @@ def uda_jobs(work: Path, data: Path, seed: int) -> list[Job]:
     ]
 
 
+def on_arch(jobs: list[Job], arch: str | None) -> list[Job]:
+    """The jobs, training `arch` when one is given."""
+    if arch is None:
+        return jobs
+    return [Job(job.name, job.run_dir, {**job.overrides, "model.arch": arch}) for job in jobs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -115,10 +126,12 @@ def main() -> None:
         "--curve-every", type=int, default=80, help="evaluation interval of the convergence curve"
     )
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time (1 thread each)")
+    parser.add_argument("--arch", choices=SMALL_ARCHS, default=None, help="default: synth.yaml's network")
     parser.add_argument(
         "--report", type=Path, default=None, help="also write the output to this markdown file"
     )
     args = parser.parse_args()
+    args.runs = args.work / args.arch if args.arch else args.work  # where the run directories go
     report = Report()
     say = report.say
 
@@ -128,9 +141,12 @@ def main() -> None:
     for shift in args.shifts:
         seeds = sorted(set(args.seeds) | (set(args.uda_seeds) if shift == DEFAULT_SHIFT else set()))
         every = args.curve_every if shift == DEFAULT_SHIFT else iterations
-        jobs += [job for seed in seeds for job in source_jobs(args.work, sets[shift], shift, seed, every)]
-    records = run_jobs(jobs, args.parallel)
+        jobs += [job for seed in seeds for job in source_jobs(args.runs, sets[shift], shift, seed, every)]
+    records = run_jobs(on_arch(jobs, args.arch), args.parallel)
     header("Synthetic benchmark calibration", say)
+    if args.arch:
+        say(f"Every run below trains `{args.arch}` (`--arch`), not synth.yaml's network.")
+        say()
 
     say("## Source-only versus oracle, target val mIoU (%), whole val split")
     say()
@@ -193,8 +209,8 @@ def say_convergence(args: argparse.Namespace, records: dict, iterations: int, sa
 
 
 def say_controls(args: argparse.Namespace, data: Path, records: dict, say) -> None:
-    jobs = [job for seed in args.uda_seeds for job in uda_jobs(args.work, data, seed)]
-    uda = run_jobs(jobs, args.parallel)
+    jobs = [job for seed in args.uda_seeds for job in uda_jobs(args.runs, data, seed)]
+    uda = run_jobs(on_arch(jobs, args.arch), args.parallel)
     say(
         f"## Controls and noise at the UDA budget, shift {DEFAULT_SHIFT:g}: target val mIoU (%) at the last "
         "iteration"

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchvision
 
 from msl.models import ASPPHead, WeightsMismatchError, build_model, load_weights, param_groups
+from msl.models.build import SMALL_ARCHS
 
 NUM_CLASSES = 19
 SMALL = "deeplab_resnet18_small"
@@ -266,3 +267,14 @@ def test_cpu_upsampling_matches_torch_interpolate_in_values_and_gradients(grid, 
     (theirs_grad,) = torch.autograd.grad(theirs, logits, upstream)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
     torch.testing.assert_close(ours_grad, theirs_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", SMALL_ARCHS)
+def test_each_small_network_returns_both_heads_at_the_input_size_from_its_own_grids(arch):
+    """The benchmark network and its variants: main at 1/4 through the decoder (1/8 without), aux at 1/8."""
+    model = build_model(arch, NUM_CLASSES).eval()
+    images = torch.randn(2, 3, 64, 128)  # (B, 3, H, W)
+    main, aux = model.forward_logits(images)
+    main_grid = (8, 16) if arch == "small_segnet_coarse" else (16, 32)
+    assert (tuple(main.shape), tuple(aux.shape)) == ((2, NUM_CLASSES, *main_grid), (2, NUM_CLASSES, 8, 16))
+    assert [tuple(out.shape) for out in model(images)] == [(2, NUM_CLASSES, 64, 128)] * 2

@@ -7,11 +7,14 @@ from msl.models.deeplab import ARCHS as DEEPLAB_ARCHS  # re-exported: msl.config
 from msl.models.deeplab import DeepLabMulti
 from msl.models.small import SmallSegNet, SmallSpec
 
-# The CPU benchmark's network and two ablations of it (results/benchmarks/small_model_ablation.md).
+# The CPU benchmark's network, two ablations of it (results/benchmarks/small_model_ablation.md) and a
+# half-width candidate for cheaper trials, measured and not taken (results/benchmarks/
+# synth_calibration_half_width.md).
 SMALL_ARCHS: dict[str, SmallSpec] = {
     "small_segnet": SmallSpec(),
     "small_segnet_bn": SmallSpec(norm="batch"),
     "small_segnet_coarse": SmallSpec(decoder=False),
+    "small_segnet_half": SmallSpec(width=16),
 }
 ARCH_NAMES = (*DEEPLAB_ARCHS, *SMALL_ARCHS)
 
