@@ -165,8 +165,12 @@ def _correlations(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def rank_correlations(validator, target, *, resamples: int = RESAMPLES, seed: int = 0) -> dict[str, float]:
     """Spearman and weighted Spearman of validator (higher is better) and target, each with a 95% percentile
-    bootstrap interval over the points; NaN with fewer than 3 points or a constant series."""
+    bootstrap interval over the points; NaN with fewer than 3 points or a constant series. The points are
+    resampled in value order, so that the interval does not depend on the order they come in (a study's rows
+    follow its trials' random names)."""
     x, y = np.asarray(validator, dtype=float), np.asarray(target, dtype=float)
+    order = np.lexsort((y, x))  # by validator, then target
+    x, y = x[order], y[order]
     result = dict.fromkeys(
         ["spearman", "spearman_low", "spearman_high", "weighted_spearman", "weighted_low", "weighted_high"],
         math.nan,

@@ -51,6 +51,8 @@ def test_bootstrap_interval_matches_a_naive_resampling_loop():
     rng = np.random.default_rng(7)
     validator, target = rng.normal(size=12), rng.normal(size=12)
     result = rank_correlations(validator, target, resamples=200, seed=3)
+    order = np.lexsort((target, validator))  # the points are resampled in value order
+    validator, target = validator[order], target[order]
     draws = np.random.default_rng(3).integers(0, 12, size=(200, 12))
     plain, weighted = [], []
     for index in draws:
@@ -65,6 +67,14 @@ def test_bootstrap_interval_matches_a_naive_resampling_loop():
         np.percentile(weighted, [2.5, 97.5])
     )
     assert result["spearman_low"] < result["spearman"] < result["spearman_high"]
+
+
+def test_the_bootstrap_interval_does_not_depend_on_the_order_of_the_points():
+    """Two runs of one study list the same evaluations in different orders (trial names are random)."""
+    rng = np.random.default_rng(5)
+    validator, target = rng.normal(size=15), rng.normal(size=15)
+    shuffled = rng.permutation(15)
+    assert rank_correlations(validator[shuffled], target[shuffled]) == rank_correlations(validator, target)
 
 
 def test_too_few_points_or_a_constant_series_have_no_correlation():
