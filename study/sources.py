@@ -77,14 +77,16 @@ def ensure_sources(space: Space, study_dir: Path) -> dict[str, dict[int, str]]:
     if not to_train:
         return checkpoints
     cluster_cpus = ray.cluster_resources().get("CPU", 0.0)
-    pending = {}
+    pending, asked = {}, 0.0  # CPUs the models submitted so far ask for
     for key, (cfg, run_dir, experiment) in to_train.items():
         cpus = source_cpus(experiment.resources, cluster_cpus, len(to_train))
         task = ray.remote(_train_source).options(
             num_cpus=cpus, num_gpus=experiment.resources.gpu, max_retries=experiment.retries
         )
+        asked += cpus
+        when = "training" if asked <= cluster_cpus + 1e-9 else "queued until a CPU is free, then training"
         log(
-            f"source model for seed {cfg.runtime.seed}: training {cfg.optim.iterations} iterations in "
+            f"source model for seed {cfg.runtime.seed}: {when} {cfg.optim.iterations} iterations in "
             f"{run_dir} ({cpus:.2g} CPU)"
         )
         pending[key] = task.remote(in_worker(cfg, cpus), str(run_dir))

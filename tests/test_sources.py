@@ -68,6 +68,43 @@ def test_a_source_model_two_experiments_share_is_reused_with_one_line(tmp_path, 
     assert capsys.readouterr().out.count("source model for seed 0: reusing") == 1
 
 
+class _Task:
+    def options(self, **resources):
+        return self
+
+    def remote(self, cfg, run_dir: str) -> str:
+        return run_dir
+
+
+class _SubmittingRay:
+    """Stands in for `ray` in `ensure_sources`: a 2-CPU cluster whose tasks never run."""
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": 2.0}
+
+    def remote(self, function) -> _Task:
+        return _Task()
+
+
+@pytest.mark.parametrize(("seeds", "queued"), [([0, 1, 2, 3], 2), ([0, 1, 2], 0)])
+def test_source_models_beyond_the_first_round_are_said_to_wait(tmp_path, monkeypatch, capsys, seeds, queued):
+    """4 models on 2 CPUs train two at a time, and the lines say which wait; 3 share the CPUs, none waits."""
+    monkeypatch.setattr("study.sources.ray", _SubmittingRay())
+    monkeypatch.setattr("study.sources._wait_for_sources", lambda *args: None)
+    space = load_space(
+        _space_file(
+            tmp_path,
+            set={"data.source_root": "/a", "data.target_root": "/b"},
+            experiments={"main": {"variants": ["source_only"], "seeds": seeds}},
+        )
+    )
+    ensure_sources(space, tmp_path)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "source model for seed" in line]
+    assert len(lines) == len(seeds)
+    assert sum("queued until a CPU is free" in line for line in lines) == queued
+    assert all("queued" not in line for line in lines[:2])
+
+
 class _TrainingRay:
     """Stands in for `ray` in `_wait_for_sources`: each wait lets the time pass and the models train 10
     iterations each (their progress.json), and a model's task ends when it reaches its iterations."""
