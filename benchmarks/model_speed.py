@@ -1,8 +1,9 @@
 """Forward+backward time of one training step of the segmentation networks, printed as a table.
 
 CPU: the benchmark network small_segnet and the older deeplab_resnet18_small (or the networks `--archs`
-names) on the synthetic benchmark's batch (8, 3, 64, 128), in fp32 and bf16 autocast, in both memory layouts (budget: 250 ms per step); with
-`--compile` also small_segnet under torch.compile (its first step, the compilation, is printed apart).
+names) on the synthetic benchmark's batch (8, 3, 64, 128), in fp32 and bf16 autocast, in both memory layouts
+(budget: 250 ms per step); with `--compile` also small_segnet under torch.compile (its first step, the
+compilation, is printed apart).
 CUDA, when available: DeepLab-v2 ResNet-101 on a (1, 3, 720, 1280) batch (a GTA5 crop) in fp32, bf16
 autocast and channels_last. The step is both heads' cross-entropy, backward included; times
 are medians after warm-up.
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from msl.models import build_model
+from msl.models import ARCH_NAMES, build_model
 
 NUM_CLASSES = 19
 WARMUP_STEPS = 3
@@ -91,7 +92,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--compile", action="store_true", help="also time small_segnet under torch.compile")
     parser.add_argument(
-        "--archs", nargs="+", default=["small_segnet", "deeplab_resnet18_small"], help="the CPU networks"
+        "--archs",
+        nargs="+",
+        choices=ARCH_NAMES,
+        default=["small_segnet", "deeplab_resnet18_small"],
+        help="the CPU networks",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
