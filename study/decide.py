@@ -72,6 +72,14 @@ class Selection:
         labels = self.chosen_picks(variant)[f"{which}_row"].dropna().astype(int)
         return self.evals.loc[labels]
 
+    def checkpoints(self, evals: pd.DataFrame | None = None) -> pd.DataFrame:
+        """The checkpoint the objective selected in each trial, one row per trial that has one, from `evals`
+        (default: this selection's; its rows carry the same labels) less the rows `evals` lacks: what a
+        `choose_by` (or the objective) scores configurations at."""
+        evals = self.evals if evals is None else evals
+        labels = self.picks["selected_row"].dropna().astype(int)
+        return evals.loc[evals.index.intersection(labels)]
+
     def values(self, variant: str, column: str = TARGET, which: str = "selected") -> pd.Series:
         """`column` at those checkpoints, one value per seed (several trials of one seed are averaged)."""
         return self.rows(variant, which).groupby("seed")[column].mean().dropna()
@@ -127,13 +135,10 @@ def select(exp: ExperimentResults) -> Selection:
     return Selection(metric, mode, exp.plan.oracle, all_evals, picks, configs, chooser)
 
 
-def selected_checkpoints(exp: ExperimentResults, evals: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Of an experiment's evaluations (`evals`, default `exp.evals`: pass them when they carry study-level
-    validators), the checkpoint its metric selects in each trial, one row per trial that has one: what its
-    `choose_by` (or metric) scores configurations at."""
-    evals = exp.evals if evals is None else evals
-    picks = select(dataclasses.replace(exp, evals=evals)).picks
-    return evals.loc[picks["selected_row"].dropna().astype(int)]
+def selected_checkpoints(exp: ExperimentResults, evals: pd.DataFrame) -> pd.DataFrame:
+    """`Selection.checkpoints` of the experiment with `evals` as its evaluations (e.g. with study-level
+    validators, or a subset of its trials)."""
+    return select(dataclasses.replace(exp, evals=evals)).checkpoints()
 
 
 def variants_of(exp: ExperimentResults) -> list[str]:

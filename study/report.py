@@ -31,11 +31,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from msl.objectives import LABEL_FREE_METRICS, LABEL_FREE_MODES, is_better
+from msl.objectives import LABEL_FREE_METRICS, LABEL_FREE_MODES, STUDY_VALIDATORS, is_better
 from msl.user_loss import is_import_path
 from msl.words import count
 from study import distributions, plots
-from study.decide import TARGET, Selection, best_label, select, selected_checkpoints, variants_of
+from study.decide import TARGET, Selection, best_label, select, variants_of
 from study.importance import MIN_TRIALS, importances
 from study.layout import FAILED_STATUSES, TRIAL_STATUSES, Plan
 from study.pruning import rung_audit
@@ -696,7 +696,8 @@ def _as_number(text: str) -> float:
 def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selection: Selection) -> None:
     _experiment_heading(report, exp)
     usable = exp.trials.loc[~exp.trials["status"].isin(FAILED_STATUSES), "trial_name"]
-    evals = with_study_validators(exp)
+    # The study-level validators are read from the saved maps once: `select` has them when one chose
+    evals = selection.evals if set(STUDY_VALIDATORS) <= set(selection.evals) else with_study_validators(exp)
     evals = evals[evals["trial_name"].isin(usable) & evals[TARGET].notna()]
     validators = [metric for metric in LABEL_FREE_MODES if evals[metric].notna().any()]
     if evals.empty or not validators:
@@ -756,11 +757,15 @@ def _label_free_selection(report: _ReportWriter, exp: ExperimentResults, selecti
     report.table(f"selection_{slug(exp.name)}", numbers, pd.DataFrame(shown))
     figure = plots.validator_scatter(evals, validators, TARGET, plots.variant_colors(variants_of(exp)))
     report.figure(f"selection_{slug(exp.name)}", figure, "validators against target mIoU")
-    _selection_audit(report, exp, evals, validators)
+    _selection_audit(report, exp, selection, evals, validators)
 
 
 def _selection_audit(
-    report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame, validators: list[str]
+    report: _ReportWriter,
+    exp: ExperimentResults,
+    selection: Selection,
+    evals: pd.DataFrame,
+    validators: list[str],
 ) -> None:
     """The audit of study.selection at the checkpoint, configuration and (in a tuning) variant level, with
     reference rows."""
@@ -793,19 +798,22 @@ def _selection_audit(
         report.add(f"**{level.capitalize()} level** ({AUDIT_WORDS[level]})")
         report.table(f"selection_{level}s_{slug(exp.name)}", pd.DataFrame(numbers), pd.DataFrame(shown))
     if not exp.plan.confirm and (evals.groupby("variant")["config"].nunique() > 1).any():
-        _variant_audit(report, exp, evals, validators)
+        _variant_audit(report, exp, selection, evals, validators)
 
 
 def _variant_audit(
-    report: _ReportWriter, exp: ExperimentResults, evals: pd.DataFrame, validators: list[str]
+    report: _ReportWriter,
+    exp: ExperimentResults,
+    selection: Selection,
+    evals: pd.DataFrame,
+    validators: list[str],
 ) -> None:
     """study.selection's variant level: which configuration each variant keeps, as a tuning decides."""
     numbers, shown = [], []
     rows = [(v, LABEL_FREE_MODES[v], v) for v in validators] + [(TARGET, "max", "oracle: target mIoU")]
-    chooser = exp.plan.choose_by or exp.plan.metric
-    checkpoints = selected_checkpoints(exp, evals)  # where the tuning scores its configurations
+    checkpoints = selection.checkpoints(evals)  # where the tuning scores its configurations
     for validator, mode, name in rows:
-        name = f"{name} (chooses)" if validator == chooser else name
+        name = f"{name} (chooses)" if validator == selection.chooser else name
         audit = variant_audit(checkpoints, validator, mode)
         on_edge = sum(bool(exp.edges(variant, config)) for variant, config in audit.pop("picks").items())
         row = {"validator": name, "mode": mode, **audit, "picks_on_edge": on_edge}

@@ -256,7 +256,7 @@ def configuration_audit(evals: pd.DataFrame, validator: str, mode: str) -> dict[
 
 def variant_audit(checkpoints: pd.DataFrame, validator: str, mode: str) -> dict:
     """Within variants, each configuration at its mean over seeds of `checkpoints` (one evaluation per trial:
-    those the study's metric selected, `study.decide.selected_checkpoints`, as a tuning scores them): mean
+    those the study's metric selected, `study.decide.Selection.checkpoints`, as a tuning scores them): mean
     and worst regret over the variants that have two configurations or more, their number, each one's pick
     (`picks`: variant -> config) and correlations of the within-variant deviations (see the module
     docstring)."""

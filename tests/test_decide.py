@@ -22,6 +22,22 @@ def test_best_label_keeps_the_first_of_equals_and_never_picks_a_missing_value():
 def test_select_picks_per_trial_the_best_checkpoint_and_per_variant_the_best_mean_configuration():
     # config "a": seed 0 best 0.6, seed 1 best 0.2 (mean 0.4); config "b": 0.45 and 0.45 (mean 0.45)
     objective = {("a", 0): [0.5, 0.6], ("a", 1): [0.2, 0.1], ("b", 0): [0.45, 0.3], ("b", 1): [0.4, 0.45]}
+    trials, evals = _rows(objective)
+    trials.append({"trial_name": "e0", "variant": "v", "seed": 0, "config": "c", "status": "error"})
+    evals.append({"trial_name": "e0", "seed": 0, "iteration": 10, "target_im": 0.99, "oracle_miou": 0.5})
+    plan = layout.Plan(experiment="x", metric="target_im", mode="max", max_iterations=20, variants={"v": {}})
+    exp = ExperimentResults("x", plan, pd.DataFrame(trials), pd.DataFrame(evals))
+    selection = select(exp)
+    assert selection.configs == {"v": "b"}  # the errored trial's 0.99 counts for nothing
+    picks = selection.picks.set_index("trial_name")
+    assert picks.loc["a0", "objective"] == 0.6 and picks.loc["b1", "objective"] == 0.45
+    assert selection.evals.loc[picks.loc["b1", "selected_row"], "iteration"] == 20
+    assert variants_of(exp) == ["v"]
+
+
+def _rows(objective: dict, other: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Trials and evaluations of one variant, a trial per (config, seed) of `objective` (target_im per
+    iteration), with `other` (target_bnm per iteration) when given."""
     trials, evals = [], []
     for (config, seed), values in objective.items():
         name = f"{config}{seed}"
@@ -34,36 +50,18 @@ def test_select_picks_per_trial_the_best_checkpoint_and_per_variant_the_best_mea
                 "seed": seed,
                 "iteration": 10 * (i + 1),
                 "target_im": value,
-                "oracle_miou": 1.0,
+                "oracle_miou": 0.5,
             }
+            | ({"target_bnm": other[config, seed][i]} if other else {})
             for i, value in enumerate(values)
         ]
-    trials.append({"trial_name": "e0", "variant": "v", "seed": 0, "config": "c", "status": "error"})
-    evals.append({"trial_name": "e0", "seed": 0, "iteration": 10, "target_im": 0.99, "oracle_miou": 1.0})
-    plan = layout.Plan(experiment="x", metric="target_im", mode="max", max_iterations=20, variants={"v": {}})
-    exp = ExperimentResults("x", plan, pd.DataFrame(trials), pd.DataFrame(evals))
-    selection = select(exp)
-    assert selection.configs == {"v": "b"}  # the errored trial's 0.99 counts for nothing
-    picks = selection.picks.set_index("trial_name")
-    assert picks.loc["a0", "objective"] == 0.6 and picks.loc["b1", "objective"] == 0.45
-    assert selection.evals.loc[picks.loc["b1", "selected_row"], "iteration"] == 20
-    assert variants_of(exp) == ["v"]
+    return trials, evals
 
 
 def _two_configurations(objective: dict, other: dict) -> ExperimentResults:
     """One variant, configurations "a" and "b" on seeds 0 and 1: `objective` (target_im, min) and `other`
     (target_bnm, max) per (config, seed), one value per iteration."""
-    trials, evals = [], []
-    for (config, seed), values in objective.items():
-        name = f"{config}{seed}"
-        trials.append(
-            {"trial_name": name, "variant": "v", "seed": seed, "config": config, "status": "finished"}
-        )
-        evals += [
-            {"trial_name": name, "seed": seed, "iteration": 10 * (i + 1), "target_im": value}
-            | {"target_bnm": other[config, seed][i], "oracle_miou": 0.5}
-            for i, value in enumerate(values)
-        ]
+    trials, evals = _rows(objective, other)
     plan = layout.Plan(experiment="x", metric="target_im", max_iterations=20, variants={"v": {}})
     return ExperimentResults("x", plan, pd.DataFrame(trials), pd.DataFrame(evals))
 
