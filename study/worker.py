@@ -49,7 +49,7 @@ def run_trial(
     """A Tune function trainable: one UDA training (or one per seed, see `_train_seeds`) whose evaluations are
     reported with checkpoints. `confirmed` maps variants to the configuration a confirmation runs them with
     (see `confirmed_configurations`)."""
-    experiment = next(e for e in space.experiments if e.name == experiment_name)
+    experiment = space.experiment(experiment_name)
     config = {**{k: v for k, v in config.items() if k != "case"}, **config.get("case", {})}
     variant, seeds = config["variant"], config.get("seeds") or [config["seed"]]
     params = {k: v for k, v in config.items() if k not in ("variant", "seed", "seeds")} | confirmed.get(
